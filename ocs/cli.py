@@ -1,0 +1,140 @@
+"""The `ocs` command: serve, rules check, subscriber show."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from .config import PeerPolicy, load_config, split_hostport
+from .rules.compile import E164, IMSI, RuleError, load_rules, subscriber_key
+
+
+def _load_rules_or_exit(directory: str):
+    try:
+        return load_rules(directory)
+    except RuleError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        raise SystemExit(2)
+
+
+def warm_up() -> None:
+    """Compile the kernels (or load them from numba's on-disk cache) before
+    the first connection is accepted."""
+    import numpy as np
+    from .engine import kernel
+    from .engine.tables import MSCC, PLAN, REQUEST, SESSION, SUBSCRIBER, new_table
+    empty = np.zeros(0, np.int64)
+    kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), np.zeros(1, SUBSCRIBER),
+                        new_table(SESSION, 1), np.zeros(1, PLAN), empty, empty, 0.0)
+    kernel.expire_sessions(np.zeros(1, SUBSCRIBER), new_table(SESSION, 1), 0.0, 1)
+
+
+def cmd_serve(args) -> int:
+    import trio
+    from .diameter import constants as c
+    from .diameter.peer import LocalIdentity
+    from .gy.app import CreditControlApplication
+    from .net.server import Server
+    from .store.embedded import EmbeddedStore
+
+    cfg = load_config(args.config)
+    for name in ("listen", "data", "rules", "origin_host", "origin_realm", "log_level"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.no_fsync:
+        cfg.fsync = False
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("ocs")
+    started = time.monotonic()
+    rules = _load_rules_or_exit(cfg.rules)
+    store = EmbeddedStore(cfg.data, fsync=cfg.fsync)
+    store.open()
+    if store.sync_rules(rules):
+        store.snapshot()
+    warm_up()
+    identity = LocalIdentity(origin_host=cfg.origin_host, origin_realm=cfg.origin_realm,
+                             host_ip_addresses=tuple(cfg.host_ip_addresses), vendor_id=cfg.vendor_id,
+                             product_name=cfg.product_name)
+    ccfh = {"TERMINATE": c.CCFH_TERMINATE, "CONTINUE": c.CCFH_CONTINUE,
+            "RETRY_AND_TERMINATE": c.CCFH_RETRY_AND_TERMINATE}[cfg.failure_handling]
+    app = CreditControlApplication(store, rules, identity, ccfh)
+    server = Server(cfg, app, store, identity, PeerPolicy(cfg.peers))
+    host, port = split_hostport(cfg.listen)
+    log.info("rules %s version %s; %d subscribers; ready in %.2f s",
+             cfg.rules, rules.version, store.n_subs, time.monotonic() - started)
+    trio.run(server.run, host, port)
+    return 0
+
+
+def cmd_rules_check(args) -> int:
+    rules = _load_rules_or_exit(args.dir)
+    n_range = sum(r.size for r in rules.ranges)
+    print(f"{args.dir}: OK, version {rules.version}: {len(rules.plans)} plans, "
+          f"{len(rules.subscribers)} subscribers, {len(rules.ranges)} ranges ({n_range} subscribers)")
+    return 0
+
+
+def cmd_subscriber_show(args) -> int:
+    from .store.embedded import EmbeddedStore
+    from .store.views import subscriber_view
+    cfg = load_config(args.config)
+    rules = _load_rules_or_exit(args.rules or cfg.rules)
+    store = EmbeddedStore(args.data or cfg.data)
+    try:
+        store.open(readonly=True)
+    except FileNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 1
+    kind = IMSI if args.imsi else E164
+    if not args.id.isdigit() or len(args.id) > 15:
+        print(f"{args.id}: not a subscriber number (1 to 15 digits)", file=sys.stderr)
+        return 1
+    row = store.lookup(subscriber_key(kind, args.id))
+    if row < 0:
+        print(f"{args.id}: no such subscriber in {store.dir}", file=sys.stderr)
+        return 1
+    print(json.dumps(subscriber_view(store, rules, row, time.time()), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ocs", description="Online charging system: a Diameter Gy server")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the Diameter Gy server")
+    s.add_argument("--config", help="TOML configuration file (docs/configuration.md)")
+    s.add_argument("--listen", help="HOST:PORT to listen on (default 0.0.0.0:3868)")
+    s.add_argument("--data", help="data directory: journal and snapshots (default ./data)")
+    s.add_argument("--rules", help="rules directory (default rules/demo)")
+    s.add_argument("--origin-host", dest="origin_host", help="our Origin-Host")
+    s.add_argument("--origin-realm", dest="origin_realm", help="our Origin-Realm")
+    s.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
+    s.add_argument("--no-fsync", action="store_true", help="do not fsync the journal (unsafe; for experiments)")
+    s.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("rules", help="rule files")
+    rs = r.add_subparsers(dest="rules_command", required=True)
+    rc = rs.add_parser("check", help="validate a rules directory")
+    rc.add_argument("dir")
+    rc.set_defaults(func=cmd_rules_check)
+
+    sb = sub.add_parser("subscriber", help="subscriber state")
+    sbs = sb.add_subparsers(dest="subscriber_command", required=True)
+    show = sbs.add_parser("show", help="print a subscriber's state as JSON (works while the server runs or not)")
+    show.add_argument("id", help="the MSISDN (or IMSI with --imsi)")
+    show.add_argument("--imsi", action="store_true", help="the id is an IMSI")
+    show.add_argument("--data", help="data directory (default from --config, else ./data)")
+    show.add_argument("--rules", help="rules directory (default from --config, else rules/demo)")
+    show.add_argument("--config", help="TOML configuration file")
+    show.set_defaults(func=cmd_subscriber_show)
+
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

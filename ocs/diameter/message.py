@@ -1,0 +1,111 @@
+"""Message framing and header checks (RFC 6733 section 3), and answers.
+
+`split_frames` turns a receive buffer into whole messages; what cannot be
+framed closes the connection. `answer_header`/`error_answer` build answers
+that copy the request's identifiers, as section 6.2 requires.
+"""
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from . import avp as A
+from . import constants as c
+from .errors import FramingError, ProtocolError
+
+DEFAULT_MAX_MESSAGE = 1 << 20
+_HDR = struct.Struct(">IIIII")
+
+
+class Header(NamedTuple):
+    version: int
+    length: int
+    flags: int
+    code: int
+    app: int
+    hbh: int
+    e2e: int
+
+    @property
+    def is_request(self) -> bool:
+        return bool(self.flags & c.FLAG_REQUEST)
+
+
+def parse_header(buf, pos: int = 0) -> Header:
+    vl, fc, app, hbh, e2e = _HDR.unpack_from(buf, pos)
+    return Header(vl >> 24, vl & 0xFFFFFF, fc >> 24, fc & 0xFFFFFF, app, hbh, e2e)
+
+
+def split_frames(buf: bytearray, max_message: int = DEFAULT_MAX_MESSAGE) -> tuple[list[bytes], int]:
+    """Complete messages at the front of `buf`, and how many bytes they took.
+
+    A length below the header size or above `max_message` cannot be framed
+    (nor skipped safely): FramingError, and the connection closes.
+    """
+    frames = []
+    pos = 0
+    n = len(buf)
+    while n - pos >= 4:
+        length = int.from_bytes(buf[pos + 1:pos + 4], "big")
+        if length < c.HEADER_LEN or length > max_message:
+            raise FramingError(f"message length {length} outside {c.HEADER_LEN}..{max_message}")
+        if n - pos < length:
+            break
+        frames.append(bytes(buf[pos:pos + length]))
+        pos += length
+    return frames, pos
+
+
+def check_header(h: Header) -> None:
+    """Header checks that apply to every request; raises ProtocolError."""
+    if h.version != c.VERSION:
+        raise ProtocolError(c.UNSUPPORTED_VERSION, f"Diameter version {h.version}")
+    if h.length % 4:
+        raise ProtocolError(c.INVALID_MESSAGE_LENGTH, f"message length {h.length} is not a multiple of 4")
+    if h.flags & (c.FLAG_ERROR | c.FLAGS_RESERVED):
+        raise ProtocolError(c.INVALID_HDR_BITS, "request with the E-bit or reserved bits set")
+
+
+def answer_header(req: Header, body_len: int, error: bool = False) -> bytes:
+    flags = (req.flags & c.FLAG_PROXIABLE) | (c.FLAG_ERROR if error else 0)
+    return A.header(flags, req.code, req.app, req.hbh, req.e2e, body_len)
+
+
+def find_session_id(frame: bytes) -> bytes | None:
+    """The Session-Id of a request, read leniently for error answers."""
+    pos, end = c.HEADER_LEN, len(frame)
+    while end - pos >= 8:
+        code, fl = struct.unpack_from(">II", frame, pos)
+        length = fl & 0xFFFFFF
+        hdr = 12 if (fl >> 24) & c.AVP_FLAG_VENDOR else 8
+        if length < hdr or pos + length > end:
+            return None
+        if code == c.AVP_SESSION_ID and hdr == 8:
+            return frame[pos + 8:pos + length]
+        pos += length + ((-length) & 3)
+    return None
+
+
+def error_answer(frame: bytes, err: ProtocolError, identity_avps: bytes, extra: bytes = b"") -> bytes:
+    """The answer RFC 6733 section 7 prescribes for a request that failed.
+
+    3xxx answers carry the E-bit and only the AVPs of section 7.2's
+    answer-message grammar; 5xxx answers are ordinary answers of the command.
+    `identity_avps` are our Origin-Host and Origin-Realm; `extra` goes after
+    them (Auth-Application-Id, CC-Request-Type/Number for a CCA).
+    """
+    h = parse_header(frame)
+    parts = []
+    sid = find_session_id(frame)
+    if sid is not None:
+        parts.append(A.encode(c.AVP_SESSION_ID, sid))
+    parts.append(A.u32(c.AVP_RESULT_CODE, err.result_code))
+    parts.append(identity_avps)
+    if not err.e_bit:
+        parts.append(extra)
+    if err.message:
+        parts.append(A.utf8(c.AVP_ERROR_MESSAGE, err.message[:200], mandatory=False))
+    if err.failed_avp:
+        parts.append(A.encode(c.AVP_FAILED_AVP, err.failed_avp))
+    body = b"".join(parts)
+    return answer_header(h, len(body), error=err.e_bit) + body

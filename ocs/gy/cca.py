@@ -1,0 +1,71 @@
+"""Building Credit-Control-Answers (RFC 4006 section 3.2)."""
+from __future__ import annotations
+
+import struct
+
+from ..diameter import avp as A
+from ..diameter import constants as c
+from ..diameter.message import Header, answer_header
+
+AVP_CHECK_BALANCE_RESULT = 422
+_FUI_TERMINATE = A.grouped(c.AVP_FINAL_UNIT_INDICATION, [A.u32(c.AVP_FINAL_UNIT_ACTION, c.FUA_TERMINATE)])
+
+
+def granted_units(octets: int, seconds: int) -> bytes:
+    parts = [A.u64(c.AVP_CC_TOTAL_OCTETS, octets)]
+    if seconds > 0:
+        parts.append(A.u32(c.AVP_CC_TIME, seconds))
+    return A.grouped(c.AVP_GRANTED_SERVICE_UNIT, parts)
+
+
+def mscc(rating_group: int, service_ids, result: int, granted: int, granted_time: int,
+         validity: int, final: bool) -> bytes:
+    parts = []
+    if granted >= 0:
+        parts.append(granted_units(granted, granted_time))
+    parts += [A.u32(c.AVP_SERVICE_IDENTIFIER, s) for s in service_ids]
+    if rating_group >= 0:
+        parts.append(A.u32(c.AVP_RATING_GROUP, rating_group))
+    if granted >= 0 and validity > 0:
+        parts.append(A.u32(c.AVP_VALIDITY_TIME, validity))
+    parts.append(A.u32(c.AVP_RESULT_CODE, result))
+    if final:
+        parts.append(_FUI_TERMINATE)
+    return A.grouped(c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, parts)
+
+
+def cca(h: Header, session_id: bytes, result: int, origin_avps: bytes, request_type: int,
+        request_number: int, body: list[bytes], ccfh: int) -> bytes:
+    parts = [A.encode(c.AVP_SESSION_ID, session_id), A.u32(c.AVP_RESULT_CODE, result), origin_avps,
+             A.u32(c.AVP_AUTH_APPLICATION_ID, c.APP_CREDIT_CONTROL),
+             A.u32(c.AVP_CC_REQUEST_TYPE, request_type), A.u32(c.AVP_CC_REQUEST_NUMBER, request_number)]
+    parts += body
+    parts.append(A.u32(c.AVP_CREDIT_CONTROL_FAILURE_HANDLING, ccfh))
+    data = b"".join(parts)
+    return answer_header(h, len(data)) + data
+
+
+def error_extra(frame: bytes) -> bytes:
+    """Auth-Application-Id, CC-Request-Type and -Number for a 5xxx CCA, read
+    leniently from a request that may be malformed."""
+    out = [A.u32(c.AVP_AUTH_APPLICATION_ID, c.APP_CREDIT_CONTROL)]
+    pos, end = c.HEADER_LEN, len(frame)
+    found = {}
+    while end - pos >= 8:
+        code, fl = struct.unpack_from(">II", frame, pos)
+        length = fl & 0xFFFFFF
+        if length < 8 or pos + length > end:
+            break
+        if code in (c.AVP_CC_REQUEST_TYPE, c.AVP_CC_REQUEST_NUMBER) and length == 12 and code not in found:
+            found[code] = frame[pos:pos + 12]
+        pos += length + ((-length) & 3)
+    for code in (c.AVP_CC_REQUEST_TYPE, c.AVP_CC_REQUEST_NUMBER):
+        if code in found:
+            out.append(found[code])
+    return b"".join(out)
+
+
+def with_hop_by_hop(answer: bytes, hbh: int) -> bytes:
+    """A stored answer re-sent for a retransmitted request: same answer, the
+    retransmission's Hop-by-Hop Identifier (RFC 6733 section 6.2)."""
+    return answer[:12] + struct.pack(">I", hbh) + answer[16:]

@@ -1,0 +1,256 @@
+"""The embedded store: state in numpy arrays, a journal, snapshots.
+
+Recovery is the last snapshot plus every journal record after it. Records
+hold the new values of the rows a batch changed (not deltas), so replaying
+one twice changes nothing: a `kill -9` at any instant neither loses an
+answered debit (its record was fsync'd before the answer left) nor applies
+one twice.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from ..engine.tables import SESSION, SUBSCRIBER, new_table
+from ..rules.compile import RuleSet
+from .journal import Journal, replay
+
+log = logging.getLogger("ocs.store")
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder()
+
+
+class EmbeddedStore:
+    def __init__(self, data_dir: str | Path, fsync: bool = True, dedup_entries: int = 500_000):
+        self.dir = Path(data_dir)
+        self.fsync = fsync
+        self.dedup_entries = dedup_entries
+        self.subs = np.zeros(0, SUBSCRIBER)
+        self.n_subs = 0
+        self.explicit: dict[int, int] = {}
+        self.labels: dict[int, str] = {}          # row -> identity, for explicit subscribers
+        self.ranges: list[tuple[int, int, int, int, int]] = []   # (type, digits, first, last, base row)
+        self.sessions = new_table(SESSION, 1024)
+        self.session_index: dict[bytes, int] = {}
+        self.session_meta: list[tuple[bytes, bytes] | None] = [None] * 1024
+        self.free_sessions: list[int] = list(range(1023, -1, -1))
+        self.dedup: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
+        self.seq = 0
+        self.journal: Journal | None = None
+        self.records_since_snapshot = 0
+
+    # ------------------------------------------------------------ lifecycle
+    def open(self, readonly: bool = False) -> None:
+        """Load the snapshot and replay the journal. `readonly` leaves the
+        files untouched, for reading beside a running server."""
+        if readonly and not self.dir.is_dir():
+            raise FileNotFoundError(f"{self.dir}: no such data directory")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        snap = self.dir / "snapshot"
+        if (snap / "meta.msgpack").exists():
+            self._load_snapshot(snap)
+        jpath = self.dir / "journal.log"
+        replayed = 0
+        if jpath.exists():
+            for rec in replay(jpath, truncate=not readonly):
+                if rec["seq"] > self.seq:
+                    self.apply(rec)
+                    replayed += 1
+        self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
+        self.journal = None if readonly else Journal(jpath, self.fsync)
+        self.records_since_snapshot = replayed
+        log.info("store %s: %d subscribers, %d open sessions, %d journal records replayed",
+                 self.dir, self.n_subs, len(self.session_index), replayed)
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
+    # ------------------------------------------------------------ directory
+    def lookup(self, key: int) -> int:
+        row = self.explicit.get(key)
+        if row is not None:
+            return row
+        id_type, digits, value = key >> 56, (key >> 50) & 0x3F, key & ((1 << 50) - 1)
+        for t, d, first, last, base in self.ranges:
+            if t == id_type and d == digits and first <= value <= last:
+                return base + value - first
+        return -1
+
+    def label(self, row: int) -> str:
+        if row in self.labels:
+            return self.labels[row]
+        for _, d, first, last, base in self.ranges:
+            if base <= row <= base + last - first:
+                return str(first + row - base).zfill(d)
+        return str(row)
+
+    def _grow_subs(self, need: int) -> None:
+        if need > len(self.subs):
+            cap = max(need, 2 * len(self.subs), 1024)
+            grown = np.zeros(cap, SUBSCRIBER)
+            grown[:self.n_subs] = self.subs[:self.n_subs]
+            self.subs = grown
+
+    def sync_rules(self, rules: RuleSet) -> int:
+        """Provision what the rules declare and the store lacks; set every
+        subscriber's plan from the rules. Returns how many rows are new."""
+        new = 0
+        for seed in rules.subscribers:
+            row = self.explicit.get(seed.key)
+            if row is None:
+                row = self.n_subs
+                self._grow_subs(row + 1)
+                self.n_subs += 1
+                self.subs[row]["balance"] = seed.balance
+                self.subs[row]["active"] = 1
+                self.explicit[seed.key] = row
+                self.labels[row] = seed.label
+                new += 1
+            for alias in seed.aliases:
+                self.explicit[alias] = row
+            self.subs[row]["plan"] = seed.plan
+        for r in rules.ranges:
+            found = [x for x in self.ranges if x[:4] == (r.id_type, r.digits, r.first, r.last)]
+            if found:
+                base = found[0][4]
+            else:
+                base = self.n_subs
+                self._grow_subs(base + r.size)
+                block = self.subs[base:base + r.size]
+                block["balance"] = r.balance
+                block["active"] = 1
+                self.n_subs += r.size
+                self.ranges.append((r.id_type, r.digits, r.first, r.last, base))
+                new += r.size
+            self.subs[base:base + r.size]["plan"] = r.plan
+        return new
+
+    # ------------------------------------------------------------ sessions
+    def _grow_sessions(self, need: int) -> None:
+        while need > len(self.sessions):
+            old = len(self.sessions)
+            grown = new_table(SESSION, old * 2)
+            grown[:old] = self.sessions
+            self.sessions = grown
+            self.session_meta.extend([None] * old)
+            self.free_sessions[:0] = range(2 * old - 1, old - 1, -1)
+
+    def open_session(self, sid: bytes, host: bytes, sub: int) -> int:
+        if not self.free_sessions:
+            self._grow_sessions(len(self.sessions) + 1)
+        row = self.free_sessions.pop()
+        self.sessions[row]["sub"] = sub
+        self.session_index[sid] = row
+        self.session_meta[row] = (sid, host)
+        return row
+
+    def release_session_row(self, row: int) -> None:
+        """Forget a session the engine closed (its row's sub is -1)."""
+        meta = self.session_meta[row]
+        if meta is not None:
+            self.session_index.pop(meta[0], None)
+            self.session_meta[row] = None
+            self.free_sessions.append(row)   # rebuilt after replay, so duplicates there are harmless
+
+    def remember_answer(self, host: bytes, e2e: int, answer: bytes) -> None:
+        self.dedup[(host, e2e)] = answer
+        if len(self.dedup) > self.dedup_entries:
+            self.dedup.popitem(last=False)
+
+    # ------------------------------------------------------------ journal
+    def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
+               new_sessions: list, answers: list, usage: list) -> dict:
+        """The journal record of one batch: new values of every changed row."""
+        self.seq += 1
+        ds = np.unique(dirty_subs)
+        dx = np.unique(dirty_sess)
+        return {"seq": self.seq, "rules": rules_version, "t": now,
+                "si": ds.tobytes(), "sr": self.subs[ds].tobytes(),
+                "xi": dx.tobytes(), "xr": self.sessions[dx].tobytes(),
+                "new": new_sessions, "ans": answers, "use": usage}
+
+    def write(self, record: dict) -> int:
+        self.records_since_snapshot += 1
+        return self.journal.append(record)
+
+    def apply(self, rec: dict) -> None:
+        """Re-apply a journal record (recovery)."""
+        self.seq = rec["seq"]
+        for row, sid, host in rec["new"]:
+            self._grow_sessions(row + 1)
+            self.session_index[sid] = row
+            self.session_meta[row] = (sid, host)
+        si = np.frombuffer(rec["si"], np.int64)
+        self.subs[si] = np.frombuffer(rec["sr"], SUBSCRIBER)
+        xi = np.frombuffer(rec["xi"], np.int64)
+        self.sessions[xi] = np.frombuffer(rec["xr"], SESSION)
+        for row in xi[self.sessions[xi]["sub"] < 0]:
+            self.release_session_row(int(row))
+        for host, e2e, answer in rec["ans"]:
+            self.remember_answer(host, e2e, answer)
+
+    # ------------------------------------------------------------ snapshots
+    def snapshot(self) -> None:
+        """Write the whole state, then start an empty journal."""
+        tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        np.save(tmp / "subs.npy", self.subs[:self.n_subs])
+        np.save(tmp / "sessions.npy", self.sessions)
+        meta = {"seq": self.seq, "n_subs": self.n_subs,
+                "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
+                "ranges": self.ranges, "session_meta": self.session_meta,
+                "dedup": [[h, e, a] for (h, e), a in self.dedup.items()]}
+        (tmp / "meta.msgpack").write_bytes(_enc.encode(meta))
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        shutil.rmtree(old, ignore_errors=True)
+        if snap.exists():
+            snap.rename(old)
+        tmp.rename(snap)
+        _fsync_dir(self.dir)
+        shutil.rmtree(old, ignore_errors=True)
+        # Records up to self.seq are in the snapshot; replay skips them anyway,
+        # so a crash before this truncation is harmless.
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = Journal(self.dir / "journal.log.new", self.fsync)
+            os.replace(self.dir / "journal.log.new", self.dir / "journal.log")
+            self.journal.path = self.dir / "journal.log"
+            _fsync_dir(self.dir)
+        self.records_since_snapshot = 0
+
+    def _load_snapshot(self, snap: Path) -> None:
+        meta = _dec.decode((snap / "meta.msgpack").read_bytes())
+        self.seq = meta["seq"]
+        subs = np.load(snap / "subs.npy")
+        self.n_subs = meta["n_subs"]
+        self.subs = np.zeros(max(self.n_subs, 1024), SUBSCRIBER)
+        self.subs[:self.n_subs] = subs
+        self.explicit = {k: v for k, v in meta["explicit"]}
+        self.labels = {k: v for k, v in meta["labels"]}
+        self.ranges = [tuple(r) for r in meta["ranges"]]
+        self.sessions = np.load(snap / "sessions.npy")
+        self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
+        self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}
+        self.dedup = OrderedDict(((h, e), a) for h, e, a in meta["dedup"])
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    _fsync_file(path)

@@ -1,0 +1,84 @@
+"""Run `ocs serve` as a real process, the way an operator does."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_RULES = ROOT / "rules" / "demo"
+_LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+
+class OcsProcess:
+    def __init__(self, data: Path, rules: Path = DEMO_RULES, config: Path | None = None,
+                 extra: list[str] | None = None, log: Path | None = None):
+        self.data = Path(data)
+        self.rules = Path(rules)
+        self.config = config
+        self.extra = extra or []
+        self.log = log or self.data.with_name(self.data.name + ".log")
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    def start(self, timeout: float = 60) -> "OcsProcess":
+        args = [sys.executable, "-m", "ocs.cli", "serve", "--listen", "127.0.0.1:0",
+                "--data", str(self.data), "--rules", str(self.rules)] + self.extra
+        if self.config:
+            args += ["--config", str(self.config)]
+        self._log_file = open(self.log, "ab")
+        start_offset = self._log_file.tell()
+        self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_bytes()[start_offset:].decode(errors="replace")
+            m = _LISTENING.search(text)
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ocs serve exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError(f"ocs serve did not listen within {timeout} s:\n{self.log.read_text()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log_file.close()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._log_file.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.stop()
+            if self.proc.poll() is None:
+                self.kill()
+
+
+def show_subscriber(data: Path, msisdn: str, rules: Path = DEMO_RULES) -> dict:
+    import json
+    out = subprocess.run([sys.executable, "-m", "ocs.cli", "subscriber", "show", msisdn,
+                          "--data", str(data), "--rules", str(rules)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"ocs subscriber show failed: {out.stderr}")
+    return json.loads(out.stdout)
