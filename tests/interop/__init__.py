@@ -1,0 +1,1 @@
+"""Interoperability tests against independent Diameter implementations."""
