@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEBS   := freediameterd
+DEBS   := freediameterd libfreediameter-dev gcc libc6-dev
 DATA   ?= data
 RULES  ?= rules/demo
 

@@ -90,14 +90,17 @@ def cmd_subscriber_show(args) -> int:
         print(e, file=sys.stderr)
         return 1
     kind = IMSI if args.imsi else E164
-    if not args.id.isdigit() or len(args.id) > 15:
-        print(f"{args.id}: not a subscriber number (1 to 15 digits)", file=sys.stderr)
-        return 1
-    row = store.lookup(subscriber_key(kind, args.id))
-    if row < 0:
-        print(f"{args.id}: no such subscriber in {store.dir}", file=sys.stderr)
-        return 1
-    print(json.dumps(subscriber_view(store, rules, row, time.time()), indent=2))
+    views = []
+    for ident in args.id:
+        if not ident.isdigit() or len(ident) > 15:
+            print(f"{ident}: not a subscriber number (1 to 15 digits)", file=sys.stderr)
+            return 1
+        row = store.lookup(subscriber_key(kind, ident))
+        if row < 0:
+            print(f"{ident}: no such subscriber in {store.dir}", file=sys.stderr)
+            return 1
+        views.append(subscriber_view(store, rules, row, time.time()))
+    print(json.dumps(views[0] if len(views) == 1 else views, indent=2))
     return 0
 
 
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     sb = sub.add_parser("subscriber", help="subscriber state")
     sbs = sb.add_subparsers(dest="subscriber_command", required=True)
     show = sbs.add_parser("show", help="print a subscriber's state as JSON (works while the server runs or not)")
-    show.add_argument("id", help="the MSISDN (or IMSI with --imsi)")
+    show.add_argument("id", nargs="+", help="the MSISDN (or IMSI with --imsi); several print a JSON list")
     show.add_argument("--imsi", action="store_true", help="the id is an IMSI")
     show.add_argument("--data", help="data directory (default from --config, else ./data)")
     show.add_argument("--rules", help="rules directory (default from --config, else rules/demo)")

@@ -74,9 +74,11 @@ class OcsProcess:
                 self.kill()
 
 
-def show_subscriber(data: Path, msisdn: str, rules: Path = DEMO_RULES) -> dict:
+def show_subscriber(data: Path, msisdn: str | list[str], rules: Path = DEMO_RULES):
+    """`ocs subscriber show`: a dict for one number, a list for several."""
     import json
-    out = subprocess.run([sys.executable, "-m", "ocs.cli", "subscriber", "show", msisdn,
+    ids = [msisdn] if isinstance(msisdn, str) else list(msisdn)
+    out = subprocess.run([sys.executable, "-m", "ocs.cli", "subscriber", "show", *ids,
                           "--data", str(data), "--rules", str(rules)],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     if out.returncode != 0:
