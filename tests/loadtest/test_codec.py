@@ -1,0 +1,171 @@
+"""loadtest.codec against python-diameter's full encoder and decoder."""
+import pytest
+from diameter.message import Message
+from diameter.message.avp import Avp
+from diameter.message.avp.grouped import GrantedServiceUnit, MultipleServicesCreditControl
+from diameter.message.commands.credit_control import CreditControlAnswer
+from diameter.message.constants import (AVP_EXPERIMENTAL_RESULT, AVP_EXPERIMENTAL_RESULT_CODE,
+                                        AVP_TGPP_3GPP_CHARGING_ID, AVP_VENDOR_ID, VENDOR_TGPP)
+
+from loadtest import codec
+
+HOST, REALM, DEST = "pgw1.loadtest.example", "loadtest.example", "ocs.example"
+
+
+@pytest.fixture(scope="module")
+def templates():
+    return codec.CcrTemplates(HOST, REALM, DEST, msisdn_digits=13, rating_group=10,
+                              boot=1700000000)
+
+
+# kind, session number, msisdn, CC-Request-Number, used octets, hbh, e2e
+CCRS = [
+    (codec.INITIAL, 0, 8613900000000, 0, 0, 1, 1),
+    (codec.UPDATE, 42, 8613900099999, 7, 5_000_000_000, 0xFFFFFFFF, 0x12345678),
+    (codec.TERMINATE, 9_999_999_999, 1234567890123, 2**32 - 1, 2**63 - 1, 0, 0xFFFFFFFF),
+]
+
+
+@pytest.mark.parametrize("kind,session,msisdn,reqno,used,hbh,e2e", CCRS)
+def test_ccr_decodes_with_python_diameter(templates, kind, session, msisdn, reqno,
+                                          used, hbh, e2e):
+    raw = templates.encode(kind, session, msisdn, reqno, used, hbh, e2e)
+    # Re-encoding the plain decode reproduces every byte: lengths, padding, flags.
+    assert Message.from_bytes(raw, plain_msg=True).as_bytes() == raw
+    ccr = Message.from_bytes(raw)
+    h = ccr.header
+    assert (h.command_code, h.application_id, h.is_request, h.is_proxyable) == (272, 4, True, True)
+    assert (h.hop_by_hop_identifier, h.end_to_end_identifier, h.length) == (hbh, e2e, len(raw))
+    assert ccr.session_id == templates.session_id(session) == f"{HOST};1700000000;{session:010d}"
+    assert (ccr.origin_host, ccr.origin_realm, ccr.destination_realm) == (
+        HOST.encode(), REALM.encode(), DEST.encode())
+    assert ccr.auth_application_id == 4
+    assert ccr.service_context_id == "32251@3gpp.org"
+    assert (ccr.cc_request_type, ccr.cc_request_number) == (kind, reqno)
+    [sub] = ccr.subscription_id
+    assert (sub.subscription_id_type, sub.subscription_id_data) == (0, str(msisdn))
+    assert ccr.multiple_services_indicator == 1
+    [mscc] = ccr.multiple_services_credit_control
+    assert mscc.rating_group == 10
+    assert (mscc.requested_service_unit is not None) == (kind != codec.TERMINATE)
+    if kind == codec.INITIAL:
+        assert mscc.used_service_unit == []
+    else:
+        assert [u.cc_total_octets for u in mscc.used_service_unit] == [used]
+    assert ccr.termination_cause == (1 if kind == codec.TERMINATE else None)
+
+
+def test_every_avp_we_send_has_the_m_bit(templates):
+    raw = templates.encode(codec.UPDATE, 1, 8613900000001, 1, 10, 1, 1)
+    for avp in Message.from_bytes(raw, plain_msg=True).avps:
+        assert avp.is_mandatory, avp
+
+
+def test_parse_answer_reads_our_own_requests(templates):
+    raw = templates.encode(codec.UPDATE, 42, 8613900000123, 7, 99, 0xDEADBEEF, 5)
+    a = codec.parse_answer(raw, rating_group=10)
+    assert (a.command, a.is_request, a.hop_by_hop, a.end_to_end) == (272, True, 0xDEADBEEF, 5)
+    assert (a.session_id, a.request_type, a.request_number) == (templates.session_id(42), 2, 7)
+    assert (a.result_code, a.mscc_count, a.rating_group, a.granted_octets) == (None, 1, 10, None)
+
+
+def _cca(msccs, result_code=2001, extra=(), hbh=77, e2e=88):
+    cca = CreditControlAnswer()
+    cca.header.hop_by_hop_identifier, cca.header.end_to_end_identifier = hbh, e2e
+    cca.session_id = "ocs;1;2"
+    cca.origin_host, cca.origin_realm = b"ocs.example", b"ocs.example"
+    cca.auth_application_id = 4
+    cca.result_code = result_code
+    cca.cc_request_type, cca.cc_request_number = 2, 5
+    cca.multiple_services_credit_control = msccs
+    for avp in extra:
+        cca.append_avp(avp)
+    return cca.as_bytes()
+
+
+def _mscc(rg, octets=None, result=2001):
+    gsu = None if octets is None else GrantedServiceUnit(cc_time=60, cc_total_octets=octets)
+    return MultipleServicesCreditControl(rating_group=rg, granted_service_unit=gsu,
+                                         result_code=result, validity_time=600)
+
+
+CCAS = [  # MSCCs, wanted rating group, expected (rating group, MSCC result, octets)
+    ([_mscc(10, 1 << 20)], 10, (10, 2001, 1 << 20)),
+    ([_mscc(10, 2**40 + 7)], -1, (10, 2001, 2**40 + 7)),
+    ([_mscc(20, 5), _mscc(10, 6)], 10, (10, 2001, 6)),
+    ([_mscc(20, 5), _mscc(30, 6)], 10, (20, 2001, 5)),  # none matches: the first
+    ([_mscc(10, None, 4012)], 10, (10, 4012, None)),
+    ([], 10, (None, None, None)),
+]
+
+
+@pytest.mark.parametrize("msccs,wanted,expected", CCAS)
+def test_parse_answer_matches_python_diameter(msccs, wanted, expected):
+    vendor_avp = Avp.new(AVP_TGPP_3GPP_CHARGING_ID, VENDOR_TGPP, value=b"\0\0\0\1")
+    raw = _cca(msccs, extra=[vendor_avp])
+    full = Message.from_bytes(raw)
+    a = codec.parse_answer(raw, rating_group=wanted)
+    assert (a.command, a.is_request, a.hop_by_hop, a.end_to_end) == (
+        272, False, full.header.hop_by_hop_identifier, full.header.end_to_end_identifier)
+    assert a.session_id == full.session_id
+    assert (a.result_code, a.request_type, a.request_number) == (
+        full.result_code, full.cc_request_type, full.cc_request_number)
+    assert a.mscc_count == len(full.multiple_services_credit_control)
+    assert (a.rating_group, a.mscc_result_code, a.granted_octets) == expected
+
+
+def test_experimental_result_counts_as_the_result_code():
+    cca = CreditControlAnswer()
+    cca.session_id = "s"
+    cca.origin_host, cca.origin_realm = b"o", b"r"
+    cca.auth_application_id, cca.cc_request_type, cca.cc_request_number = 4, 1, 0
+    cca.append_avp(Avp.new(AVP_EXPERIMENTAL_RESULT, value=[
+        Avp.new(AVP_VENDOR_ID, value=10415),
+        Avp.new(AVP_EXPERIMENTAL_RESULT_CODE, value=5030)]))
+    raw = cca.as_bytes()
+    [code] = Message.from_bytes(raw).find_avps((AVP_EXPERIMENTAL_RESULT, 0),
+                                               (AVP_EXPERIMENTAL_RESULT_CODE, 0))
+    assert code.value == 5030
+    assert codec.parse_answer(raw).result_code == 5030
+
+
+def test_truncated_avp_is_malformed():
+    raw = bytearray(_cca([_mscc(10, 1)]))
+    raw[codec.HEADER_LEN + 5:codec.HEADER_LEN + 8] = (4000).to_bytes(3, "big")
+    with pytest.raises(ValueError):
+        codec.parse_answer(bytes(raw))
+
+
+CONTROL = [
+    (codec.encode_cer(HOST, REALM, "10.1.2.3", hbh=3, e2e=4), 257, True,
+     {"origin_host": HOST.encode(), "product_name": "ocs-loadtest",
+      "auth_application_id": [4], "host_ip_address": [(1, "10.1.2.3")]}),
+    (codec.encode_cea("echo.x", "x", 3, 4), 257, False,
+     {"result_code": 2001, "origin_host": b"echo.x", "auth_application_id": [4]}),
+    (codec.encode_dwa(HOST, REALM, 3, 4), 280, False,
+     {"result_code": 2001, "origin_realm": REALM.encode()}),
+    (codec.encode_dpr(HOST, REALM, 3, 4), 282, True, {"disconnect_cause": 2}),
+    (codec.encode_dpa(HOST, REALM, 3, 4), 282, False, {"result_code": 2001}),
+]
+
+
+@pytest.mark.parametrize("raw,command,is_request,fields", CONTROL)
+def test_control_messages(raw, command, is_request, fields):
+    assert Message.from_bytes(raw, plain_msg=True).as_bytes() == raw
+    msg = Message.from_bytes(raw)
+    assert (msg.header.command_code, msg.header.is_request) == (command, is_request)
+    assert (msg.header.hop_by_hop_identifier, msg.header.end_to_end_identifier) == (3, 4)
+    for name, value in fields.items():
+        assert getattr(msg, name) == value, name
+
+
+def test_split_frames(templates):
+    a = templates.encode(codec.INITIAL, 1, 8613900000001, 0, 0, 1, 1)
+    b = codec.encode_dwa(HOST, REALM, 2, 2)
+    buf = a + b + a[:30]
+    frames, used = codec.split_frames(buf)
+    assert frames == [(0, len(a)), (len(a), len(a) + len(b))]
+    assert used == len(a) + len(b)
+    assert codec.split_frames(a[:3]) == ([], 0)
+    with pytest.raises(ValueError):
+        codec.split_frames(b"\x02" + a[1:])
