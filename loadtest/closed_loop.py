@@ -257,9 +257,11 @@ def _ms(ns: int) -> float:
 
 def _result(cfg, seconds, stats, results, hist: LatencyHistogram, notes) -> LoadResult:
     answered = int(stats[ANSWERED])
-    latency = {"p50": _ms(hist.percentile(50)), "p90": _ms(hist.percentile(90)),
-               "p99": _ms(hist.percentile(99)), "p999": _ms(hist.percentile(99.9)),
-               "max": _ms(int(stats[MAX_LATENCY_NS]))}
+    top = int(stats[MAX_LATENCY_NS])
+    # A bucket's upper bound may lie above the exact maximum: never report more.
+    latency = {name: _ms(min(hist.percentile(q), top))
+               for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))}
+    latency["max"] = _ms(top)
     codes = {int(c): int(results[c]) for c in np.flatnonzero(results[:N_RESULT_CODES])}
     errors = int(stats[CHECK_FAILED] + stats[TIMEOUTS] + stats[UNMATCHED])
     assert stats[MALFORMED] <= stats[CHECK_FAILED]
