@@ -97,12 +97,14 @@ class PeerConnection:
 
     def __init__(self, identity: LocalIdentity, authorize: Callable[[str, str], bool],
                  now: float, timers: PeerTimers | None = None,
-                 max_message: int = 1 << 20, apps: frozenset[int] = frozenset({c.APP_CREDIT_CONTROL})):
+                 max_message: int = 1 << 20, apps: frozenset[int] = frozenset({c.APP_CREDIT_CONTROL}),
+                 commands: frozenset[int] = frozenset({c.CMD_CREDIT_CONTROL})):
         self.identity = identity
         self.timers = timers or PeerTimers()
         self.authorize = authorize
         self.max_message = max_message
         self.apps = apps
+        self.commands = commands    # application request commands we serve; others get 3001
         self.state = State.WAIT_CER
         self.peer_host: str | None = None
         self.peer_realm: str | None = None
@@ -262,6 +264,8 @@ class PeerConnection:
             elif event is Event.APP_REQUEST:
                 if h.code in _BASE_COMMANDS:
                     raise ProtocolError(c.UNABLE_TO_COMPLY, "capabilities already exchanged")
+                if h.code not in self.commands:
+                    raise ProtocolError(c.COMMAND_UNSUPPORTED, f"command {h.code} is not supported")
                 if h.app not in self.apps:
                     raise ProtocolError(c.APPLICATION_UNSUPPORTED, f"application {h.app} is not supported")
                 return h, frame
