@@ -135,6 +135,21 @@ class RawAvp:
         return f"RawAvp(code={self.code}, vendor={self.vendor}, len={self.end - self.start})"
 
 
+def _stand_in(buf, pos: int, end: int, code: int, flags: int) -> bytes:
+    """Failed-AVP content for an AVP whose length field cannot be trusted
+    (RFC 6733 section 7.1.5, 5014): its header, zero-padded if incomplete,
+    with a length that matches a zero payload of the type's minimal size.
+    Copying the received bytes would put an AVP that claims to run past its
+    Failed-AVP into our answer, which the peer cannot decode."""
+    vendor = 0
+    if flags & c.AVP_FLAG_VENDOR:
+        vendor = int.from_bytes(bytes(buf[pos + 8:min(pos + 12, end)]).ljust(4, b"\0"), "big")
+    size = _FIXED_SIZE.get(avp_type(code, vendor), 0)
+    if flags & c.AVP_FLAG_VENDOR:
+        return _AVP_HDR_V.pack(code, (flags << 24) | (12 + size), vendor) + b"\0" * size
+    return _AVP_HDR.pack(code, (flags << 24) | (8 + size)) + b"\0" * size
+
+
 def walk(buf: bytes | memoryview, start: int, end: int, depth: int = 0) -> list[RawAvp]:
     """Parse the AVPs in buf[start:end], recursing into known grouped AVPs.
 
@@ -153,8 +168,8 @@ def walk(buf: bytes | memoryview, start: int, end: int, depth: int = 0) -> list[
         flags, length = fl >> 24, fl & 0xFFFFFF
         hdr_len = 12 if flags & c.AVP_FLAG_VENDOR else 8
         if length < hdr_len or pos + length > end:
-            raw = bytes(buf[pos:pos + min(max(length, hdr_len), end - pos)])
-            raise ProtocolError(c.INVALID_AVP_LENGTH, f"AVP {code} has length {length}", raw)
+            raise ProtocolError(c.INVALID_AVP_LENGTH, f"AVP {code} has length {length}",
+                                _stand_in(buf, pos, end, code, flags))
         vendor = _U32.unpack_from(buf, pos + 8)[0] if hdr_len == 12 else 0
         a = RawAvp(buf, code, flags, vendor, pos, pos + hdr_len, pos + length)
         if flags & c.AVP_FLAGS_RESERVED:
