@@ -59,6 +59,17 @@ class GyConnection:
         self._waiting: dict[int, trio.MemorySendChannel] = {}
         self._hbh = itertools.count(1)
         self.closed = trio.Event()
+        self._send_lock = trio.StrictFIFOLock()
+        self.held = False
+
+    def hold_answers(self) -> None:
+        """Stop taking answers off the socket: what the server sends from now
+        on stays unread, as if lost with the connection."""
+        self.held = True
+
+    async def _send(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(data)
 
     async def connect(self, port: int, nursery: trio.Nursery) -> None:
         self.stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -98,6 +109,8 @@ class GyConnection:
         try:
             while True:
                 frame, buf = await self._read_frame(buf)
+                if self.held:
+                    await trio.sleep_forever()
                 msg = Message.from_bytes(frame)
                 if msg.header.is_request and msg.header.command_code == DWR_CODE:
                     dwa = DeviceWatchdogAnswer()
@@ -106,7 +119,7 @@ class GyConnection:
                     dwa.result_code = 2001
                     dwa.origin_host = self.origin_host.encode()
                     dwa.origin_realm = self.realm.encode()
-                    await self.stream.send_all(dwa.as_bytes())
+                    await self._send(dwa.as_bytes())
                     continue
                 ch = self._waiting.pop(msg.header.hop_by_hop_identifier, None)
                 if ch is not None:
@@ -121,12 +134,14 @@ class GyConnection:
 
     async def request(self, req: Message, retransmit: bool = False) -> Message | None:
         """Send and wait for the answer; None if the connection dies first."""
+        if self.closed.is_set():
+            return None
         req.header.hop_by_hop_identifier = next(self._hbh) & 0xFFFFFFFF
         req.header.is_retransmit = retransmit
         send, recv = trio.open_memory_channel(1)
         self._waiting[req.header.hop_by_hop_identifier] = send
         try:
-            await self.stream.send_all(req.as_bytes())
+            await self._send(req.as_bytes())
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._waiting.pop(req.header.hop_by_hop_identifier, None)
             return None
