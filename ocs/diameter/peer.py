@@ -248,6 +248,7 @@ class PeerConnection:
             # RFC 6733 5.4: after DPR no new requests; tell the peer to go elsewhere.
             self._error(frame, ProtocolError(c.UNABLE_TO_DELIVER, "peer is disconnecting"))
             return None
+        before = self.state
         if not self._transition(event):
             return None
         try:
@@ -275,6 +276,10 @@ class PeerConnection:
             self._error(frame, e)
             if event is Event.CER:
                 self._close(f"CER refused: {e.result_code} {e.message}")
+            elif event is Event.DPR:
+                # A refused DPR starts no disconnect: without this we would sit
+                # in CLOSING with no DPA to send, no deadline and no watchdog.
+                self.state = before
         return None
 
     def _error(self, frame: bytes, e: ProtocolError) -> None:
