@@ -30,6 +30,9 @@ def warm_up() -> None:
     kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), np.zeros(1, SUBSCRIBER),
                         new_table(SESSION, 1), np.zeros(1, PLAN), empty, empty, 0.0)
     kernel.expire_sessions(np.zeros(1, SUBSCRIBER), new_table(SESSION, 1), 0.0, 1)
+    from .diameter import fastcca, fastccr
+    buf, frames, msccs, _ = fastccr.decode_batch([bytes(20)], MSCC)
+    fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
 
 
 def cmd_serve(args) -> int:

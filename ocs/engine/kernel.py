@@ -47,9 +47,9 @@ def _in_list(lst, start, count, rg):
 def _rating(plans, p, rgs, denied, rg):
     """0 if the plan rates `rg`; else the MSCC Result-Code (4010 or 5031)."""
     pl = plans[p]
-    if _in_list(denied, pl.deny_start, pl.deny_count, rg):
+    if _in_list(denied, pl["deny_start"], pl["deny_count"], rg):
         return END_USER_SERVICE_DENIED
-    if pl.all_rgs == 0 and not _in_list(rgs, pl.rg_start, pl.rg_count, rg):
+    if pl["all_rgs"] == 0 and not _in_list(rgs, pl["rg_start"], pl["rg_count"], rg):
         return RATING_FAILED
     return 0
 
@@ -57,20 +57,20 @@ def _rating(plans, p, rgs, denied, rg):
 @njit(cache=_CACHE)
 def _rollover(subs, sub, period):
     s = subs[sub]
-    if s.period != period:
-        s.period = period
-        s.bundle_used = 0
-        s.overage_used = 0
-        s.spent = 0
+    if s["period"] != period:
+        s["period"] = period
+        s["bundle_used"] = 0
+        s["overage_used"] = 0
+        s["spent"] = 0
 
 
 @njit(cache=_CACHE)
 def _release(subs, sessions, sub, sess, slot):
-    subs[sub].res_bundle -= sessions[sess].res_bundle[slot]
-    subs[sub].res_money -= sessions[sess].res_money[slot]
-    sessions[sess].res_bundle[slot] = 0
-    sessions[sess].res_money[slot] = 0
-    sessions[sess].granted[slot] = 0
+    subs[sub]["res_bundle"] -= sessions[sess]["res_bundle"][slot]
+    subs[sub]["res_money"] -= sessions[sess]["res_money"][slot]
+    sessions[sess]["res_bundle"][slot] = 0
+    sessions[sess]["res_money"][slot] = 0
+    sessions[sess]["granted"][slot] = 0
 
 
 @njit(cache=_CACHE)
@@ -78,21 +78,21 @@ def _debit(subs, plans, sub, p, m):
     """Charge reported usage: bundle first, then per started unit of money."""
     s = subs[sub]
     pl = plans[p]
-    used = m.used
-    avail = pl.bundle - s.bundle_used - s.res_bundle
+    used = m["used"]
+    avail = pl["bundle"] - s["bundle_used"] - s["res_bundle"]
     if avail < 0:
         avail = 0
     b = used if used < avail else avail
-    s.bundle_used += b
-    m.from_bundle = b
+    s["bundle_used"] += b
+    m["from_bundle"] = b
     over = used - b
     if over > 0:
-        s.overage_used += over
-        if pl.price > 0:
-            cost = _ceil_div(over, pl.unit) * pl.price
-            s.balance -= cost
-            s.spent += cost
-            m.charged = cost
+        s["overage_used"] += over
+        if pl["price"] > 0:
+            cost = _ceil_div(over, pl["unit"]) * pl["price"]
+            s["balance"] -= cost
+            s["spent"] += cost
+            m["charged"] = cost
 
 
 @njit(cache=_CACHE)
@@ -100,32 +100,32 @@ def _grant(subs, plans, sub, p, want):
     """Octets grantable now, and the bundle and money they would hold."""
     s = subs[sub]
     pl = plans[p]
-    avail = pl.bundle - s.bundle_used - s.res_bundle
+    avail = pl["bundle"] - s["bundle_used"] - s["res_bundle"]
     if avail < 0:
         avail = 0
     gb = want if want < avail else avail
     rem = want - gb
     go = 0
     money = 0
-    if rem > 0 and pl.price >= 0:
-        needed = _ceil_div(rem, pl.unit)
+    if rem > 0 and pl["price"] >= 0:
+        needed = _ceil_div(rem, pl["unit"])
         units = needed
-        if pl.price > 0:
-            free = s.balance - s.res_money
-            affordable = free // pl.price if free > 0 else 0
+        if pl["price"] > 0:
+            free = s["balance"] - s["res_money"]
+            affordable = free // pl["price"] if free > 0 else 0
             if affordable < units:
                 units = affordable
-        go = units * pl.unit
+        go = units * pl["unit"]
         if go > rem:
             go = rem
-        money = units * pl.price
+        money = units * pl["price"]
     return gb, go, money
 
 
 @njit(cache=_CACHE)
 def _find_slot(sessions, sess, rg):
     for k in range(SLOTS):
-        if sessions[sess].rg[k] == rg:
+        if sessions[sess]["rg"][k] == rg:
             return k
     return -1
 
@@ -136,113 +136,113 @@ def _charge(reqs, msccs, subs, sessions, plans, rgs, denied, now, dirty_subs, di
     ndx = 0
     for i in range(reqs.shape[0]):
         r = reqs[i]
-        if r.result != 0:
+        if r["result"] != 0:
             continue
-        sub = r.sub
-        p = subs[sub].plan
+        sub = r["sub"]
+        p = subs[sub]["plan"]
         pl = plans[p]
-        _rollover(subs, sub, pl.period)
+        _rollover(subs, sub, pl["period"])
         dirty_subs[nds] = sub
         nds += 1
-        sess = r.sess
-        is_event = r.type == EVENT_REQUEST
-        ok = r.mscc_count == 0
+        sess = r["sess"]
+        is_event = r["type"] == EVENT_REQUEST
+        ok = r["mscc_count"] == 0
         first_fail = 0
-        for j in range(r.mscc_start, r.mscc_start + r.mscc_count):
+        for j in range(r["mscc_start"], r["mscc_start"] + r["mscc_count"]):
             m = msccs[j]
-            rg = m.rg
-            m.granted = -1
-            m.final = 0
-            m.charged = 0
-            m.from_bundle = 0
+            rg = m["rg"]
+            m["granted"] = -1
+            m["final"] = 0
+            m["charged"] = 0
+            m["from_bundle"] = 0
             slot = -1
             if not is_event:
                 slot = _find_slot(sessions, sess, rg)
                 if slot >= 0:
                     _release(subs, sessions, sub, sess, slot)
             rating = _rating(plans, p, rgs, denied, rg)
-            if m.used > 0 and rating == 0:
+            if m["used"] > 0 and rating == 0:
                 _debit(subs, plans, sub, p, m)
-            if m.used_time > 0:
-                subs[sub].used_time += m.used_time
+            if m["used_time"] > 0:
+                subs[sub]["used_time"] += m["used_time"]
             result = SUCCESS
             if rating != 0:
                 result = rating
-            elif m.has_rsu and r.type != TERMINATION_REQUEST:
-                want = m.rsu_octets if m.rsu_octets > 0 else pl.default_grant
-                if is_event and r.action == CHECK_BALANCE:
+            elif m["has_rsu"] and r["type"] != TERMINATION_REQUEST:
+                want = m["rsu_octets"] if m["rsu_octets"] > 0 else pl["default_grant"]
+                if is_event and r["action"] == CHECK_BALANCE:
                     want = 0
-                if want > pl.max_grant:
-                    want = pl.max_grant
+                if want > pl["max_grant"]:
+                    want = pl["max_grant"]
                 gb, go, money = _grant(subs, plans, sub, p, want)
                 granted = gb + go
                 if granted == 0 and want > 0:
                     result = CREDIT_LIMIT_REACHED
-                    m.final = 1
+                    m["final"] = 1
                 elif is_event:
                     if granted < want:
                         # direct debiting is all or nothing (RFC 4006 section 6.3)
                         result = CREDIT_LIMIT_REACHED
                     else:
-                        m.used = granted
+                        m["used"] = granted
                         _debit(subs, plans, sub, p, m)
-                        m.granted = granted
-                        m.validity = 0
+                        m["granted"] = granted
+                        m["validity"] = 0
                 else:
                     if slot < 0:
                         slot = _find_slot(sessions, sess, SLOT_FREE)
                     if slot < 0:
                         result = RESOURCES_EXCEEDED
                     else:
-                        sessions[sess].rg[slot] = rg
-                        sessions[sess].res_bundle[slot] = gb
-                        sessions[sess].res_money[slot] = money
-                        sessions[sess].granted[slot] = granted
-                        subs[sub].res_bundle += gb
-                        subs[sub].res_money += money
-                        m.granted = granted
-                        m.granted_time = m.rsu_time
-                        m.final = 1 if granted < want else 0
-                        m.validity = pl.validity
+                        sessions[sess]["rg"][slot] = rg
+                        sessions[sess]["res_bundle"][slot] = gb
+                        sessions[sess]["res_money"][slot] = money
+                        sessions[sess]["granted"][slot] = granted
+                        subs[sub]["res_bundle"] += gb
+                        subs[sub]["res_money"] += money
+                        m["granted"] = granted
+                        m["granted_time"] = m["rsu_time"]
+                        m["final"] = 1 if granted < want else 0
+                        m["validity"] = pl["validity"]
                         slot = -2  # keep
             if slot >= 0:
-                sessions[sess].rg[slot] = SLOT_FREE
-            m.result = result
+                sessions[sess]["rg"][slot] = SLOT_FREE
+            m["result"] = result
             if result == SUCCESS:
                 ok = True
             elif first_fail == 0:
                 first_fail = result
-        if is_event and r.action == CHECK_BALANCE:
-            free = subs[sub].balance - subs[sub].res_money
-            bundle_left = pl.bundle - subs[sub].bundle_used - subs[sub].res_bundle
-            r.check_balance = 0 if (free > 0 and pl.price >= 0) or bundle_left > 0 else 1
-        r.result = SUCCESS if ok else first_fail
+        if is_event and r["action"] == CHECK_BALANCE:
+            free = subs[sub]["balance"] - subs[sub]["res_money"]
+            bundle_left = pl["bundle"] - subs[sub]["bundle_used"] - subs[sub]["res_bundle"]
+            r["check_balance"] = 0 if (free > 0 and pl["price"] >= 0) or bundle_left > 0 else 1
+        r["result"] = SUCCESS if ok else first_fail
         if sess >= 0:
             dirty_sess[ndx] = sess
             ndx += 1
-            if r.type == TERMINATION_REQUEST:
+            if r["type"] == TERMINATION_REQUEST:
                 _close_session(subs, sessions, sess)
             else:
-                sessions[sess].expiry = now + 2.0 * pl.validity
+                sessions[sess]["expiry"] = now + 2.0 * pl["validity"]
     return nds, ndx
 
 
 @njit(cache=_CACHE)
 def _close_session(subs, sessions, sess):
-    sub = sessions[sess].sub
+    sub = sessions[sess]["sub"]
     for k in range(SLOTS):
-        if sessions[sess].rg[k] != SLOT_FREE:
+        if sessions[sess]["rg"][k] != SLOT_FREE:
             _release(subs, sessions, sub, sess, k)
-            sessions[sess].rg[k] = SLOT_FREE
-    sessions[sess].sub = -1
+            sessions[sess]["rg"][k] = SLOT_FREE
+    sessions[sess]["sub"] = -1
 
 
 @njit(cache=_CACHE)
 def _expire(subs, sessions, now, dirty_subs, dirty_sess):
     n = 0
     for s in range(sessions.shape[0]):
-        if sessions[s].sub >= 0 and sessions[s].expiry <= now:
-            dirty_subs[n] = sessions[s].sub
+        if sessions[s]["sub"] >= 0 and sessions[s]["expiry"] <= now:
+            dirty_subs[n] = sessions[s]["sub"]
             dirty_sess[n] = s
             n += 1
             _close_session(subs, sessions, s)

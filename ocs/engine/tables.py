@@ -61,6 +61,7 @@ REQUEST = np.dtype([
 
 MSCC = np.dtype([
     ("rg", np.int64),             # NO_RG when absent
+    ("service_id", np.int64),     # Service-Identifier, -1 when absent
     ("has_rsu", np.int8),
     ("rsu_octets", np.int64),     # 0: the OCS chooses
     ("rsu_time", np.int64),

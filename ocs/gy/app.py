@@ -1,10 +1,12 @@
 """The credit-control application (RFC 4006, 3GPP TS 32.299 Gy) for a batch.
 
 A batch is every CCR that arrived since the last turn, from all peers. The
-steps: decode; answer retransmissions from the duplicate cache (Origin-Host
-+ End-to-End-Identifier, RFC 6733 section 6.2); resolve subscribers and
-sessions; one engine call for all of it; build the answers and the one
-journal record that makes the batch durable. Nothing here does I/O.
+steps: decode the whole batch in one compiled call (frames it declines go
+through the full decoder); answer retransmissions from the duplicate cache
+(Origin-Host + End-to-End-Identifier, RFC 6733 section 6.2); resolve
+subscribers and sessions; one engine call charges everything; one compiled
+call encodes the answers; one journal record makes the batch durable.
+Nothing here does I/O.
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..diameter import avp as A
 from ..diameter import constants as c
+from ..diameter import fastcca, fastccr
 from ..diameter.errors import ProtocolError
 from ..diameter.message import Header, error_answer
 from ..diameter.peer import LocalIdentity
@@ -23,7 +27,9 @@ from ..store.embedded import EmbeddedStore
 from . import cca as CCA
 from .ccr import CreditControlRequest, decode_ccr
 
-_SUB_TYPES = {c.END_USER_E164: E164, c.END_USER_IMSI: IMSI}
+_SUB_KINDS = {c.END_USER_E164: E164, c.END_USER_IMSI: IMSI}
+USAGE = np.dtype([("req", np.int32), ("sub", np.int64), ("rg", np.int64), ("used", np.int64),
+                  ("used_time", np.int64), ("from_bundle", np.int64), ("charged", np.int64)])
 
 
 @dataclass
@@ -31,6 +37,15 @@ class BatchResult:
     answers: list[bytes]          # one per request, in order
     record: dict | None           # the journal record; None if nothing changed
     results: list[int]            # top-level Result-Code per request (for metrics)
+
+
+def _slow_keys(ccr: CreditControlRequest) -> list[int]:
+    keys = []
+    for t, data in ccr.subscription_ids:
+        kind = _SUB_KINDS.get(t)
+        ok = kind is not None and data.isdigit() and 1 <= len(data) <= 15
+        keys.append(subscriber_key(kind, data.decode()) if ok else -1)
+    return keys
 
 
 class CreditControlApplication:
@@ -42,41 +57,63 @@ class CreditControlApplication:
         self.ccfh = failure_handling
         self._origin = identity.origin_avps
 
-    def _subscriber(self, ccr: CreditControlRequest) -> int:
-        for t, data in ccr.subscription_ids:
-            kind = _SUB_TYPES.get(t)
-            if kind is None or not data.isdigit() or len(data) > 15:
-                continue
-            row = self.store.lookup(subscriber_key(kind, data.decode()))
-            if row >= 0 and self.store.subs[row]["active"]:
-                return row
+    def _subscriber(self, keys) -> int:
+        store = self.store
+        for key in keys:
+            if key >= 0:
+                row = store.lookup(key)
+                if row >= 0 and store.subs[row]["active"]:
+                    return row
         return -1
 
-    def _simple(self, ccr: CreditControlRequest, result: int, message: str = "") -> bytes:
+    def _refuse(self, h: Header, sid: bytes, rtype: int, number: int, result: int, message: str = "",
+                failed: bytes = b"") -> bytes:
         body = []
         if message:
-            from ..diameter import avp as A
             body.append(A.utf8(c.AVP_ERROR_MESSAGE, message, mandatory=False))
-        return CCA.cca(ccr.header, ccr.session_id, result, self._origin, ccr.request_type,
-                       ccr.request_number, body, self.ccfh)
+        if failed:
+            body.append(A.encode(c.AVP_FAILED_AVP, failed))
+        return CCA.cca(h, sid, result, self._origin, rtype, number, body, self.ccfh)
 
     def process(self, items: list[tuple[Header, bytes]], now: float) -> BatchResult:
         store = self.store
         n = len(items)
+        frames = [f for _, f in items]
+        joined = b"".join(frames)
+        buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
+        fallback = fr["fallback"].tolist()
+        rtypes = fr["type"].tolist()
+        sid_off, sid_len = fr["sid_off"].tolist(), fr["sid_len"].tolist()
+        host_off, host_len = fr["host_off"].tolist(), fr["host_len"].tolist()
+        n_sub, sub_keys = fr["n_sub"].tolist(), fr["sub_key"].tolist()
+
         answers: list[bytes | None] = [None] * n
         results = [0] * n
-        charged: list[tuple[int, CreditControlRequest]] = []   # (item index, ccr)
-        copies: list[tuple[int, int]] = []                       # (item, earlier item) retransmitted within the batch
+        req_sub = [-1] * n
+        req_sess = [-1] * n
+        charged: list[int] = []
+        slow: dict[int, CreditControlRequest] = {}
+        slow_rows: list[tuple] = []
+        copies: list[tuple[int, int]] = []
         seen: dict[tuple[bytes, int], int] = {}
         new_sessions: list = []
-        for i, (h, frame) in enumerate(items):
-            try:
-                ccr = decode_ccr(h, frame)
-            except ProtocolError as e:
-                answers[i] = error_answer(frame, e, self._origin, CCA.error_extra(frame))
-                results[i] = e.result_code
-                continue
-            key = (ccr.origin_host, h.e2e)
+        for i in range(n):
+            h = items[i][0]
+            if fallback[i]:
+                try:
+                    ccr = decode_ccr(h, frames[i])
+                except ProtocolError as e:
+                    answers[i] = error_answer(frames[i], e, self._origin, CCA.error_extra(frames[i]))
+                    results[i] = e.result_code
+                    continue
+                slow[i] = ccr
+                sid, host, rtype, keys = ccr.session_id, ccr.origin_host, ccr.request_type, _slow_keys(ccr)
+            else:
+                sid = joined[sid_off[i]:sid_off[i] + sid_len[i]]
+                host = joined[host_off[i]:host_off[i] + host_len[i]]
+                rtype = rtypes[i]
+                keys = sub_keys[i][:n_sub[i]]
+            key = (host, h.e2e)
             stored = store.dedup.get(key)
             if stored is not None:
                 answers[i] = CCA.with_hop_by_hop(stored, h.hbh)
@@ -86,114 +123,166 @@ class CreditControlApplication:
                 copies.append((i, seen[key]))
                 continue
             seen[key] = i
-            if ccr.request_type in (c.INITIAL_REQUEST, c.EVENT_REQUEST):
-                sub = self._subscriber(ccr)
+            refusal = 0
+            if rtype == c.INITIAL_REQUEST or rtype == c.EVENT_REQUEST:
+                sub = self._subscriber(keys)
                 if sub < 0:
-                    if not ccr.subscription_ids:
-                        answers[i] = self._simple(ccr, c.MISSING_AVP, "no Subscription-Id")
-                        results[i] = c.MISSING_AVP
+                    refusal = c.MISSING_AVP if not keys else c.USER_UNKNOWN
+                elif rtype == c.INITIAL_REQUEST:
+                    if sid in store.session_index:
+                        refusal = c.UNABLE_TO_COMPLY
                     else:
-                        answers[i] = self._simple(ccr, c.USER_UNKNOWN)
-                        results[i] = c.USER_UNKNOWN
-                    continue
-                if ccr.request_type == c.INITIAL_REQUEST:
-                    if ccr.session_id in store.session_index:
-                        answers[i] = self._simple(ccr, c.UNABLE_TO_COMPLY, "session already open")
-                        results[i] = c.UNABLE_TO_COMPLY
-                        continue
-                    row = store.open_session(ccr.session_id, ccr.origin_host, sub)
-                    new_sessions.append([row, ccr.session_id, ccr.origin_host])
+                        row = store.open_session(sid, host, sub)
+                        new_sessions.append([row, sid, host])
+                        req_sess[i] = row
+                req_sub[i] = sub
             else:
-                if ccr.session_id not in store.session_index:
-                    answers[i] = self._simple(ccr, c.UNKNOWN_SESSION_ID)
-                    results[i] = c.UNKNOWN_SESSION_ID
-                    continue
-            charged.append((i, ccr))
+                row = store.session_index.get(sid)
+                if row is None:
+                    refusal = c.UNKNOWN_SESSION_ID
+                else:
+                    req_sess[i] = row
+                    req_sub[i] = int(store.sessions[row]["sub"])
+            if refusal:
+                number = slow[i].request_number if i in slow else int(fr[i]["number"])
+                msg, failed = "", b""
+                if refusal == c.MISSING_AVP:
+                    msg = "no Subscription-Id"
+                    failed = A.grouped(c.AVP_SUBSCRIPTION_ID, [A.u32(c.AVP_SUBSCRIPTION_ID_TYPE, 0),
+                                                               A.utf8(c.AVP_SUBSCRIPTION_ID_DATA, b"")])
+                elif refusal == c.UNABLE_TO_COMPLY:
+                    msg = "session already open"
+                answers[i] = self._refuse(h, sid, rtype, number, refusal, msg, failed)
+                results[i] = refusal
+                continue
+            charged.append(i)
 
         record = None
         if charged:
-            record = self._charge(items, charged, answers, results, new_sessions, now)
+            record = self._charge(items, joined, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
+                                  answers, results, new_sessions, now)
         for i, j in copies:
             answers[i] = CCA.with_hop_by_hop(answers[j], items[i][0].hbh)
             results[i] = results[j]
         return BatchResult(answers, record, results)
 
-    def _charge(self, items, charged, answers, results, new_sessions, now) -> dict:
+    def _charge(self, items, joined, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
+                answers, results, new_sessions, now) -> dict:
         store, rules = self.store, self.rules
-        reqs = np.zeros(len(charged), REQUEST)
-        n_units = sum(len(ccr.units) for _, ccr in charged)
-        msccs = np.zeros(n_units, MSCC)
-        pos = 0
-        for k, (i, ccr) in enumerate(charged):
-            r = reqs[k]
-            sess = -1 if ccr.request_type == c.EVENT_REQUEST else store.session_index[ccr.session_id]
-            r["sess"] = sess
-            r["sub"] = self._subscriber(ccr) if sess < 0 else store.sessions[sess]["sub"]
-            r["type"] = ccr.request_type
-            r["action"] = ccr.requested_action
-            r["check_balance"] = -1
-            r["mscc_start"] = pos
-            r["mscc_count"] = len(ccr.units)
+        n = len(items)
+        if slow:
+            extra = sum(len(ccr.units) for ccr in slow.values())
+            if used_rows + extra > len(msccs):
+                msccs = np.concatenate([msccs[:used_rows], np.zeros(extra, MSCC)])
+        reqs = np.zeros(n, REQUEST)
+        reqs["result"] = 1          # not charged unless listed below
+        reqs["check_balance"] = -1
+        reqs["sub"] = req_sub
+        reqs["sess"] = req_sess
+        reqs["type"] = fr["type"]
+        reqs["action"] = fr["action"]
+        reqs["mscc_start"] = fr["mscc_start"]
+        reqs["mscc_count"] = fr["mscc_count"]
+        pos = used_rows
+        for i, ccr in slow.items():
+            r = reqs[i]
+            r["type"], r["action"] = ccr.request_type, ccr.requested_action
+            r["mscc_start"], r["mscc_count"] = pos, len(ccr.units)
             for u in ccr.units:
                 m = msccs[pos]
                 m["rg"] = u.rating_group if u.rating_group >= 0 else NO_RG
-                m["has_rsu"] = u.has_rsu
-                m["rsu_octets"] = u.rsu_octets
-                m["rsu_time"] = u.rsu_time
-                m["used"] = u.used
-                m["used_time"] = u.used_time
+                m["service_id"] = u.service_ids[0] if u.service_ids else -1
+                m["has_rsu"], m["rsu_octets"], m["rsu_time"] = u.has_rsu, u.rsu_octets, u.rsu_time
+                m["used"], m["used_time"] = u.used, u.used_time
                 pos += 1
+        sel = np.array(charged, dtype=np.int64)
+        reqs["result"][sel] = 0
         rules.set_periods(now)
         dirty_subs, dirty_sess = kernel.charge_batch(
             reqs, msccs, store.subs, store.sessions, rules.plan_table, rules.rated_rgs, rules.denied_rgs, now)
+
+        fast_sel = np.array([i for i in charged if i not in slow], dtype=np.int64)
+        if len(fast_sel):
+            data, offs = fastcca.encode_batch(buf, fr, reqs, msccs, fast_sel, self._origin, self.ccfh)
+            offs = offs.tolist()
+            for k, i in enumerate(fast_sel.tolist()):
+                answers[i] = data[offs[k]:offs[k + 1]]
+        for i, ccr in slow.items():
+            if reqs[i]["result"] != 0 or i in charged:
+                answers[i] = self._slow_answer(ccr, reqs[i], msccs)
+        top = reqs["result"]
+        top_level = fr["top_level"].astype(bool)
         answered = []
-        usage = []
-        for k, (i, ccr) in enumerate(charged):
-            r = reqs[k]
-            body = []
-            start, count = int(r["mscc_start"]), int(r["mscc_count"])
-            for j, u in zip(range(start, start + count), ccr.units):
-                m = msccs[j]
-                granted, final = int(m["granted"]), bool(m["final"])
-                if ccr.top_level:
-                    if granted >= 0:
-                        body.append(CCA.granted_units(granted, int(m["granted_time"])))
-                    if final:
-                        body.append(CCA._FUI_TERMINATE)
-                else:
-                    body.append(CCA.mscc(u.rating_group, u.service_ids, int(m["result"]), granted,
-                                         int(m["granted_time"]), int(m["validity"]), final))
-                if u.used > 0 or u.used_time > 0:
-                    usage.append([ccr.session_id, int(r["sub"]), u.rating_group, u.used, u.used_time,
-                                  int(m["from_bundle"]), int(m["charged"])])
-            result = int(r["result"])
-            if ccr.top_level and count:
-                result = int(msccs[start]["result"])
-            if int(r["check_balance"]) >= 0:
-                from ..diameter import avp as A
-                body.append(A.u32(CCA.AVP_CHECK_BALANCE_RESULT, int(r["check_balance"])))
-            answers[i] = CCA.cca(ccr.header, ccr.session_id, result, self._origin, ccr.request_type,
-                                 ccr.request_number, body, self.ccfh)
+        hosts_e2e = []
+        for i in charged:
+            result = int(top[i])
+            if (i in slow and slow[i].top_level or i not in slow and top_level[i]) and reqs[i]["mscc_count"]:
+                result = int(msccs[reqs[i]["mscc_start"]]["result"])
             results[i] = result
-            answered.append([ccr.origin_host, ccr.header.e2e, answers[i]])
-            store.remember_answer(ccr.origin_host, ccr.header.e2e, answers[i])
-            sess = int(r["sess"])
-            if sess >= 0 and ccr.request_type == c.INITIAL_REQUEST and result != c.SUCCESS:
+            h = items[i][0]
+            host = slow[i].origin_host if i in slow else joined[fr[i]["host_off"]:fr[i]["host_off"] + fr[i]["host_len"]]
+            answered.append([host, h.e2e, answers[i]])
+            store.remember_answer(host, h.e2e, answers[i])
+            sess = req_sess[i]
+            if sess >= 0 and reqs[i]["type"] == c.INITIAL_REQUEST and result != c.SUCCESS:
                 kernel.close_session(store.subs, store.sessions, sess)
-            if sess >= 0 and store.sessions[sess]["sub"] < 0:
-                dirty_sess = np.append(dirty_sess, sess)
-        record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered, usage)
-        for sess in np.unique(dirty_sess):
-            if store.sessions[sess]["sub"] < 0:
-                store.release_session_row(int(sess))
+            hosts_e2e.append(sess)
+        closed = [s for s in hosts_e2e if s >= 0 and store.sessions[s]["sub"] < 0]
+        if closed:
+            dirty_sess = np.concatenate([dirty_sess, np.array(closed, dtype=np.int64)])
+        record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered,
+                              self._usage(reqs, msccs, sel))
+        for sess in set(closed):
+            store.release_session_row(sess)
         return record
+
+    def _slow_answer(self, ccr: CreditControlRequest, r, msccs) -> bytes:
+        body = []
+        start, count = int(r["mscc_start"]), int(r["mscc_count"])
+        for j, u in zip(range(start, start + count), ccr.units):
+            m = msccs[j]
+            granted, final = int(m["granted"]), bool(m["final"])
+            if ccr.top_level:
+                if granted >= 0:
+                    body.append(CCA.granted_units(granted, int(m["granted_time"])))
+                if final:
+                    body.append(CCA.FUI_TERMINATE)
+            else:
+                body.append(CCA.mscc(u.rating_group, u.service_ids, int(m["result"]), granted,
+                                     int(m["granted_time"]), int(m["validity"]), final))
+        result = int(r["result"])
+        if ccr.top_level and count:
+            result = int(msccs[start]["result"])
+        if int(r["check_balance"]) >= 0:
+            body.append(A.u32(CCA.AVP_CHECK_BALANCE_RESULT, int(r["check_balance"])))
+        return CCA.cca(ccr.header, ccr.session_id, result, self._origin, ccr.request_type,
+                       ccr.request_number, body, self.ccfh)
+
+    @staticmethod
+    def _usage(reqs, msccs, sel) -> bytes:
+        """One usage row per reported MSCC, for the journal (traceability)."""
+        counts = reqs["mscc_count"][sel]
+        if not counts.sum():
+            return b""
+        rows = np.concatenate([np.arange(s, s + k) for s, k in zip(reqs["mscc_start"][sel], counts)])
+        req_of = np.repeat(sel, counts)
+        m = msccs[rows]
+        keep = (m["used"] > 0) | (m["used_time"] > 0)
+        if not keep.any():
+            return b""
+        u = np.zeros(int(keep.sum()), USAGE)
+        u["req"] = req_of[keep]
+        u["sub"] = reqs["sub"][req_of[keep]]
+        for name in ("rg", "used", "used_time", "from_bundle", "charged"):
+            u[name] = m[name][keep]
+        return u.tobytes()
 
     def expire(self, now: float) -> dict | None:
         """Release reservations of sessions silent past Tcc; the journal record, if any."""
         dirty_subs, dirty_sess = kernel.expire_sessions(self.store.subs, self.store.sessions, now)
         if len(dirty_sess) == 0:
             return None
-        record = self.store.record(self.rules.version, now, dirty_subs, dirty_sess, [], [], [])
+        record = self.store.record(self.rules.version, now, dirty_subs, dirty_sess, [], [], b"")
         for sess in dirty_sess:
             self.store.release_session_row(int(sess))
         return record

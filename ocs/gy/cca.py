@@ -8,7 +8,7 @@ from ..diameter import constants as c
 from ..diameter.message import Header, answer_header
 
 AVP_CHECK_BALANCE_RESULT = 422
-_FUI_TERMINATE = A.grouped(c.AVP_FINAL_UNIT_INDICATION, [A.u32(c.AVP_FINAL_UNIT_ACTION, c.FUA_TERMINATE)])
+FUI_TERMINATE = A.grouped(c.AVP_FINAL_UNIT_INDICATION, [A.u32(c.AVP_FINAL_UNIT_ACTION, c.FUA_TERMINATE)])
 
 
 def granted_units(octets: int, seconds: int) -> bytes:
@@ -30,7 +30,7 @@ def mscc(rating_group: int, service_ids, result: int, granted: int, granted_time
         parts.append(A.u32(c.AVP_VALIDITY_TIME, validity))
     parts.append(A.u32(c.AVP_RESULT_CODE, result))
     if final:
-        parts.append(_FUI_TERMINATE)
+        parts.append(FUI_TERMINATE)
     return A.grouped(c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, parts)
 
 
