@@ -66,6 +66,7 @@ _CER_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_HOST_
               c.AVP_FIRMWARE_REVISION: (0, 1)}
 _DWR_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_ORIGIN_STATE_ID: (0, 1)}
 _DPR_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_DISCONNECT_CAUSE: (1, 1)}
+_CCR_CODE_APP = (c.CMD_CREDIT_CONTROL.to_bytes(3, "big") + c.APP_CREDIT_CONTROL.to_bytes(4, "big"))
 _BASE_COMMANDS = {c.CMD_CAPABILITIES_EXCHANGE, c.CMD_DEVICE_WATCHDOG, c.CMD_DISCONNECT_PEER}
 
 
@@ -116,6 +117,7 @@ class PeerConnection:
         self._dwr_sent_at: float | None = None
         self._dpr_sent_at: float | None = None
         self._pending_dpa: bytes | None = None
+        self.app_answers: list[bytes] = []
         self._hbh = itertools.count(random.getrandbits(31))
         self._e2e = itertools.count(((identity.origin_state_id & 0xFFF) << 20) | random.getrandbits(20))
 
@@ -148,8 +150,9 @@ class PeerConnection:
         return next(self._hbh) & 0xFFFFFFFF, next(self._e2e) & 0xFFFFFFFF
 
     # ------------------------------------------------------------ inputs
-    def receive_data(self, data: bytes, now: float) -> list[tuple[Header, bytes]]:
-        """Feed received bytes; returns the application messages to handle."""
+    def receive_data(self, data: bytes, now: float) -> list[bytes]:
+        """Feed received bytes; returns the application requests to handle.
+        Application answers (RAA) are appended to `app_answers`."""
         if self.state is State.CLOSED:
             return []
         self._inbuf += data
@@ -163,12 +166,25 @@ class PeerConnection:
             self._last_rx = now
             self._dwr_sent_at = None if self.state is State.OPEN else self._dwr_sent_at
         app = []
+        is_open = self.state is State.OPEN
         for frame in frames:
+            # The hot path: a well-formed Gy request while OPEN needs no
+            # transition and no header check (version 1, R set, E and reserved
+            # bits clear, command 272, application 4, length a multiple of 4).
+            if is_open and frame[:1] == b"\x01" and frame[4] & 0xAF == 0x80 and frame[5:12] == _CCR_CODE_APP \
+                    and not len(frame) & 3:
+                app.append(frame)
+                continue
             if self.state is State.CLOSED:
                 break
             item = self._receive_frame(frame, now)
+            is_open = self.state is State.OPEN
             if item is not None:
-                app.append(item)
+                h, f = item
+                if h.is_request:
+                    app.append(f)
+                else:
+                    self.app_answers.append(f)
         return app
 
     def handle_timer(self, now: float) -> None:

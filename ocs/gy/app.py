@@ -18,7 +18,7 @@ from ..diameter import avp as A
 from ..diameter import constants as c
 from ..diameter import fastcca, fastccr
 from ..diameter.errors import ProtocolError
-from ..diameter.message import Header, error_answer
+from ..diameter.message import Header, error_answer, parse_header
 from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
@@ -75,17 +75,18 @@ class CreditControlApplication:
             body.append(A.encode(c.AVP_FAILED_AVP, failed))
         return CCA.cca(h, sid, result, self._origin, rtype, number, body, self.ccfh)
 
-    def process(self, items: list[tuple[Header, bytes]], now: float) -> BatchResult:
+    def process(self, frames: list[bytes], now: float) -> BatchResult:
         store = self.store
-        n = len(items)
-        frames = [f for _, f in items]
+        n = len(frames)
         joined = b"".join(frames)
         buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
         fallback = fr["fallback"].tolist()
         rtypes = fr["type"].tolist()
         sid_off, sid_len = fr["sid_off"].tolist(), fr["sid_len"].tolist()
         host_off, host_len = fr["host_off"].tolist(), fr["host_len"].tolist()
-        n_sub, sub_keys = fr["n_sub"].tolist(), fr["sub_key"].tolist()
+        hbhs, e2es = fr["hbh"].tolist(), fr["e2e"].tolist()
+        n_sub = fr["n_sub"].tolist()
+        first_rows = store.lookup_many(fr["sub_key"][:, 0]).tolist()
 
         answers: list[bytes | None] = [None] * n
         results = [0] * n
@@ -95,11 +96,13 @@ class CreditControlApplication:
         slow: dict[int, CreditControlRequest] = {}
         slow_rows: list[tuple] = []
         copies: list[tuple[int, int]] = []
-        seen: dict[tuple[bytes, int], int] = {}
+        seen: dict[bytes, int] = {}
         new_sessions: list = []
+        hosts: list[bytes | None] = [None] * n
         for i in range(n):
-            h = items[i][0]
             if fallback[i]:
+                h = parse_header(frames[i])
+                hbhs[i], e2es[i] = h.hbh, h.e2e
                 try:
                     ccr = decode_ccr(h, frames[i])
                 except ProtocolError as e:
@@ -112,11 +115,12 @@ class CreditControlApplication:
                 sid = joined[sid_off[i]:sid_off[i] + sid_len[i]]
                 host = joined[host_off[i]:host_off[i] + host_len[i]]
                 rtype = rtypes[i]
-                keys = sub_keys[i][:n_sub[i]]
-            key = (host, h.e2e)
+                keys = None
+            hosts[i] = host
+            key = host + e2es[i].to_bytes(4, "big")
             stored = store.dedup.get(key)
             if stored is not None:
-                answers[i] = CCA.with_hop_by_hop(stored, h.hbh)
+                answers[i] = CCA.with_hop_by_hop(stored, hbhs[i])
                 results[i] = c.SUCCESS
                 continue
             if key in seen:
@@ -125,9 +129,19 @@ class CreditControlApplication:
             seen[key] = i
             refusal = 0
             if rtype == c.INITIAL_REQUEST or rtype == c.EVENT_REQUEST:
-                sub = self._subscriber(keys)
+                if keys is None:     # fast path: the first identity was resolved in bulk
+                    sub = first_rows[i]
+                    if sub < 0 and n_sub[i] > 1:
+                        keys = fr["sub_key"][i, 1:n_sub[i]].tolist()
+                        sub = self._subscriber(keys)
+                    elif sub >= 0 and not store.subs[sub]["active"]:
+                        sub = -1
+                    no_ids = n_sub[i] == 0
+                else:
+                    sub = self._subscriber(keys)
+                    no_ids = not keys
                 if sub < 0:
-                    refusal = c.MISSING_AVP if not keys else c.USER_UNKNOWN
+                    refusal = c.MISSING_AVP if no_ids else c.USER_UNKNOWN
                 elif rtype == c.INITIAL_REQUEST:
                     if sid in store.session_index:
                         refusal = c.UNABLE_TO_COMPLY
@@ -152,6 +166,7 @@ class CreditControlApplication:
                                                                A.utf8(c.AVP_SUBSCRIPTION_ID_DATA, b"")])
                 elif refusal == c.UNABLE_TO_COMPLY:
                     msg = "session already open"
+                h = slow[i].header if i in slow else parse_header(frames[i])
                 answers[i] = self._refuse(h, sid, rtype, number, refusal, msg, failed)
                 results[i] = refusal
                 continue
@@ -159,17 +174,17 @@ class CreditControlApplication:
 
         record = None
         if charged:
-            record = self._charge(items, joined, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
+            record = self._charge(e2es, hosts, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
                                   answers, results, new_sessions, now)
         for i, j in copies:
-            answers[i] = CCA.with_hop_by_hop(answers[j], items[i][0].hbh)
+            answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
             results[i] = results[j]
         return BatchResult(answers, record, results)
 
-    def _charge(self, items, joined, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
+    def _charge(self, e2es, hosts, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
                 answers, results, new_sessions, now) -> dict:
         store, rules = self.store, self.rules
-        n = len(items)
+        n = len(e2es)
         if slow:
             extra = sum(len(ccr.units) for ccr in slow.values())
             if used_rows + extra > len(msccs):
@@ -186,6 +201,7 @@ class CreditControlApplication:
         pos = used_rows
         for i, ccr in slow.items():
             r = reqs[i]
+            fr[i]["top_level"] = ccr.top_level
             r["type"], r["action"] = ccr.request_type, ccr.requested_action
             r["mscc_start"], r["mscc_count"] = pos, len(ccr.units)
             for u in ccr.units:
@@ -210,30 +226,32 @@ class CreditControlApplication:
         for i, ccr in slow.items():
             if reqs[i]["result"] != 0 or i in charged:
                 answers[i] = self._slow_answer(ccr, reqs[i], msccs)
-        top = reqs["result"]
-        top_level = fr["top_level"].astype(bool)
+        # Top-level Result-Code: a CCR with top-level units takes its units' result.
+        top = reqs["result"].copy()
+        starts = np.minimum(reqs["mscc_start"], max(len(msccs) - 1, 0))
+        units_top = fr["top_level"].astype(bool) & (reqs["mscc_count"] > 0)
+        top[units_top] = msccs["result"][starts[units_top]]
+        top_list = top.tolist()
         answered = []
-        hosts_e2e = []
         for i in charged:
-            result = int(top[i])
-            if (i in slow and slow[i].top_level or i not in slow and top_level[i]) and reqs[i]["mscc_count"]:
-                result = int(msccs[reqs[i]["mscc_start"]]["result"])
-            results[i] = result
-            h = items[i][0]
-            host = slow[i].origin_host if i in slow else joined[fr[i]["host_off"]:fr[i]["host_off"] + fr[i]["host_len"]]
-            answered.append([host, h.e2e, answers[i]])
-            store.remember_answer(host, h.e2e, answers[i])
-            sess = req_sess[i]
-            if sess >= 0 and reqs[i]["type"] == c.INITIAL_REQUEST and result != c.SUCCESS:
-                kernel.close_session(store.subs, store.sessions, sess)
-            hosts_e2e.append(sess)
-        closed = [s for s in hosts_e2e if s >= 0 and store.sessions[s]["sub"] < 0]
-        if closed:
-            dirty_sess = np.concatenate([dirty_sess, np.array(closed, dtype=np.int64)])
+            results[i] = top_list[i]
+            answered.append([hosts[i], e2es[i], answers[i]])
+        remember = store.remember_answer
+        for host, e2e, answer in answered:
+            remember(host, e2e, answer)
+        # a refused CCR-I leaves no session behind
+        sess = reqs["sess"][sel]
+        failed_initial = sess[(reqs["type"][sel] == c.INITIAL_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]
+        for row in failed_initial.tolist():
+            kernel.close_session(store.subs, store.sessions, row)
+        sess = sess[sess >= 0]
+        closed = sess[store.sessions["sub"][sess] < 0]
+        if len(closed):
+            dirty_sess = np.concatenate([dirty_sess, closed])
         record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered,
                               self._usage(reqs, msccs, sel))
-        for sess in set(closed):
-            store.release_session_row(sess)
+        for row in set(closed.tolist()):
+            store.release_session_row(row)
         return record
 
     def _slow_answer(self, ccr: CreditControlRequest, r, msccs) -> bytes:
@@ -264,8 +282,9 @@ class CreditControlApplication:
         counts = reqs["mscc_count"][sel]
         if not counts.sum():
             return b""
-        rows = np.concatenate([np.arange(s, s + k) for s, k in zip(reqs["mscc_start"][sel], counts)])
         req_of = np.repeat(sel, counts)
+        first = np.cumsum(counts) - counts
+        rows = np.repeat(reqs["mscc_start"][sel], counts) + np.arange(counts.sum()) - np.repeat(first, counts)
         m = msccs[rows]
         keep = (m["used"] > 0) | (m["used_time"] > 0)
         if not keep.any():

@@ -37,9 +37,9 @@ class Peer:
         self.wake_writer = trio.Event()
         self.room = trio.Event()
 
-    def deliver(self, answer: bytes) -> None:
-        self.conn.send(answer)
-        self.outstanding -= 1
+    def deliver(self, answers: list[bytes]) -> None:
+        self.conn.send(b"".join(answers))
+        self.outstanding -= len(answers)
         self.room.set()
         self.wake_writer.set()
 
@@ -54,11 +54,12 @@ class Server:
         self.policy = policy
         self.timers = PeerTimers(cer_timeout=cfg.cer_timeout, tw=cfg.tw, dpa_timeout=cfg.dpa_timeout)
         self.peers: set[Peer] = set()
-        self._pending: list[tuple[Peer, object, bytes]] = []
+        self._pending: list[tuple[Peer, bytes]] = []
         self._work = trio.Event()
         self._stopping = False
         self._expire_due = False
         self.batches = 0
+        self.requests = 0
         self.listening: list[tuple[str, int]] = []
 
     # ------------------------------------------------------------ lifecycle
@@ -91,7 +92,7 @@ class Server:
             system.cancel_scope.cancel()
         self.store.snapshot()
         self.store.close()
-        log.info("stopped")
+        log.info("stopped after %d requests in %d batches", self.requests, self.batches)
 
     async def _disconnect_all(self) -> None:
         """Send DPR to every peer; wait for DPAs and in-flight answers, within the grace."""
@@ -164,11 +165,12 @@ class Server:
                     return
             now = trio.current_time()
             if data:
-                for h, frame in conn.receive_data(data, now):
-                    if h.is_request:
-                        peer.outstanding += 1
-                        self._pending.append((peer, h, frame))
-                        self._work.set()
+                frames = conn.receive_data(data, now)
+                if frames:
+                    peer.outstanding += len(frames)
+                    self._pending += [(peer, f) for f in frames]
+                    self._work.set()
+                conn.app_answers.clear()   # no application answers are expected yet
             conn.handle_timer(now)
             if conn.dpa_pending and peer.outstanding == 0:
                 conn.send_pending_dpa()
@@ -184,24 +186,46 @@ class Server:
 
     # ------------------------------------------------------------ charging
     async def _charging_loop(self) -> None:
+        """Charge each batch as soon as it is there, while the committer makes
+        the previous ones durable: answers wait for their journal record, the
+        charging does not wait for the disk."""
+        send, recv = trio.open_memory_channel(4)
+        async with trio.open_nursery() as n:
+            n.start_soon(self._committer, recv)
+            while True:
+                await self._work.wait()
+                self._work = trio.Event()
+                if self._expire_due:
+                    self._expire_due = False
+                    record = self.app.expire(time.time())
+                    if record is not None:
+                        await send.send(([], None, record))
+                batch, self._pending = self._pending, []
+                if batch:
+                    result = self.app.process([f for _, f in batch], time.time())
+                    await send.send((batch, result.answers, result.record))
+                    self.batches += 1
+                    self.requests += len(batch)
+                await trio.sleep(0)   # let the peers read before the next turn
+
+    async def _committer(self, recv: trio.MemoryReceiveChannel) -> None:
         store = self.store
         while True:
-            await self._work.wait()
-            self._work = trio.Event()
-            if self._expire_due:
-                self._expire_due = False
-                record = self.app.expire(time.time())
-                if record is not None:
-                    await trio.to_thread.run_sync(store.write, record)
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            result = self.app.process([(h, f) for _, h, f in batch], time.time())
-            if result.record is not None:
-                await trio.to_thread.run_sync(store.write, result.record)
-            self.batches += 1
-            for (peer, _, _), answer in zip(batch, result.answers):
-                peer.deliver(answer)
+            group = [await recv.receive()]
+            while True:
+                try:
+                    group.append(recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            records = [record for _, _, record in group if record is not None]
+            if records:
+                await trio.to_thread.run_sync(store.write, *records)
+            ready: dict[Peer, list[bytes]] = {}
+            for batch, answers, _ in group:
+                for (peer, _), answer in zip(batch, answers):
+                    ready.setdefault(peer, []).append(answer)
+            for peer, answers in ready.items():
+                peer.deliver(answers)
             if store.records_since_snapshot >= self.cfg.snapshot_every:
                 store.snapshot()
 

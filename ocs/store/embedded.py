@@ -34,13 +34,15 @@ class EmbeddedStore:
         self.subs = np.zeros(0, SUBSCRIBER)
         self.n_subs = 0
         self.explicit: dict[int, int] = {}
+        self._explicit_keys: np.ndarray | None = None   # sorted copy of `explicit` for lookup_many
+        self._explicit_rows: np.ndarray | None = None
         self.labels: dict[int, str] = {}          # row -> identity, for explicit subscribers
         self.ranges: list[tuple[int, int, int, int, int]] = []   # (type, digits, first, last, base row)
         self.sessions = new_table(SESSION, 1024)
         self.session_index: dict[bytes, int] = {}
         self.session_meta: list[tuple[bytes, bytes] | None] = [None] * 1024
         self.free_sessions: list[int] = list(range(1023, -1, -1))
-        self.dedup: OrderedDict[tuple[bytes, int], bytes] = OrderedDict()
+        self.dedup: OrderedDict[bytes, bytes] = OrderedDict()   # Origin-Host + End-to-End-Id -> answer
         self.seq = 0
         self.journal: Journal | None = None
         self.records_since_snapshot = 0
@@ -84,6 +86,26 @@ class EmbeddedStore:
                 return base + value - first
         return -1
 
+    def lookup_many(self, keys: np.ndarray) -> np.ndarray:
+        """`lookup` for an array of keys (-1 for none), vectorized."""
+        if self._explicit_keys is None:
+            items = sorted(self.explicit.items())
+            self._explicit_keys = np.array([k for k, _ in items], dtype=np.int64)
+            self._explicit_rows = np.array([r for _, r in items], dtype=np.int64)
+        rows = np.full(len(keys), -1, dtype=np.int64)
+        ek = self._explicit_keys
+        if len(ek):
+            at = np.minimum(np.searchsorted(ek, keys), len(ek) - 1)
+            hit = ek[at] == keys
+            rows[hit] = self._explicit_rows[at[hit]]
+        value = keys & ((1 << 50) - 1)
+        for t, d, first, last, base in self.ranges:
+            head = (t << 56) | (d << 50)
+            hit = (rows < 0) & (keys >= (head | first)) & (keys <= (head | last)) & (keys - value == head)
+            rows[hit] = base + value[hit] - first
+        rows[keys < 0] = -1
+        return rows
+
     def label(self, row: int) -> str:
         if row in self.labels:
             return self.labels[row]
@@ -117,6 +139,7 @@ class EmbeddedStore:
             for alias in seed.aliases:
                 self.explicit[alias] = row
             self.subs[row]["plan"] = seed.plan
+        self._explicit_keys = None
         for r in rules.ranges:
             found = [x for x in self.ranges if x[:4] == (r.id_type, r.digits, r.first, r.last)]
             if found:
@@ -161,7 +184,7 @@ class EmbeddedStore:
             self.free_sessions.append(row)   # rebuilt after replay, so duplicates there are harmless
 
     def remember_answer(self, host: bytes, e2e: int, answer: bytes) -> None:
-        self.dedup[(host, e2e)] = answer
+        self.dedup[host + e2e.to_bytes(4, "big")] = answer
         if len(self.dedup) > self.dedup_entries:
             self.dedup.popitem(last=False)
 
@@ -177,9 +200,11 @@ class EmbeddedStore:
                 "xi": dx.tobytes(), "xr": self.sessions[dx].tobytes(),
                 "new": new_sessions, "ans": answers, "use": usage}
 
-    def write(self, record: dict) -> int:
-        self.records_since_snapshot += 1
-        return self.journal.append(record)
+    def write(self, *records: dict) -> int:
+        """Make records durable (one write, one fsync); safe to call from a
+        worker thread while the loop charges the next batch."""
+        self.records_since_snapshot += len(records)
+        return self.journal.append(*records)
 
     def apply(self, rec: dict) -> None:
         """Re-apply a journal record (recovery)."""
@@ -208,7 +233,7 @@ class EmbeddedStore:
         meta = {"seq": self.seq, "n_subs": self.n_subs,
                 "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
                 "ranges": self.ranges, "session_meta": self.session_meta,
-                "dedup": [[h, e, a] for (h, e), a in self.dedup.items()]}
+                "dedup": list(self.dedup.items())}
         (tmp / "meta.msgpack").write_bytes(_enc.encode(meta))
         for f in tmp.iterdir():
             _fsync_file(f)
@@ -236,12 +261,13 @@ class EmbeddedStore:
         self.subs = np.zeros(max(self.n_subs, 1024), SUBSCRIBER)
         self.subs[:self.n_subs] = subs
         self.explicit = {k: v for k, v in meta["explicit"]}
+        self._explicit_keys = None
         self.labels = {k: v for k, v in meta["labels"]}
         self.ranges = [tuple(r) for r in meta["ranges"]]
         self.sessions = np.load(snap / "sessions.npy")
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}
-        self.dedup = OrderedDict(((h, e), a) for h, e, a in meta["dedup"])
+        self.dedup = OrderedDict((k, a) for k, a in meta["dedup"])
 
 
 def _fsync_file(path: Path) -> None:
