@@ -86,7 +86,9 @@ class CreditControlApplication:
         host_off, host_len = fr["host_off"].tolist(), fr["host_len"].tolist()
         hbhs, e2es = fr["hbh"].tolist(), fr["e2e"].tolist()
         n_sub = fr["n_sub"].tolist()
-        first_rows = store.lookup_many(fr["sub_key"][:, 0]).tolist()
+        first = store.lookup_many(fr["sub_key"][:, 0])
+        first[first >= 0] = np.where(store.subs["active"][first[first >= 0]] != 0, first[first >= 0], -1)
+        first_rows = first.tolist()
 
         answers: list[bytes | None] = [None] * n
         results = [0] * n
@@ -134,8 +136,6 @@ class CreditControlApplication:
                     if sub < 0 and n_sub[i] > 1:
                         keys = fr["sub_key"][i, 1:n_sub[i]].tolist()
                         sub = self._subscriber(keys)
-                    elif sub >= 0 and not store.subs[sub]["active"]:
-                        sub = -1
                     no_ids = n_sub[i] == 0
                 else:
                     sub = self._subscriber(keys)
@@ -155,8 +155,7 @@ class CreditControlApplication:
                 if row is None:
                     refusal = c.UNKNOWN_SESSION_ID
                 else:
-                    req_sess[i] = row
-                    req_sub[i] = int(store.sessions[row]["sub"])
+                    req_sess[i] = row     # its subscriber is filled in below, in bulk
             if refusal:
                 number = slow[i].request_number if i in slow else int(fr[i]["number"])
                 msg, failed = "", b""
@@ -213,6 +212,8 @@ class CreditControlApplication:
                 pos += 1
         sel = np.array(charged, dtype=np.int64)
         reqs["result"][sel] = 0
+        ongoing = (reqs["sub"] < 0) & (reqs["sess"] >= 0)
+        reqs["sub"][ongoing] = store.sessions["sub"][reqs["sess"][ongoing]]
         rules.set_periods(now)
         dirty_subs, dirty_sess = kernel.charge_batch(
             reqs, msccs, store.subs, store.sessions, rules.plan_table, rules.rated_rgs, rules.denied_rgs, now)

@@ -24,6 +24,7 @@ from ..store.embedded import EmbeddedStore
 
 log = logging.getLogger("ocs.net")
 RECEIVE_SIZE = 1 << 18
+SMALL_GROUP = 8     # requests; a smaller group with nothing else waiting is written inline
 
 
 class Peer:
@@ -206,7 +207,6 @@ class Server:
                     await send.send((batch, result.answers, result.record))
                     self.batches += 1
                     self.requests += len(batch)
-                await trio.sleep(0)   # let the peers read before the next turn
 
     async def _committer(self, recv: trio.MemoryReceiveChannel) -> None:
         store = self.store
@@ -219,7 +219,12 @@ class Server:
                     break
             records = [record for _, _, record in group if record is not None]
             if records:
-                await trio.to_thread.run_sync(store.write, *records)
+                if self._pending or sum(len(b) for b, _, _ in group) > SMALL_GROUP:
+                    # under load: charge the next batch while the disk works
+                    await trio.to_thread.run_sync(store.write, *records)
+                else:
+                    # idle: a thread hand-off would cost more than the fsync itself
+                    store.write(*records)
             ready: dict[Peer, list[bytes]] = {}
             for batch, answers, _ in group:
                 for (peer, _), answer in zip(batch, answers):

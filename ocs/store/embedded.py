@@ -60,7 +60,7 @@ class EmbeddedStore:
         jpath = self.dir / "journal.log"
         replayed = 0
         if jpath.exists():
-            for rec in replay(jpath, truncate=not readonly):
+            for rec in replay(jpath):
                 if rec["seq"] > self.seq:
                     self.apply(rec)
                     replayed += 1
@@ -247,6 +247,7 @@ class EmbeddedStore:
         # so a crash before this truncation is harmless.
         if self.journal is not None:
             self.journal.close()
+            (self.dir / "journal.log.new").unlink(missing_ok=True)
             self.journal = Journal(self.dir / "journal.log.new", self.fsync)
             os.replace(self.dir / "journal.log.new", self.dir / "journal.log")
             self.journal.path = self.dir / "journal.log"
