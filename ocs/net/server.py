@@ -200,7 +200,7 @@ class Server:
                     self._expire_due = False
                     record = self.app.expire(time.time())
                     if record is not None:
-                        await send.send(([], None, record))
+                        await send.send(([], [], record))
                 batch, self._pending = self._pending, []
                 if batch:
                     result = self.app.process([f for _, f in batch], time.time())

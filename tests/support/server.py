@@ -31,7 +31,7 @@ class OcsProcess:
         if self.config:
             args += ["--config", str(self.config)]
         self._log_file = open(self.log, "ab")
-        start_offset = self._log_file.tell()
+        start_offset = self.log.stat().st_size
         self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
