@@ -179,6 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--servers", default="ocs,pydiameter,echo",
                    help=f"comma-separated, from {', '.join(SERVERS)}")
+    p.add_argument("--footprint-subscribers", type=int, default=10_000_000,
+                   help="subscribers for the start-up and memory measurement (0: skip it)")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="let the scheduler place server and generator (default: one "
                         "core each)")
@@ -195,6 +197,14 @@ def main(argv=None) -> int:
             continue
         results[server.label] = bench_server(server, args, notes)
     text = render(results, args, notes)
+    if args.footprint_subscribers and "ocs" in args.servers.split(","):
+        from . import footprint
+        rows = footprint.measure(args.footprint_subscribers)
+        text += ("\n## Start-up and memory of `ocs serve`\n\n"
+                 "From `python -m loadtest.footprint` (run by this command): time from exec to the "
+                 "listening log line, and VmRSS once listening. Cold means numba's on-disk cache "
+                 "empty; the restart recovers every subscriber from the snapshot and journal.\n\n"
+                 + footprint.render(rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)

@@ -55,7 +55,7 @@ def cmd_serve(args) -> int:
     log = logging.getLogger("ocs")
     started = time.monotonic()
     rules = _load_rules_or_exit(cfg.rules)
-    store = EmbeddedStore(cfg.data, fsync=cfg.fsync)
+    store = EmbeddedStore(cfg.data, fsync=cfg.fsync, dedup_entries=cfg.dedup_entries)
     store.open()
     if store.sync_rules(rules):
         store.snapshot()

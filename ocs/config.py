@@ -40,6 +40,7 @@ class Config(Base, kw_only=True):
     failure_handling: Literal["TERMINATE", "CONTINUE", "RETRY_AND_TERMINATE"] = "TERMINATE"
     shutdown_grace: Annotated[float, Meta(ge=0)] = 5.0
     snapshot_every: Annotated[int, Meta(ge=1)] = 20000       # journal records between snapshots
+    dedup_entries: Annotated[int, Meta(ge=1)] = 500_000      # answers kept for retransmissions
     fsync: bool = True
     log_level: str = "INFO"
 

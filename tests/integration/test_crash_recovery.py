@@ -100,47 +100,57 @@ async def drive(conn: GyConnection, subs: list[Subscriber], stop: trio.Event) ->
             n.start_soon(one, s)
 
 
+async def _rounds(server: OcsProcess, subs: list[Subscriber], rng: random.Random) -> tuple[int, int]:
+    """Run the load, killing the server KILLS times; returns (kills, requests
+    that were unanswered at a kill and retransmitted)."""
+    retransmitted = kills = 0
+    for round_no in range(KILLS + 1):
+        await trio.to_thread.run_sync(server.start)
+        retransmitted += sum(s.pending is not None for s in subs)
+        conn = GyConnection(origin_host="pgw.crash.example")
+        killed = False
+
+        async def killer():
+            # Stop reading answers a moment before the kill, so the server
+            # has journaled requests whose answers the client never sees.
+            nonlocal killed
+            await trio.sleep(rng.uniform(0.2, 1.0))
+            conn.hold_answers()
+            await trio.sleep(rng.uniform(0, 0.2))
+            os.kill(server.proc.pid, signal.SIGKILL)
+            killed = True
+            n.cancel_scope.cancel()
+
+        async with trio.open_nursery() as n:
+            await conn.connect(server.port, n)
+            if round_no < KILLS:
+                n.start_soon(killer)
+            await drive(conn, subs, trio.Event())
+            n.cancel_scope.cancel()
+        await conn.aclose()
+        if killed:
+            kills += 1
+            await trio.to_thread.run_sync(server.proc.wait)
+            server.kill()
+        elif all(s.done for s in subs):
+            break
+    return kills, retransmitted
+
+
 async def test_kill_minus_nine_under_load(tmp_path):
     rng = random.Random(20261122)
     subs = [Subscriber(m, random.Random(rng.random())) for m in SUBSCRIBERS]
     server = OcsProcess(tmp_path / "data", rules=RULES)
-    retransmitted_after_kill = kills = 0
-    with trio.fail_after(300):
-        for round_no in range(KILLS + 1):
-            await trio.to_thread.run_sync(server.start)
-            retransmitted_after_kill += sum(s.pending is not None for s in subs)
-            conn = GyConnection(origin_host="pgw.crash.example")
-            killed = False
-
-            async def killer():
-                # Stop reading answers a moment before the kill, so the server
-                # has journaled requests whose answers the client never sees.
-                nonlocal killed
-                await trio.sleep(rng.uniform(0.2, 1.0))
-                conn.hold_answers()
-                await trio.sleep(rng.uniform(0, 0.2))
-                os.kill(server.proc.pid, signal.SIGKILL)
-                killed = True
-                n.cancel_scope.cancel()
-
-            async with trio.open_nursery() as n:
-                await conn.connect(server.port, n)
-                if round_no < KILLS:
-                    n.start_soon(killer)
-                await drive(conn, subs, trio.Event())
-                n.cancel_scope.cancel()
-            await conn.aclose()
-            if killed:
-                kills += 1
-                await trio.to_thread.run_sync(server.proc.wait)
-                server.kill()
-            elif all(s.done for s in subs):
-                break
-        assert all(s.done for s in subs), "load did not finish"
-        states = await trio.to_thread.run_sync(show_subscriber, server.data, SUBSCRIBERS, RULES)
-        code = await trio.to_thread.run_sync(server.stop)
+    try:
+        with trio.fail_after(300):
+            kills, retransmitted = await _rounds(server, subs, rng)
+            assert all(s.done for s in subs), "load did not finish"
+            states = await trio.to_thread.run_sync(show_subscriber, server.data, SUBSCRIBERS, RULES)
+            code = await trio.to_thread.run_sync(server.stop)
+    finally:
+        server.kill()
     assert code == 0
-    assert kills >= 3 and retransmitted_after_kill > 0, "too few kills under load: the test proved little"
+    assert kills >= 3 and retransmitted > 0, "too few kills under load: the test proved little"
     for s, state in zip(subs, states):
         used, balance = expected_balance(s.reports)
         assert state["bundle"]["used_octets"] == used, s.msisdn

@@ -23,7 +23,10 @@ _e2e = itertools.count(0x1000)
 
 
 def build_ccr(origin_host: str, session_id: str, rtype: int, number: int, msisdn: str | None,
-              msccs: list[dict], realm: str = "test.example") -> CreditControlRequest:
+              msccs: list[dict], realm: str = "test.example", imsi: str | None = None,
+              top: dict | None = None, action: int | None = None) -> CreditControlRequest:
+    """A CCR. Each MSCC dict may hold rg (absent: no Rating-Group), rsu (0:
+    empty), used, used_time; `top` puts RSU/USU at the top level instead."""
     req = CreditControlRequest()
     req.header.is_request = True
     req.header.is_proxyable = True
@@ -37,16 +40,39 @@ def build_ccr(origin_host: str, session_id: str, rtype: int, number: int, msisdn
     req.service_context_id = "32251@3gpp.org"
     req.cc_request_type = rtype
     req.cc_request_number = number
+    ids = []
     if msisdn:
-        req.subscription_id = [SubscriptionId(subscription_id_type=0, subscription_id_data=msisdn)]
+        ids.append(SubscriptionId(subscription_id_type=0, subscription_id_data=msisdn))
+    if imsi:
+        ids.append(SubscriptionId(subscription_id_type=1, subscription_id_data=imsi))
+    if ids:
+        req.subscription_id = ids
+    if action is not None:
+        req.requested_action = action
     for m in msccs:
-        x = MultipleServicesCreditControl(rating_group=m["rg"])
+        x = MultipleServicesCreditControl()
+        if "rg" in m:
+            x.rating_group = m["rg"]
         if m.get("rsu") is not None:
             x.requested_service_unit = RequestedServiceUnit(cc_total_octets=m["rsu"]) if m["rsu"] else RequestedServiceUnit()
-        if m.get("used") is not None:
-            x.used_service_unit = [UsedServiceUnit(cc_total_octets=m["used"])]
+        if m.get("used") is not None or m.get("used_time"):
+            x.used_service_unit = [_used(m)]
         req.multiple_services_credit_control.append(x)
+    if top:
+        if top.get("rsu") is not None:
+            req.requested_service_unit = RequestedServiceUnit(cc_total_octets=top["rsu"]) if top["rsu"] else RequestedServiceUnit()
+        if top.get("used") is not None:
+            req.used_service_unit = [_used(top)]
     return req
+
+
+def _used(m: dict) -> UsedServiceUnit:
+    u = UsedServiceUnit()
+    if m.get("used") is not None:
+        u.cc_total_octets = m["used"]
+    if m.get("used_time"):
+        u.cc_time = m["used_time"]
+    return u
 
 
 class GyConnection:
@@ -61,6 +87,7 @@ class GyConnection:
         self.closed = trio.Event()
         self._send_lock = trio.StrictFIFOLock()
         self.held = False
+        self.dpr_seen = False
 
     def hold_answers(self) -> None:
         """Stop taking answers off the socket: what the server sends from now
@@ -112,6 +139,10 @@ class GyConnection:
                 if self.held:
                     await trio.sleep_forever()
                 msg = Message.from_bytes(frame)
+                if msg.header.is_request and msg.header.command_code == DPR_CODE:
+                    self.dpr_seen = True
+                    await self._send(_dpa(msg, self.origin_host, self.realm))
+                    continue
                 if msg.header.is_request and msg.header.command_code == DWR_CODE:
                     dwa = DeviceWatchdogAnswer()
                     dwa.header.hop_by_hop_identifier = msg.header.hop_by_hop_identifier
@@ -153,6 +184,17 @@ class GyConnection:
     async def aclose(self) -> None:
         if self.stream is not None:
             await self.stream.aclose()
+
+
+def _dpa(dpr: Message, host: str, realm: str) -> bytes:
+    from diameter.message.commands.disconnect_peer import DisconnectPeerAnswer
+    dpa = DisconnectPeerAnswer()
+    dpa.header.hop_by_hop_identifier = dpr.header.hop_by_hop_identifier
+    dpa.header.end_to_end_identifier = dpr.header.end_to_end_identifier
+    dpa.result_code = 2001
+    dpa.origin_host = host.encode()
+    dpa.origin_realm = realm.encode()
+    return dpa.as_bytes()
 
 
 def mscc_values(answer: Message) -> dict[int, dict]:

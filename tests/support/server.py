@@ -59,10 +59,12 @@ class OcsProcess:
             self._log_file.close()
 
     def kill(self) -> None:
+        """SIGKILL the server if it runs; safe to call at any time."""
         if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        self._log_file.close()
+        if getattr(self, "_log_file", None) is not None:
+            self._log_file.close()
 
     def __enter__(self):
         return self.start()
