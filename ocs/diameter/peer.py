@@ -67,7 +67,6 @@ _CER_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_HOST_
 _DWR_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_ORIGIN_STATE_ID: (0, 1)}
 _DPR_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_DISCONNECT_CAUSE: (1, 1)}
 _CCR_CODE_APP = (c.CMD_CREDIT_CONTROL.to_bytes(3, "big") + c.APP_CREDIT_CONTROL.to_bytes(4, "big"))
-_BASE_COMMANDS = {c.CMD_CAPABILITIES_EXCHANGE, c.CMD_DEVICE_WATCHDOG, c.CMD_DISCONNECT_PEER}
 
 
 @dataclass
@@ -279,8 +278,6 @@ class PeerConnection:
             elif event is Event.DPA:
                 self._close("DPA received")
             elif event is Event.APP_REQUEST:
-                if h.code in _BASE_COMMANDS:
-                    raise ProtocolError(c.UNABLE_TO_COMPLY, "capabilities already exchanged")
                 if h.code not in self.commands:
                     raise ProtocolError(c.COMMAND_UNSUPPORTED, f"command {h.code} is not supported")
                 if h.app not in self.apps:
@@ -289,7 +286,10 @@ class PeerConnection:
             elif event is Event.APP_ANSWER:
                 return h, frame
         except ProtocolError as e:
-            self._error(frame, e)
+            # A CEA refusing with 5xxx is still a CEA: it carries our
+            # capabilities (RFC 6733 5.3.2); 3xxx answers keep the short form.
+            extra = self._capabilities() if event is Event.CER and not e.e_bit else b""
+            self._out += error_answer(frame, e, self.identity.origin_avps, extra)
             if event is Event.CER:
                 self._close(f"CER refused: {e.result_code} {e.message}")
             elif event is Event.DPR:
@@ -327,12 +327,7 @@ class PeerConnection:
             raise ProtocolError(c.NO_COMMON_APPLICATION, "no common application: we offer Gy (4)")
         self.peer_host, self.peer_realm = host, realm
         ident = self.identity
-        parts = [A.u32(c.AVP_RESULT_CODE, c.SUCCESS), ident.origin_avps]
-        parts += [A.address(c.AVP_HOST_IP_ADDRESS, ip) for ip in ident.host_ip_addresses]
-        parts += [A.u32(c.AVP_VENDOR_ID, ident.vendor_id),
-                  A.utf8(c.AVP_PRODUCT_NAME, ident.product_name, mandatory=False),
-                  A.u32(c.AVP_ORIGIN_STATE_ID, ident.origin_state_id),
-                  A.u32(c.AVP_SUPPORTED_VENDOR_ID, c.VENDOR_3GPP)]
+        parts = [A.u32(c.AVP_RESULT_CODE, c.SUCCESS), ident.origin_avps, self._capabilities()]
         for app in sorted(self.apps):
             parts.append(A.u32(c.AVP_AUTH_APPLICATION_ID, app))
             if vendor_specific:
@@ -341,6 +336,15 @@ class PeerConnection:
         parts.append(A.u32(c.AVP_FIRMWARE_REVISION, ident.firmware_revision, mandatory=False))
         self._answer(h, b"".join(parts))
         log.info("peer %s (realm %s) open", host, realm)
+
+    def _capabilities(self) -> bytes:
+        ident = self.identity
+        parts = [A.address(c.AVP_HOST_IP_ADDRESS, ip) for ip in ident.host_ip_addresses]
+        parts += [A.u32(c.AVP_VENDOR_ID, ident.vendor_id),
+                  A.utf8(c.AVP_PRODUCT_NAME, ident.product_name, mandatory=False),
+                  A.u32(c.AVP_ORIGIN_STATE_ID, ident.origin_state_id),
+                  A.u32(c.AVP_SUPPORTED_VENDOR_ID, c.VENDOR_3GPP)]
+        return b"".join(parts)
 
     def _on_dwr(self, h: Header, frame: bytes) -> None:
         self._base_avps(frame, h, _DWR_RULES)

@@ -627,3 +627,18 @@ def test_chunking_does_not_change_the_result():
     assert len(expected[0]) == 2 and len(expected[1]) == 1 and expected[3] is State.CLOSING
     for name, got in results.items():
         assert got == expected, name
+
+
+@pytest.mark.parametrize("cer_bytes, code", [(cer(apps=(16777238,)), 5010), (cer(host=None), 5005)],
+                         ids=["no-common-application", "missing-origin-host"])
+def test_cea_refusing_with_5xxx_still_carries_our_capabilities(cer_bytes, code):
+    """RFC 6733 5.3.2: a CEA is a CEA whatever its Result-Code; only 3xxx
+    answers (E-bit) may use the shorter answer-message form."""
+    conn = new_conn()
+    conn.receive_data(cer_bytes, 0.0)
+    cea = decode(conn.data_to_send())
+    assert cea.header.command_code == 257 and not cea.header.is_error
+    codes = {a.code for a in cea.avps}
+    assert {268, 264, 296, 257, 266, 269} <= codes     # Result-Code, Origin-*, Host-IP-Address, Vendor-Id, Product-Name
+    assert next(a.value for a in cea.avps if a.code == 268) == code
+    assert conn.state is State.CLOSED
