@@ -21,45 +21,24 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-# Header (RFC 6733 section 3): version, length(24), flags, code(24), app, hbh, e2e.
-HEADER_LEN = 20
-FLAG_REQUEST, FLAG_PROXYABLE, FLAG_ERROR, FLAG_RETRANSMIT = 0x80, 0x40, 0x20, 0x10
-AVP_FLAG_VENDOR, AVP_FLAG_MANDATORY = 0x80, 0x40
+# The Diameter numbers and the AVP encoders are the server's own
+# (ocs.diameter), so the generator and the server speak one codec.
+from ocs.diameter import avp as _A
+from ocs.diameter.constants import (
+    HEADER_LEN, FLAG_REQUEST, FLAG_ERROR, FLAG_RETRANSMIT,
+    AVP_FLAG_VENDOR, AVP_FLAG_MANDATORY, CMD_CAPABILITIES_EXCHANGE, CMD_CREDIT_CONTROL,
+    CMD_DEVICE_WATCHDOG, CMD_DISCONNECT_PEER, APP_CREDIT_CONTROL, AVP_HOST_IP_ADDRESS,
+    AVP_AUTH_APPLICATION_ID, AVP_SESSION_ID, AVP_ORIGIN_HOST, AVP_SUPPORTED_VENDOR_ID,
+    AVP_VENDOR_ID, AVP_RESULT_CODE, AVP_PRODUCT_NAME, AVP_DISCONNECT_CAUSE,
+    AVP_ORIGIN_STATE_ID, AVP_DESTINATION_REALM, AVP_TERMINATION_CAUSE, AVP_ORIGIN_REALM,
+    AVP_EXPERIMENTAL_RESULT, AVP_CC_REQUEST_NUMBER, AVP_CC_REQUEST_TYPE, AVP_CC_TOTAL_OCTETS,
+    AVP_GRANTED_SERVICE_UNIT, AVP_RATING_GROUP, AVP_REQUESTED_SERVICE_UNIT, AVP_SUBSCRIPTION_ID,
+    AVP_SUBSCRIPTION_ID_DATA, AVP_USED_SERVICE_UNIT, AVP_SUBSCRIPTION_ID_TYPE, AVP_MULTIPLE_SERVICES_INDICATOR,
+    AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, AVP_SERVICE_CONTEXT_ID, FLAG_PROXIABLE, APP_COMMON)
 
-CMD_CAPABILITIES_EXCHANGE = 257
-CMD_CREDIT_CONTROL = 272
-CMD_DEVICE_WATCHDOG = 280
-CMD_DISCONNECT_PEER = 282
-APP_BASE, APP_CREDIT_CONTROL = 0, 4
-
-AVP_HOST_IP_ADDRESS = 257
-AVP_AUTH_APPLICATION_ID = 258
-AVP_SESSION_ID = 263
-AVP_ORIGIN_HOST = 264
-AVP_SUPPORTED_VENDOR_ID = 265
-AVP_VENDOR_ID = 266
-AVP_RESULT_CODE = 268
-AVP_PRODUCT_NAME = 269
-AVP_DISCONNECT_CAUSE = 273
-AVP_ORIGIN_STATE_ID = 278
-AVP_DESTINATION_REALM = 283
-AVP_TERMINATION_CAUSE = 295
-AVP_ORIGIN_REALM = 296
-AVP_EXPERIMENTAL_RESULT = 297
+FLAG_PROXYABLE = FLAG_PROXIABLE
+APP_BASE = APP_COMMON
 AVP_EXPERIMENTAL_RESULT_CODE = 298
-AVP_CC_REQUEST_NUMBER = 415
-AVP_CC_REQUEST_TYPE = 416
-AVP_CC_TOTAL_OCTETS = 421
-AVP_GRANTED_SERVICE_UNIT = 431
-AVP_RATING_GROUP = 432
-AVP_REQUESTED_SERVICE_UNIT = 437
-AVP_SUBSCRIPTION_ID = 443
-AVP_SUBSCRIPTION_ID_DATA = 444
-AVP_USED_SERVICE_UNIT = 446
-AVP_SUBSCRIPTION_ID_TYPE = 450
-AVP_MULTIPLE_SERVICES_INDICATOR = 455
-AVP_MULTIPLE_SERVICES_CREDIT_CONTROL = 456
-AVP_SERVICE_CONTEXT_ID = 461
 
 INITIAL, UPDATE, TERMINATE = 1, 2, 3  # CC-Request-Type values (RFC 4006 8.3)
 END_USER_E164 = 0
@@ -73,42 +52,35 @@ SID_DIGITS = 10  # the low part of our Session-Ids: a zero-padded session number
 _U32 = struct.Struct(">I")
 
 
-# --- plain encoders (control messages, templates) ---------------------------
+# --- plain encoders (control messages, templates): the server's ------------
 
 def avp(code: int, data: bytes, mandatory: bool = True) -> bytes:
-    """One AVP without vendor id, padded to 4 octets (RFC 6733 section 4.1)."""
-    length = 8 + len(data)
-    flags = AVP_FLAG_MANDATORY if mandatory else 0
-    head = _U32.pack(code) + _U32.pack(flags << 24 | length)
-    return head + data + b"\0" * (-length % 4)
+    return _A.encode(code, data, 0, mandatory)
 
 
 def avp_u32(code: int, value: int, mandatory: bool = True) -> bytes:
-    return avp(code, _U32.pack(value), mandatory)
+    return _A.u32(code, value, 0, mandatory)
 
 
 def avp_u64(code: int, value: int) -> bytes:
-    return avp(code, struct.pack(">Q", value))
+    return _A.u64(code, value)
 
 
 def avp_str(code: int, value: str | bytes, mandatory: bool = True) -> bytes:
-    return avp(code, value.encode() if isinstance(value, str) else value, mandatory)
+    return _A.utf8(code, value, 0, mandatory)
 
 
 def avp_group(code: int, *members: bytes) -> bytes:
-    return avp(code, b"".join(members))
+    return _A.grouped(code, members)
 
 
 def avp_address(code: int, ipv4: str) -> bytes:
-    return avp(code, b"\0\x01" + bytes(int(x) for x in ipv4.split(".")))
+    return _A.address(code, ipv4)
 
 
 def encode_message(command: int, flags: int, app_id: int, hbh: int, e2e: int,
                    avps: list[bytes]) -> bytes:
-    body = b"".join(avps)
-    length = HEADER_LEN + len(body)
-    return struct.pack(">IIIII", 0x01000000 | length, flags << 24 | command,
-                       app_id, hbh, e2e) + body
+    return _A.message(flags, command, app_id, hbh, e2e, avps)
 
 
 def _identity(origin_host: str, origin_realm: str) -> list[bytes]:
