@@ -84,7 +84,8 @@ def _kind(keys, kinds, vendor, code):
 
 @njit(cache=True)
 def _valid(buf, start, end, keys, kinds):
-    """True if buf[start:end] passes every check of avp.walk. Iterative, with
+    """True if buf[start:end] passes every check of avp.walk and has no
+    V-bit AVP with Vendor-Id 0 (which the extraction would miss). Iterative, with
     an explicit stack of the enclosing groups' ends (numba's on-disk cache
     does not handle recursive functions)."""
     ends = np.empty(MAX_NESTING + 2, np.int64)    # where each open group's data ends
@@ -109,6 +110,10 @@ def _valid(buf, start, end, keys, kinds):
         if length < hdr or pos + length > limit or flags & 0x1F:
             return False
         vendor = _u32(buf, pos + 8) if hdr == 12 else 0
+        if hdr == 12 and vendor == 0:
+            # V-bit with Vendor-Id 0 (RFC 6733 4.1.1 forbids it): the full path
+            # reads it as the IETF AVP; the extraction below skips V-bit AVPs.
+            return False
         k = _kind(keys, kinds, vendor, code)
         n = length - hdr
         if k == KIND_UNKNOWN:
