@@ -296,9 +296,10 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
                 if _u32(buf, d) != c.APP_CREDIT_CONTROL:
                     return -1
             elif code == 436:
-                f["action"] = _u32(buf, d)
-                if f["action"] > 3:
+                action = _u32(buf, d)
+                if action > 3:        # checked before the int32 field could wrap it
                     return -1
+                f["action"] = action
             elif code == c.AVP_SERVICE_IDENTIFIER:
                 f["top_service_id"] = _u32(buf, d)
             elif code == c.AVP_REQUESTED_SERVICE_UNIT or code == c.AVP_USED_SERVICE_UNIT:
