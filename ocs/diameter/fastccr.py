@@ -139,6 +139,11 @@ def _valid(buf, start, end, keys, kinds):
         pos += (length + 3) & ~3
 
 
+# Octets the engine's int64 columns hold; the full path refuses more (5004).
+# Sums are checked before they are made: LLVM may drop a test for a wrapped sum.
+_MAX_OCTETS = 2**63 - 1
+
+
 @njit(cache=True)
 def _units(buf, start, end):
     """(ok, octets or -1, seconds) of a Requested/Used-Service-Unit."""
@@ -155,6 +160,9 @@ def _units(buf, start, end):
         hdr = 12 if (fl >> 24) & 0x80 else 8
         if hdr == 8:
             d = pos + 8
+            if code == c.AVP_CC_TOTAL_OCTETS or code == c.AVP_CC_INPUT_OCTETS or code == c.AVP_CC_OUTPUT_OCTETS:
+                if _u64(buf, d) < 0:      # 2**63 or more
+                    return False, 0, 0
             if code == c.AVP_CC_TOTAL_OCTETS:
                 if total >= 0:
                     return False, 0, 0
@@ -177,6 +185,8 @@ def _units(buf, start, end):
     if total >= 0:
         octets = total
     elif inp >= 0 or out >= 0:
+        if max(inp, 0) > _MAX_OCTETS - max(out, 0):
+            return False, 0, 0
         octets = max(inp, 0) + max(out, 0)
     return True, octets, seconds
 
@@ -232,6 +242,8 @@ def _group_fields(buf, start, end, m):
             elif code == c.AVP_USED_SERVICE_UNIT:
                 ok, octets, seconds = _units(buf, d, pos + length)
                 if not ok:
+                    return False, 0, 0
+                if max(m["used"], 0) > _MAX_OCTETS - max(octets, 0):
                     return False, 0, 0
                 m["used"] = max(m["used"], 0) + max(octets, 0)
                 m["used_time"] += seconds

@@ -16,6 +16,7 @@ from ..diameter.message import Header
 
 AVP_REQUESTED_ACTION = 436
 AVP_REPORTING_REASON = 872   # 3GPP, vendor 10415
+MAX_OCTETS = 2**63 - 1       # the engine's octet columns are int64
 
 _CCR_RULES = {
     c.AVP_SESSION_ID: (1, 1), c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1),
@@ -73,6 +74,8 @@ def _units(a: A.RawAvp) -> tuple[int, int]:
     elif c.AVP_CC_INPUT_OCTETS in got or c.AVP_CC_OUTPUT_OCTETS in got:
         octets = sum(got[k][0].uint() for k in (c.AVP_CC_INPUT_OCTETS, c.AVP_CC_OUTPUT_OCTETS) if k in got)
     seconds = got[c.AVP_CC_TIME][0].u32 if c.AVP_CC_TIME in got else 0
+    if octets > MAX_OCTETS:
+        raise ProtocolError(c.INVALID_AVP_VALUE, f"AVP {a.code} holds {octets} octets, more than 2**63-1", a.raw)
     return octets, seconds
 
 
@@ -84,6 +87,8 @@ def _service_units(avps: dict[int, list[A.RawAvp]], su: ServiceUnits) -> Service
     for usu in avps.get(c.AVP_USED_SERVICE_UNIT, ()):
         octets, seconds = _units(usu)
         su.used = max(su.used, 0) + max(octets, 0)
+        if su.used > MAX_OCTETS:
+            raise ProtocolError(c.INVALID_AVP_VALUE, "Used-Service-Units report more than 2**63-1 octets", usu.raw)
         su.used_time += seconds
     su.service_ids = [a.u32 for a in avps.get(c.AVP_SERVICE_IDENTIFIER, ())]
     return su
