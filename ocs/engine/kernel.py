@@ -24,8 +24,11 @@ RESOURCES_EXCEEDED = 5006
 RATING_FAILED = 5031
 TERMINATION_REQUEST = 3
 EVENT_REQUEST = 4
+USER_UNKNOWN = 5030
 DIRECT_DEBITING = 0
+REFUND_ACCOUNT = 1
 CHECK_BALANCE = 2
+PRICE_ENQUIRY = 3
 
 _CACHE = True
 
@@ -84,7 +87,7 @@ def _debit(subs, plans, sub, p, m):
         avail = 0
     b = used if used < avail else avail
     s["bundle_used"] += b
-    m["from_bundle"] = b
+    m["from_bundle"] += b
     over = used - b
     if over > 0:
         s["overage_used"] += over
@@ -92,7 +95,21 @@ def _debit(subs, plans, sub, p, m):
             cost = _ceil_div(over, pl["unit"]) * pl["price"]
             s["balance"] -= cost
             s["spent"] += cost
-            m["charged"] = cost
+            m["charged"] += cost
+
+
+@njit(cache=_CACHE)
+def _price(subs, plans, sub, p, octets):
+    """What `octets` would cost now, bundle first (a price enquiry)."""
+    s = subs[sub]
+    pl = plans[p]
+    avail = pl["bundle"] - s["bundle_used"] - s["res_bundle"]
+    if avail < 0:
+        avail = 0
+    over = octets - (octets if octets < avail else avail)
+    if over > 0 and pl["price"] > 0:
+        return _ceil_div(over, pl["unit"]) * pl["price"]
+    return 0
 
 
 @njit(cache=_CACHE)
@@ -139,6 +156,9 @@ def _charge(reqs, msccs, subs, sessions, plans, rgs, denied, now, dirty_subs, di
         if r["result"] != 0:
             continue
         sub = r["sub"]
+        if sub < 0 or sub >= subs.shape[0]:
+            r["result"] = USER_UNKNOWN
+            continue
         p = subs[sub]["plan"]
         pl = plans[p]
         _rollover(subs, sub, pl["period"])
@@ -174,9 +194,23 @@ def _charge(reqs, msccs, subs, sessions, plans, rgs, denied, now, dirty_subs, di
                     want = 0
                 if want > pl["max_grant"]:
                     want = pl["max_grant"]
-                gb, go, money = _grant(subs, plans, sub, p, want)
+                action = r["action"] if is_event else -1
+                if action == REFUND_ACCOUNT:
+                    # RFC 4006 6.4: give back the money value of the units
+                    back = _ceil_div(want, pl["unit"]) * pl["price"] if pl["price"] > 0 else 0
+                    subs[sub]["balance"] += back
+                    subs[sub]["spent"] -= back
+                    m["charged"] -= back
+                    want = -1
+                elif action == PRICE_ENQUIRY:
+                    # RFC 4006 6.5: the price, nothing debited or reserved
+                    m["charged"] = _price(subs, plans, sub, p, want)
+                    want = -1
+                gb, go, money = _grant(subs, plans, sub, p, want) if want >= 0 else (0, 0, 0)
                 granted = gb + go
-                if granted == 0 and want > 0:
+                if want < 0:
+                    pass
+                elif granted == 0 and want > 0:
                     result = CREDIT_LIMIT_REACHED
                     m["final"] = 1
                 elif is_event:
@@ -213,9 +247,12 @@ def _charge(reqs, msccs, subs, sessions, plans, rgs, denied, now, dirty_subs, di
             elif first_fail == 0:
                 first_fail = result
         if is_event and r["action"] == CHECK_BALANCE:
+            # ENOUGH_CREDIT (0) if at least one more unit could be granted (RFC 4006 8.6)
             free = subs[sub]["balance"] - subs[sub]["res_money"]
             bundle_left = pl["bundle"] - subs[sub]["bundle_used"] - subs[sub]["res_bundle"]
-            r["check_balance"] = 0 if (free > 0 and pl["price"] >= 0) or bundle_left > 0 else 1
+            price = pl["price"]
+            enough = bundle_left > 0 or price == 0 or (price > 0 and free >= price)
+            r["check_balance"] = 0 if enough else 1
         r["result"] = SUCCESS if ok else first_fail
         if sess >= 0:
             dirty_sess[ndx] = sess

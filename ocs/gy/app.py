@@ -80,6 +80,10 @@ class CreditControlApplication:
         n = len(frames)
         joined = b"".join(frames)
         buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
+        # refunds and price enquiries are answered by the full path (Cost-Information)
+        rare = (fr["type"] == c.EVENT_REQUEST) & np.isin(fr["action"], (1, 3))
+        if rare.any():
+            fr["fallback"][rare] = 1
         fallback = fr["fallback"].tolist()
         rtypes = fr["type"].tolist()
         sid_off, sid_len = fr["sid_off"].tolist(), fr["sid_len"].tolist()
@@ -226,7 +230,7 @@ class CreditControlApplication:
                 answers[i] = data[offs[k]:offs[k + 1]]
         for i, ccr in slow.items():
             if reqs[i]["result"] != 0 or i in charged:
-                answers[i] = self._slow_answer(ccr, reqs[i], msccs)
+                answers[i] = self._slow_answer(ccr, reqs[i], msccs, self._price_answer(ccr, reqs[i], msccs))
         # Top-level Result-Code: a CCR with top-level units takes its units' result.
         top = reqs["result"].copy()
         starts = np.minimum(reqs["mscc_start"], max(len(msccs) - 1, 0))
@@ -255,7 +259,7 @@ class CreditControlApplication:
             store.release_session_row(row)
         return record
 
-    def _slow_answer(self, ccr: CreditControlRequest, r, msccs) -> bytes:
+    def _slow_answer(self, ccr: CreditControlRequest, r, msccs, extra: bytes = b"") -> bytes:
         body = []
         start, count = int(r["mscc_start"]), int(r["mscc_count"])
         for j, u in zip(range(start, start + count), ccr.units):
@@ -274,8 +278,20 @@ class CreditControlApplication:
             result = int(msccs[start]["result"])
         if int(r["check_balance"]) >= 0:
             body.append(A.u32(CCA.AVP_CHECK_BALANCE_RESULT, int(r["check_balance"])))
+        if extra:
+            body.append(extra)
         return CCA.cca(ccr.header, ccr.session_id, result, self._origin, ccr.request_type,
                        ccr.request_number, body, self.ccfh)
+
+    def _price_answer(self, ccr: CreditControlRequest, r, msccs) -> bytes:
+        """Cost-Information for a PRICE_ENQUIRY (RFC 4006 6.5): what the
+        requested units would cost, which the engine left in `charged`."""
+        if ccr.requested_action != 3 or int(r["sub"]) < 0:
+            return b""
+        start, count = int(r["mscc_start"]), int(r["mscc_count"])
+        price = int(msccs["charged"][start:start + count].sum())
+        plan = self.rules.plans[int(self.store.subs[int(r["sub"])]["plan"])]
+        return CCA.cost_information(price, plan.currency)
 
     @staticmethod
     def _usage(reqs, msccs, sel) -> bytes:

@@ -11,6 +11,17 @@ AVP_CHECK_BALANCE_RESULT = 422
 FUI_TERMINATE = A.grouped(c.AVP_FINAL_UNIT_INDICATION, [A.u32(c.AVP_FINAL_UNIT_ACTION, c.FUA_TERMINATE)])
 
 
+AVP_COST_INFORMATION, AVP_UNIT_VALUE, AVP_VALUE_DIGITS, AVP_EXPONENT, AVP_CURRENCY_CODE = 423, 445, 447, 429, 425
+
+
+def cost_information(micro: int, currency: str) -> bytes:
+    """Cost-Information (RFC 4006 8.7): the price in micro-units, i.e.
+    Value-Digits x 10^-6 of the currency."""
+    from ..rules.units import NUMERIC
+    unit_value = A.grouped(AVP_UNIT_VALUE, [A.u64(AVP_VALUE_DIGITS, micro), A.u32(AVP_EXPONENT, (-6) & 0xFFFFFFFF)])
+    return A.grouped(AVP_COST_INFORMATION, [unit_value, A.u32(AVP_CURRENCY_CODE, NUMERIC.get(currency, 0))])
+
+
 def granted_units(octets: int, seconds: int) -> bytes:
     parts = [A.u64(c.AVP_CC_TOTAL_OCTETS, octets)]
     if seconds > 0:

@@ -14,8 +14,9 @@ MICRO = 1_000_000
 VOLUME_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 _VOLUME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B)?\s*$", re.IGNORECASE)
 
-# ISO 4217 minor-unit exponents of the currencies the plans use.
+# ISO 4217 minor-unit exponents and numeric codes of the currencies the plans use.
 MINOR_DIGITS = {"CNY": 2, "USD": 2, "EUR": 2, "JPY": 0, "KRW": 0, "GBP": 2}
+NUMERIC = {"CNY": 156, "USD": 840, "EUR": 978, "JPY": 392, "KRW": 410, "GBP": 826}
 
 
 def parse_volume(text: str | int) -> int:

@@ -5,8 +5,9 @@ Random plans and random batches of CCR-I/U/T and events go through
 subscriber and session row must agree after every batch, the rows the kernel
 reports as changed must cover every row that changed (the journal writes
 only those), and the money invariants must hold. Examples pin the
-boundaries. Tests marked xfail are places where the kernel disagrees with
-RFC 4006; the property test does not generate those inputs.
+boundaries. Some example tests pin RFC 4006 behaviour the reference does not
+model (refunds, price enquiries, Check-Balance-Result, events with usage);
+the property test does not generate those inputs.
 
 Runs compiled and with NUMBA_DISABLE_JIT=1 (STYLE.md, "stumpy").
 """
@@ -316,7 +317,6 @@ def test_check_balance(plan, balance, expected):
 
 # ---- where the kernel and RFC 4006 disagree --------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="kernel treats every Requested-Action but CHECK_BALANCE as DIRECT_DEBITING")
 @pytest.mark.parametrize("action", [REFUND_ACCOUNT, PRICE_ENQUIRY])
 def test_refund_and_price_enquiry_never_debit(action):
     # RFC 4006 section 8.41: REFUND_ACCOUNT increases the account; PRICE_ENQUIRY
@@ -326,7 +326,6 @@ def test_refund_and_price_enquiry_never_debit(action):
     assert w.subs[0]["balance"] >= 1000
 
 
-@pytest.mark.xfail(strict=True, reason="the debit of the grant overwrites the MSCC's charged/from_bundle")
 def test_event_with_usage_and_units_reports_all_it_charged():
     # An event MSCC with Used- and Requested-Service-Unit: the balance loses
     # both, but `charged` (what the usage record and the journal keep) shows
@@ -337,7 +336,6 @@ def test_event_with_usage_and_units_reports_all_it_charged():
     assert int(m[0]["charged"]) == 200, "usage 100 + direct debit 100"
 
 
-@pytest.mark.xfail(strict=True, reason="Check-Balance-Result ignores free overage and the unit price")
 @pytest.mark.parametrize("price, balance", [(0, 0), (100, 50)])
 def test_check_balance_says_what_a_grant_would_do(price, balance):
     # RFC 4006 section 8.6: ENOUGH_CREDIT iff the account covers the service.
@@ -350,7 +348,6 @@ def test_check_balance_says_what_a_grant_would_do(price, balance):
     assert int(r[0]["check_balance"]) == (N.ENOUGH_CREDIT if granted else N.NO_CREDIT)
 
 
-@pytest.mark.xfail(strict=True, reason="charge_batch does not validate REQUEST.sub; -1 wraps to the last row")
 def test_unknown_subscriber_is_refused_not_charged():
     # tables.REQUEST documents sub -1 as "unknown subscriber".
     w = World([N.Plan(bundle=0, unit=1, price=1, default_grant=10, max_grant=10, all_rgs=True)], [(0, 100), (0, 100)])

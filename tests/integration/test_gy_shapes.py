@@ -132,3 +132,22 @@ async def test_sigterm_sends_dpr_to_every_peer_and_exits_zero(server):
             code = await trio.to_thread.run_sync(server.stop)
     assert code == 0
     assert got_dpr == [True, True, True]
+
+
+async def test_refund_and_price_enquiry(server):
+    """RFC 4006 6.4/6.5 with plan `tiny` (0.01 yuan per started KB, 0.10 yuan):
+    a price enquiry debits nothing and answers Cost-Information; a refund
+    gives back the money value of the units."""
+    h = "pgw.price.example"
+    msisdn = "8613700000001"
+    with trio.fail_after(30):
+        enquiry, refund = await converse(server, h, [
+            build_ccr(h, f"{h};1", E, 0, msisdn, [{"rg": 10, "rsu": 3 * KB + 1}], action=3),
+            build_ccr(h, f"{h};2", E, 0, msisdn, [{"rg": 10, "rsu": 2 * KB}], action=1),
+        ])
+    assert enquiry.result_code == 2001 and refund.result_code == 2001
+    cost = enquiry.cost_information
+    assert cost.unit_value.value_digits == 40_000 and cost.unit_value.exponent == -6   # 4 started KB = 0.04
+    assert cost.currency_code == 156
+    state = await trio.to_thread.run_sync(show_subscriber, server.data, msisdn, RULES)
+    assert Decimal(state["balance"]) == Decimal("0.12")     # 0.10 + 2 KB x 0.01
