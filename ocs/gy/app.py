@@ -104,7 +104,7 @@ class CreditControlApplication:
         copies: list[tuple[int, int]] = []
         seen: dict[bytes, int] = {}
         new_sessions: list = []
-        hosts: list[bytes | None] = [None] * n
+        dedup_keys: list[bytes | None] = [None] * n      # Origin-Host + End-to-End-Identifier
         for i in range(n):
             if fallback[i]:
                 h = parse_header(frames[i])
@@ -122,8 +122,8 @@ class CreditControlApplication:
                 host = joined[host_off[i]:host_off[i] + host_len[i]]
                 rtype = rtypes[i]
                 keys = None
-            hosts[i] = host
             key = host + e2es[i].to_bytes(4, "big")
+            dedup_keys[i] = key
             stored = store.dedup.get(key)
             if stored is not None:
                 answers[i] = CCA.with_hop_by_hop(stored, hbhs[i])
@@ -177,14 +177,14 @@ class CreditControlApplication:
 
         record = None
         if charged:
-            record = self._charge(e2es, hosts, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
+            record = self._charge(e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
                                   answers, results, new_sessions, now)
         for i, j in copies:
             answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
             results[i] = results[j]
         return BatchResult(answers, record, results)
 
-    def _charge(self, e2es, hosts, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
+    def _charge(self, e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
                 answers, results, new_sessions, now) -> dict:
         store, rules = self.store, self.rules
         n = len(e2es)
@@ -237,13 +237,10 @@ class CreditControlApplication:
         units_top = fr["top_level"].astype(bool) & (reqs["mscc_count"] > 0)
         top[units_top] = msccs["result"][starts[units_top]]
         top_list = top.tolist()
-        answered = []
         for i in charged:
             results[i] = top_list[i]
-            answered.append([hosts[i], e2es[i], answers[i]])
-        remember = store.remember_answer
-        for host, e2e, answer in answered:
-            remember(host, e2e, answer)
+        answered = ([dedup_keys[i] for i in charged], [answers[i] for i in charged])
+        store.remember_answers(*answered)
         # a refused CCR-I leaves no session behind
         sess = reqs["sess"][sel]
         failed_initial = sess[(reqs["type"][sel] == c.INITIAL_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]

@@ -183,14 +183,17 @@ class EmbeddedStore:
             self.session_meta[row] = None
             self.free_sessions.append(row)   # rebuilt after replay, so duplicates there are harmless
 
-    def remember_answer(self, host: bytes, e2e: int, answer: bytes) -> None:
-        self.dedup[host + e2e.to_bytes(4, "big")] = answer
-        if len(self.dedup) > self.dedup_entries:
-            self.dedup.popitem(last=False)
+    def remember_answers(self, keys: list[bytes], answers: list[bytes]) -> None:
+        """Keep answers for retransmissions, keyed by Origin-Host followed by
+        the 4 octets of the End-to-End-Identifier; the oldest go first."""
+        dedup = self.dedup
+        dedup.update(zip(keys, answers))
+        for _ in range(len(dedup) - self.dedup_entries):
+            dedup.popitem(last=False)
 
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
-               new_sessions: list, answers: list, usage: list) -> dict:
+               new_sessions: list, answers: tuple[list, list] | list, usage: bytes) -> dict:
         """The journal record of one batch: new values of every changed row."""
         self.seq += 1
         ds = np.unique(dirty_subs)
@@ -219,8 +222,8 @@ class EmbeddedStore:
         self.sessions[xi] = np.frombuffer(rec["xr"], SESSION)
         for row in xi[self.sessions[xi]["sub"] < 0]:
             self.release_session_row(int(row))
-        for host, e2e, answer in rec["ans"]:
-            self.remember_answer(host, e2e, answer)
+        if rec["ans"]:
+            self.remember_answers(*rec["ans"])
 
     # ------------------------------------------------------------ snapshots
     def snapshot(self) -> None:
