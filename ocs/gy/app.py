@@ -81,7 +81,7 @@ class CreditControlApplication:
         joined = b"".join(frames)
         buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
         # refunds and price enquiries are answered by the full path (Cost-Information)
-        rare = (fr["type"] == c.EVENT_REQUEST) & np.isin(fr["action"], (1, 3))
+        rare = (fr["type"] == c.EVENT_REQUEST) & ((fr["action"] == 1) | (fr["action"] == 3))
         if rare.any():
             fr["fallback"][rare] = 1
         fallback = fr["fallback"].tolist()

@@ -24,7 +24,7 @@ from ..store.embedded import EmbeddedStore
 
 log = logging.getLogger("ocs.net")
 RECEIVE_SIZE = 1 << 18
-SMALL_GROUP = 8     # requests; a smaller group with nothing else waiting is written inline
+SMALL_GROUP = 128   # requests; a smaller group with nothing else waiting is written inline
 
 
 class Peer:
