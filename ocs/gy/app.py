@@ -78,6 +78,7 @@ class CreditControlApplication:
     def process(self, frames: list[bytes], now: float) -> BatchResult:
         store = self.store
         n = len(frames)
+        self._frames = frames
         joined = b"".join(frames)
         buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
         # refunds and price enquiries are answered by the full path (Cost-Information)
@@ -175,6 +176,8 @@ class CreditControlApplication:
                 continue
             charged.append(i)
 
+        if charged:
+            charged = self._answer_repeats(charged, fr, msccs, slow, req_sess, answers, results)
         record = None
         if charged:
             record = self._charge(e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
@@ -183,6 +186,51 @@ class CreditControlApplication:
             answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
             results[i] = results[j]
         return BatchResult(answers, record, results)
+
+    def _answer_repeats(self, charged, fr, msccs, slow, req_sess, answers, results) -> list[int]:
+        """A CCR-U/T carrying the CC-Request-Number its session last had is a
+        retransmission whose answer has left the duplicate cache: it is not
+        charged again (RFC 4006 5.7), and is answered with what the session
+        holds now. Returns the requests still to charge."""
+        idx = np.array(charged, dtype=np.int64)
+        sess = np.array(req_sess, dtype=np.int64)[idx]
+        numbers = fr["number"][idx].copy()
+        types = fr["type"][idx].copy()
+        for k, i in enumerate(charged):
+            if i in slow:
+                numbers[k], types[k] = slow[i].request_number, slow[i].request_type
+        ongoing = (types == c.UPDATE_REQUEST) | (types == c.TERMINATION_REQUEST)
+        ongoing &= sess >= 0
+        repeat = np.zeros(len(idx), dtype=bool)
+        repeat[ongoing] = (self.store.sessions["last_number"][sess[ongoing]] == numbers[ongoing]) & (numbers[ongoing] > 0)
+        for k in np.nonzero(repeat)[0].tolist():
+            i = int(idx[k])
+            answers[i] = self._current_grants(i, int(sess[k]), fr, msccs, slow)
+            results[i] = c.SUCCESS
+        # what this batch charges becomes each session's last request number
+        self._numbers = (sess, numbers, ~repeat)
+        return [int(i) for i in idx[~repeat]]
+
+    def _current_grants(self, i, sess, fr, msccs, slow) -> bytes:
+        row = self.store.sessions[sess]
+        plan = self.rules.plan_table[int(self.store.subs[int(row["sub"])]["plan"])]
+        if i in slow:
+            ccr = slow[i]
+            rgs, service_ids, h, sid = [u.rating_group for u in ccr.units], [u.service_ids for u in ccr.units], ccr.header, ccr.session_id
+            rtype, number = ccr.request_type, ccr.request_number
+        else:
+            rows = msccs[int(fr[i]["mscc_start"]):int(fr[i]["mscc_start"]) + int(fr[i]["mscc_count"])]
+            rgs = [int(r) for r in rows["rg"]]
+            service_ids = [[int(s)] if s >= 0 else [] for s in rows["service_id"]]
+            h = parse_header(self._frames[i])
+            sid = self.store.session_meta[sess][0]
+            rtype, number = int(fr[i]["type"]), int(fr[i]["number"])
+        body = []
+        for rg, sids in zip(rgs, service_ids):
+            held = [k for k in range(len(row["rg"])) if row["rg"][k] == rg]
+            granted = int(row["granted"][held[0]]) if held and rtype == c.UPDATE_REQUEST else -1
+            body.append(CCA.mscc(rg, sids, c.SUCCESS, granted, 0, int(plan["validity"]), False))
+        return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
     def _charge(self, e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
                 answers, results, new_sessions, now) -> dict:
@@ -218,6 +266,9 @@ class CreditControlApplication:
         reqs["result"][sel] = 0
         ongoing = (reqs["sub"] < 0) & (reqs["sess"] >= 0)
         reqs["sub"][ongoing] = store.sessions["sub"][reqs["sess"][ongoing]]
+        sess_n, numbers, charged_n = self._numbers
+        has_sess = charged_n & (sess_n >= 0)
+        store.sessions["last_number"][sess_n[has_sess]] = numbers[has_sess]
         rules.set_periods(now)
         dirty_subs, dirty_sess = kernel.charge_batch(
             reqs, msccs, store.subs, store.sessions, rules.plan_table, rules.rated_rgs, rules.denied_rgs, now)

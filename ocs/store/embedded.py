@@ -171,6 +171,7 @@ class EmbeddedStore:
             self._grow_sessions(len(self.sessions) + 1)
         row = self.free_sessions.pop()
         self.sessions[row]["sub"] = sub
+        self.sessions[row]["last_number"] = 0
         self.session_index[sid] = row
         self.session_meta[row] = (sid, host)
         return row

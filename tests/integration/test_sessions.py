@@ -97,3 +97,34 @@ async def test_silent_session_released_after_tcc(tmp_path):
             assert a.result_code == 5002
     finally:
         await trio.to_thread.run_sync(server.stop)
+
+
+async def test_retransmission_after_the_cache_forgot_it_is_not_charged_again(tmp_path):
+    """With a duplicate cache of one answer, a retransmitted CCR-U is found
+    by its session's CC-Request-Number (RFC 4006 5.7): no second debit, and
+    the answer carries what the session holds."""
+    cfg = tmp_path / "ocs.toml"
+    cfg.write_text("dedup_entries = 1\n")
+    server = OcsProcess(tmp_path / "data", rules=RULES, config=cfg)
+    await trio.to_thread.run_sync(server.start)
+    msisdn = "8613800000001"
+    try:
+        with trio.fail_after(60):
+            async def body(conn):
+                sid = "pgw.forget.example;1"
+                await conn.request(build_ccr(conn.origin_host, sid, 1, 0, msisdn, [{"rg": 1, "rsu": 0}]))
+                update = build_ccr(conn.origin_host, sid, 2, 1, None, [{"rg": 1, "rsu": 0, "used": 5 * KB}])
+                again = copy.deepcopy(update)
+                original = await conn.request(update)
+                # another session's request pushes the answer out of the cache
+                await conn.request(build_ccr(conn.origin_host, "pgw.forget.example;2", 1, 0, "8613900000001",
+                                             [{"rg": 1, "rsu": 0}]))
+                repeat = await conn.request(again, retransmit=True)
+                return original, repeat
+            original, repeat = await _session(server, "pgw.forget.example", body)
+        assert repeat.result_code == 2001
+        assert mscc_values(repeat) == mscc_values(original) == {1: {"result": 2001, "granted": 10 * 1024 * KB}}
+        state = await trio.to_thread.run_sync(show_subscriber, server.data, msisdn, RULES)
+        assert state["bundle"]["used_octets"] == 5 * KB
+    finally:
+        await trio.to_thread.run_sync(server.stop)
