@@ -105,6 +105,7 @@ class CreditControlApplication:
         copies: list[tuple[int, int]] = []
         seen: dict[bytes, int] = {}
         new_sessions: list = []
+        new_subs: list[int] = []
         dedup_keys: list[bytes | None] = [None] * n      # Origin-Host + End-to-End-Identifier
         for i in range(n):
             if fallback[i]:
@@ -125,7 +126,7 @@ class CreditControlApplication:
                 keys = None
             key = host + e2es[i].to_bytes(4, "big")
             dedup_keys[i] = key
-            stored = store.dedup.get(key)
+            stored = store.answer_for(key)
             if stored is not None:
                 answers[i] = CCA.with_hop_by_hop(stored, hbhs[i])
                 results[i] = c.SUCCESS
@@ -151,8 +152,9 @@ class CreditControlApplication:
                     if sid in store.session_index:
                         refusal = c.UNABLE_TO_COMPLY
                     else:
-                        row = store.open_session(sid, host, sub)
+                        row = store.open_session(sid, host)
                         new_sessions.append([row, sid, host])
+                        new_subs.append(sub)
                         req_sess[i] = row
                 req_sub[i] = sub
             else:
@@ -176,6 +178,8 @@ class CreditControlApplication:
                 continue
             charged.append(i)
 
+        if new_sessions:
+            store.start_sessions([row for row, _, _ in new_sessions], new_subs)
         if charged:
             charged = self._answer_repeats(charged, fr, msccs, slow, req_sess, answers, results)
         record = None

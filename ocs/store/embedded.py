@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections import OrderedDict
 from pathlib import Path
 
 import msgspec
@@ -42,7 +41,12 @@ class EmbeddedStore:
         self.session_index: dict[bytes, int] = {}
         self.session_meta: list[tuple[bytes, bytes] | None] = [None] * 1024
         self.free_sessions: list[int] = list(range(1023, -1, -1))
-        self.dedup: OrderedDict[bytes, bytes] = OrderedDict()   # Origin-Host + End-to-End-Id -> answer
+        # Origin-Host + End-to-End-Id -> answer, in two generations: when the
+        # young one holds half the budget it becomes the old one and the old
+        # one is dropped whole, so the cache keeps between dedup_entries/2 and
+        # dedup_entries of the latest answers without evicting one by one.
+        self._dedup_young: dict[bytes, bytes] = {}
+        self._dedup_old: dict[bytes, bytes] = {}
         self.seq = 0
         self.journal: Journal | None = None
         self.records_since_snapshot = 0
@@ -166,15 +170,19 @@ class EmbeddedStore:
             self.session_meta.extend([None] * old)
             self.free_sessions[:0] = range(2 * old - 1, old - 1, -1)
 
-    def open_session(self, sid: bytes, host: bytes, sub: int) -> int:
+    def open_session(self, sid: bytes, host: bytes) -> int:
+        """A row for a new session; the caller sets its subscriber (in bulk,
+        with `start_sessions`) before the engine sees it."""
         if not self.free_sessions:
             self._grow_sessions(len(self.sessions) + 1)
         row = self.free_sessions.pop()
-        self.sessions[row]["sub"] = sub
-        self.sessions[row]["last_number"] = 0
         self.session_index[sid] = row
         self.session_meta[row] = (sid, host)
         return row
+
+    def start_sessions(self, rows: list[int], subs: list[int]) -> None:
+        self.sessions["sub"][rows] = subs
+        self.sessions["last_number"][rows] = 0
 
     def release_session_row(self, row: int) -> None:
         """Forget a session the engine closed (its row's sub is -1)."""
@@ -186,11 +194,16 @@ class EmbeddedStore:
 
     def remember_answers(self, keys: list[bytes], answers: list[bytes]) -> None:
         """Keep answers for retransmissions, keyed by Origin-Host followed by
-        the 4 octets of the End-to-End-Identifier; the oldest go first."""
-        dedup = self.dedup
-        dedup.update(zip(keys, answers))
-        for _ in range(len(dedup) - self.dedup_entries):
-            dedup.popitem(last=False)
+        the 4 octets of the End-to-End-Identifier."""
+        self._dedup_young.update(zip(keys, answers))
+        if len(self._dedup_young) * 2 >= self.dedup_entries:
+            self._dedup_old = self._dedup_young
+            self._dedup_young = {}
+
+    def answer_for(self, key: bytes) -> bytes | None:
+        """The answer already given to the request with this key, if kept."""
+        answer = self._dedup_young.get(key)
+        return answer if answer is not None else self._dedup_old.get(key)
 
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
@@ -237,7 +250,7 @@ class EmbeddedStore:
         meta = {"seq": self.seq, "n_subs": self.n_subs,
                 "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
                 "ranges": self.ranges, "session_meta": self.session_meta,
-                "dedup": list(self.dedup.items())}
+                "dedup": [list(self._dedup_old.items()), list(self._dedup_young.items())]}
         (tmp / "meta.msgpack").write_bytes(_enc.encode(meta))
         for f in tmp.iterdir():
             _fsync_file(f)
@@ -272,7 +285,9 @@ class EmbeddedStore:
         self.sessions = np.load(snap / "sessions.npy")
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}
-        self.dedup = OrderedDict((k, a) for k, a in meta["dedup"])
+        old, young = meta["dedup"]
+        self._dedup_old = {k: a for k, a in old}
+        self._dedup_young = {k: a for k, a in young}
 
 
 def _fsync_file(path: Path) -> None:
