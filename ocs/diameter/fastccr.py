@@ -316,6 +316,8 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
                 f["top_service_id"] = _u32(buf, d)
             elif code == c.AVP_REQUESTED_SERVICE_UNIT or code == c.AVP_USED_SERVICE_UNIT:
                 has_top_units = True
+            elif code == c.AVP_PROXY_INFO:
+                return -1     # a relay's Proxy-Info must be echoed: the full path does that
             elif code == c.AVP_SUBSCRIPTION_ID:
                 if f["n_sub"] == MAX_SUB_IDS:
                     return -1

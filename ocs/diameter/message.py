@@ -71,19 +71,34 @@ def answer_header(req: Header, body_len: int, error: bool = False) -> bytes:
     return A.header(flags, req.code, req.app, req.hbh, req.e2e, body_len)
 
 
-def find_session_id(frame: bytes) -> bytes | None:
-    """The Session-Id of a request, read leniently for error answers."""
+def _top_level(frame: bytes):
+    """(code, start, end) of each top-level base AVP, read leniently: stops
+    at the first AVP whose length cannot be trusted."""
     pos, end = c.HEADER_LEN, len(frame)
     while end - pos >= 8:
         code, fl = struct.unpack_from(">II", frame, pos)
         length = fl & 0xFFFFFF
         hdr = 12 if (fl >> 24) & c.AVP_FLAG_VENDOR else 8
         if length < hdr or pos + length > end:
-            return None
-        if code == c.AVP_SESSION_ID and hdr == 8:
-            return frame[pos + 8:pos + length]
+            return
+        if hdr == 8:
+            yield code, pos, pos + length
         pos += length + ((-length) & 3)
+
+
+def find_session_id(frame: bytes) -> bytes | None:
+    """The Session-Id of a request, read leniently for error answers."""
+    for code, start, end in _top_level(frame):
+        if code == c.AVP_SESSION_ID:
+            return frame[start + 8:end]
     return None
+
+
+def proxy_infos(frame: bytes) -> bytes:
+    """The request's Proxy-Info AVPs as received, for its answer (RFC 6733
+    6.7.3: relays need them back, in the same order)."""
+    out = [frame[s:e] + b"\0" * ((-(e - s)) & 3) for code, s, e in _top_level(frame) if code == c.AVP_PROXY_INFO]
+    return b"".join(out)
 
 
 def error_answer(frame: bytes, err: ProtocolError, identity_avps: bytes, extra: bytes = b"") -> bytes:
@@ -107,5 +122,6 @@ def error_answer(frame: bytes, err: ProtocolError, identity_avps: bytes, extra: 
         parts.append(A.utf8(c.AVP_ERROR_MESSAGE, err.message[:200], mandatory=False))
     if err.failed_avp:
         parts.append(A.encode(c.AVP_FAILED_AVP, err.failed_avp))
+    parts.append(proxy_infos(frame))
     body = b"".join(parts)
     return answer_header(h, len(body), error=err.e_bit) + body

@@ -67,8 +67,8 @@ class CreditControlApplication:
         return -1
 
     def _refuse(self, h: Header, sid: bytes, rtype: int, number: int, result: int, message: str = "",
-                failed: bytes = b"") -> bytes:
-        body = []
+                failed: bytes = b"", proxy_info: bytes = b"") -> bytes:
+        body = [proxy_info]
         if message:
             body.append(A.utf8(c.AVP_ERROR_MESSAGE, message, mandatory=False))
         if failed:
@@ -173,7 +173,8 @@ class CreditControlApplication:
                 elif refusal == c.UNABLE_TO_COMPLY:
                     msg = "session already open"
                 h = slow[i].header if i in slow else parse_header(frames[i])
-                answers[i] = self._refuse(h, sid, rtype, number, refusal, msg, failed)
+                answers[i] = self._refuse(h, sid, rtype, number, refusal, msg, failed,
+                                          slow[i].proxy_info if i in slow else b"")
                 results[i] = refusal
                 continue
             charged.append(i)
@@ -230,6 +231,8 @@ class CreditControlApplication:
             sid = self.store.session_meta[sess][0]
             rtype, number = int(fr[i]["type"]), int(fr[i]["number"])
         body = []
+        if i in slow:
+            body.append(ccr.proxy_info)
         for rg, sids in zip(rgs, service_ids):
             held = [k for k in range(len(row["rg"])) if row["rg"][k] == rg]
             granted = int(row["granted"][held[0]]) if held and rtype == c.UPDATE_REQUEST else -1
@@ -332,6 +335,7 @@ class CreditControlApplication:
             body.append(A.u32(CCA.AVP_CHECK_BALANCE_RESULT, int(r["check_balance"])))
         if extra:
             body.append(extra)
+        body.append(ccr.proxy_info)
         return CCA.cca(ccr.header, ccr.session_id, result, self._origin, ccr.request_type,
                        ccr.request_number, body, self.ccfh)
 

@@ -56,6 +56,7 @@ class CreditControlRequest:
     units: list[ServiceUnits]
     top_level: bool           # no MSCC: the units are at the top level (Open5GS style)
     requested_action: int = -1
+    proxy_info: bytes = b""   # the Proxy-Info AVPs, echoed in the answer (RFC 6733 6.7.3)
 
 
 def _enum(a: A.RawAvp, allowed: range) -> int:
@@ -127,4 +128,5 @@ def decode_ccr(header: Header, frame: bytes) -> CreditControlRequest:
         units=units,
         top_level=top_level,
         requested_action=action,
+        proxy_info=b"".join(a.raw for a in got.get(c.AVP_PROXY_INFO, ())),
     )

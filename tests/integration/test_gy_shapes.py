@@ -151,3 +151,22 @@ async def test_refund_and_price_enquiry(server):
     assert cost.currency_code == 156
     state = await trio.to_thread.run_sync(show_subscriber, server.data, msisdn, RULES)
     assert Decimal(state["balance"]) == Decimal("0.12")     # 0.10 + 2 KB x 0.01
+
+
+async def test_proxy_info_is_echoed(server):
+    """RFC 6733 6.7.3: a relay's Proxy-Info comes back in the answer, in order,
+    also on a refusal."""
+    from diameter.message.avp.grouped import ProxyInfo
+    h = "pgw.relayed.example"
+    infos = [ProxyInfo(proxy_host=b"dra1.example", proxy_state=b"\x01\x02\x03"),
+             ProxyInfo(proxy_host=b"dra2.example", proxy_state=b"state-2")]
+    ok = build_ccr(h, f"{h};1", I, 0, "8613900000011", [{"rg": 1, "rsu": 0}])
+    unknown = build_ccr(h, f"{h};2", I, 0, "8613799999999", [{"rg": 1, "rsu": 0}])
+    for req in (ok, unknown):
+        req.proxy_info = list(infos)
+    with trio.fail_after(30):
+        a_ok, a_unknown = await converse(server, h, [ok, unknown])
+    assert a_ok.result_code == 2001 and a_unknown.result_code == 5030
+    for a in (a_ok, a_unknown):
+        got = [(p.proxy_host, p.proxy_state) for p in a.proxy_info]
+        assert got == [(b"dra1.example", b"\x01\x02\x03"), (b"dra2.example", b"state-2")]
