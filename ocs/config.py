@@ -39,7 +39,7 @@ class Config(Base, kw_only=True):
     max_outstanding: Annotated[int, Meta(ge=1)] = 8192        # requests per peer before we stop reading
     failure_handling: Literal["TERMINATE", "CONTINUE", "RETRY_AND_TERMINATE"] = "TERMINATE"
     shutdown_grace: Annotated[float, Meta(ge=0)] = 5.0
-    snapshot_every: Annotated[int, Meta(ge=1)] = 20000       # journal records between snapshots
+    snapshot_journal_mb: Annotated[int, Meta(ge=1)] = 256    # journal size that triggers a snapshot
     dedup_entries: Annotated[int, Meta(ge=1)] = 500_000      # answers kept for retransmissions
     fsync: bool = True
     log_level: str = "INFO"

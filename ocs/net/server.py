@@ -231,7 +231,7 @@ class Server:
                     ready.setdefault(peer, []).append(answer)
             for peer, answers in ready.items():
                 peer.deliver(answers)
-            if store.records_since_snapshot >= self.cfg.snapshot_every:
+            if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
                 store.snapshot()
 
     async def _housekeeping(self) -> None:

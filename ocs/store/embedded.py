@@ -49,7 +49,6 @@ class EmbeddedStore:
         self._dedup_old: dict[bytes, bytes] = {}
         self.seq = 0
         self.journal: Journal | None = None
-        self.records_since_snapshot = 0
 
     # ------------------------------------------------------------ lifecycle
     def open(self, readonly: bool = False) -> None:
@@ -70,7 +69,6 @@ class EmbeddedStore:
                     replayed += 1
         self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
         self.journal = None if readonly else Journal(jpath, self.fsync)
-        self.records_since_snapshot = replayed
         log.info("store %s: %d subscribers, %d open sessions, %d journal records replayed",
                  self.dir, self.n_subs, len(self.session_index), replayed)
 
@@ -217,10 +215,14 @@ class EmbeddedStore:
                 "xi": dx.tobytes(), "xr": self.sessions[dx].tobytes(),
                 "new": new_sessions, "ans": answers, "use": usage}
 
+    @property
+    def journal_bytes(self) -> int:
+        """How much journal a recovery would replay now."""
+        return self.journal.end if self.journal is not None else 0
+
     def write(self, *records: dict) -> int:
         """Make records durable (one write, one fsync); safe to call from a
         worker thread while the loop charges the next batch."""
-        self.records_since_snapshot += len(records)
         return self.journal.append(*records)
 
     def apply(self, rec: dict) -> None:
@@ -242,6 +244,8 @@ class EmbeddedStore:
     # ------------------------------------------------------------ snapshots
     def snapshot(self) -> None:
         """Write the whole state, then start an empty journal."""
+        log.info("snapshot at journal record %d (%d subscribers, %d open sessions)",
+                 self.seq, self.n_subs, len(self.session_index))
         tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -269,7 +273,6 @@ class EmbeddedStore:
             os.replace(self.dir / "journal.log.new", self.dir / "journal.log")
             self.journal.path = self.dir / "journal.log"
             _fsync_dir(self.dir)
-        self.records_since_snapshot = 0
 
     def _load_snapshot(self, snap: Path) -> None:
         meta = _dec.decode((snap / "meta.msgpack").read_bytes())

@@ -140,7 +140,9 @@ async def _rounds(server: OcsProcess, subs: list[Subscriber], rng: random.Random
 async def test_kill_minus_nine_under_load(tmp_path):
     rng = random.Random(20261122)
     subs = [Subscriber(m, random.Random(rng.random())) for m in SUBSCRIBERS]
-    server = OcsProcess(tmp_path / "data", rules=RULES)
+    cfg = tmp_path / "ocs.toml"
+    cfg.write_text("snapshot_journal_mb = 1\n")   # snapshots during the load, so kills land around them too
+    server = OcsProcess(tmp_path / "data", rules=RULES, config=cfg)
     try:
         with trio.fail_after(300):
             kills, retransmitted = await _rounds(server, subs, rng)
