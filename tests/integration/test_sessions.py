@@ -128,3 +128,32 @@ async def test_retransmission_after_the_cache_forgot_it_is_not_charged_again(tmp
         assert state["bundle"]["used_octets"] == 5 * KB
     finally:
         await trio.to_thread.run_sync(server.stop)
+
+
+async def test_a_small_outstanding_limit_still_answers_everything(tmp_path):
+    """max_outstanding = 8: a peer pipelining 600 requests is not read while
+    8 of its requests are in flight (TCP pushes back), and nothing is lost
+    or stuck: every request is answered."""
+    cfg = tmp_path / "ocs.toml"
+    cfg.write_text("max_outstanding = 8\n")
+    server = OcsProcess(tmp_path / "data", rules=RULES, config=cfg)
+    await trio.to_thread.run_sync(server.start)
+    try:
+        with trio.fail_after(60):
+            async def body(conn):
+                async def one(k):
+                    a = await conn.request(build_ccr(conn.origin_host, f"pgw.bp.example;{k}", 1, 0,
+                                                     f"8613900000{k % 1000:03d}", [{"rg": 1, "rsu": 0}]))
+                    return a.result_code
+                results = []
+
+                async def record(k):
+                    results.append(await one(k))
+                async with trio.open_nursery() as n:
+                    for k in range(600):
+                        n.start_soon(record, k)
+                return results
+            results = await _session(server, "pgw.bp.example", body)
+        assert results == [2001] * 600
+    finally:
+        await trio.to_thread.run_sync(server.stop)
