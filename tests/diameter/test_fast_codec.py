@@ -205,10 +205,15 @@ def ccrs(draw):
         ps = Group(874, TGPP, [Avp.new(30, value=draw(utf8))] + draw(st.lists(unknown_avps(), max_size=1)))
         nodes.append(Group(873, TGPP, [ps]))                                        # Service-Information
     nodes += draw(st.lists(unknown_avps(), max_size=2))
-    nodes = draw(st.permutations(nodes))
+    # a relay's Proxy-Info, to be echoed (RFC 6733 6.7.3): the full path's job
+    proxies = draw(st.lists(st.builds(lambda host, state: Group(c.AVP_PROXY_INFO, children=[
+        Avp.new(280, value=host), Avp.new(33, value=state)]), identity, st.binary(max_size=9)),
+        max_size=draw(few(0, 2))))
+    nodes = draw(st.permutations(nodes + proxies))
     n_si = [sum(1 for k in g.children if getattr(k, "code", None) == c.AVP_SERVICE_IDENTIFIER) for g in groups]
     rows = len(groups) or (1 if top_units else 0)
-    return nodes, Shape(rare=len(subs) > fastccr.MAX_SUB_IDS or any(n > 1 for n in n_si), rows=rows)
+    rare = len(subs) > fastccr.MAX_SUB_IDS or any(n > 1 for n in n_si) or bool(proxies)
+    return nodes, Shape(rare=rare, rows=rows)
 
 
 # ------------------------------------------------------------ corrupting CCRs
