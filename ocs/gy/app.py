@@ -78,7 +78,6 @@ class CreditControlApplication:
     def process(self, frames: list[bytes], now: float) -> BatchResult:
         store = self.store
         n = len(frames)
-        self._frames = frames
         joined = b"".join(frames)
         buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
         # refunds and price enquiries are answered by the full path (Cost-Information)
@@ -101,7 +100,6 @@ class CreditControlApplication:
         req_sess = [-1] * n
         charged: list[int] = []
         slow: dict[int, CreditControlRequest] = {}
-        slow_rows: list[tuple] = []
         copies: list[tuple[int, int]] = []
         seen: dict[bytes, int] = {}
         new_sessions: list = []
@@ -181,22 +179,23 @@ class CreditControlApplication:
 
         if new_sessions:
             store.start_sessions([row for row, _, _ in new_sessions], new_subs)
-        if charged:
-            charged = self._answer_repeats(charged, fr, msccs, slow, req_sess, answers, results)
         record = None
         if charged:
-            record = self._charge(e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
-                                  answers, results, new_sessions, now)
+            charged, numbers = self._answer_repeats(frames, charged, fr, msccs, slow, req_sess, answers, results)
+            if charged:
+                record = self._charge(e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub,
+                                      req_sess, numbers, answers, results, new_sessions, now)
         for i, j in copies:
             answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
             results[i] = results[j]
         return BatchResult(answers, record, results)
 
-    def _answer_repeats(self, charged, fr, msccs, slow, req_sess, answers, results) -> list[int]:
+    def _answer_repeats(self, frames, charged, fr, msccs, slow, req_sess, answers, results):
         """A CCR-U/T carrying the CC-Request-Number its session last had is a
         retransmission whose answer has left the duplicate cache: it is not
         charged again (RFC 4006 5.7), and is answered with what the session
-        holds now. Returns the requests still to charge."""
+        holds now. Returns the requests still to charge, and (sessions,
+        request numbers) of those, to become the sessions' last numbers."""
         idx = np.array(charged, dtype=np.int64)
         sess = np.array(req_sess, dtype=np.int64)[idx]
         numbers = fr["number"][idx].copy()
@@ -210,13 +209,12 @@ class CreditControlApplication:
         repeat[ongoing] = (self.store.sessions["last_number"][sess[ongoing]] == numbers[ongoing]) & (numbers[ongoing] > 0)
         for k in np.nonzero(repeat)[0].tolist():
             i = int(idx[k])
-            answers[i] = self._current_grants(i, int(sess[k]), fr, msccs, slow)
+            answers[i] = self._current_grants(frames[i], i, int(sess[k]), fr, msccs, slow)
             results[i] = c.SUCCESS
-        # what this batch charges becomes each session's last request number
-        self._numbers = (sess, numbers, ~repeat)
-        return [int(i) for i in idx[~repeat]]
+        keep = ~repeat
+        return [int(i) for i in idx[keep]], (sess[keep], numbers[keep])
 
-    def _current_grants(self, i, sess, fr, msccs, slow) -> bytes:
+    def _current_grants(self, frame, i, sess, fr, msccs, slow) -> bytes:
         row = self.store.sessions[sess]
         plan = self.rules.plan_table[int(self.store.subs[int(row["sub"])]["plan"])]
         if i in slow:
@@ -227,7 +225,7 @@ class CreditControlApplication:
             rows = msccs[int(fr[i]["mscc_start"]):int(fr[i]["mscc_start"]) + int(fr[i]["mscc_count"])]
             rgs = [int(r) for r in rows["rg"]]
             service_ids = [[int(s)] if s >= 0 else [] for s in rows["service_id"]]
-            h = parse_header(self._frames[i])
+            h = parse_header(frame)
             sid = self.store.session_meta[sess][0]
             rtype, number = int(fr[i]["type"]), int(fr[i]["number"])
         body = []
@@ -240,7 +238,7 @@ class CreditControlApplication:
         return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
     def _charge(self, e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
-                answers, results, new_sessions, now) -> dict:
+                numbers, answers, results, new_sessions, now) -> dict:
         store, rules = self.store, self.rules
         n = len(e2es)
         if slow:
@@ -273,9 +271,9 @@ class CreditControlApplication:
         reqs["result"][sel] = 0
         ongoing = (reqs["sub"] < 0) & (reqs["sess"] >= 0)
         reqs["sub"][ongoing] = store.sessions["sub"][reqs["sess"][ongoing]]
-        sess_n, numbers, charged_n = self._numbers
-        has_sess = charged_n & (sess_n >= 0)
-        store.sessions["last_number"][sess_n[has_sess]] = numbers[has_sess]
+        # what this batch charges becomes each session's last request number
+        sess_n, number_n = numbers
+        store.sessions["last_number"][sess_n[sess_n >= 0]] = number_n[sess_n >= 0]
         rules.set_periods(now)
         dirty_subs, dirty_sess = kernel.charge_batch(
             reqs, msccs, store.subs, store.sessions, rules.plan_table, rules.rated_rgs, rules.denied_rgs, now)
