@@ -55,7 +55,7 @@ class Server:
         self.policy = policy
         self.timers = PeerTimers(cer_timeout=cfg.cer_timeout, tw=cfg.tw, dpa_timeout=cfg.dpa_timeout)
         self.peers: set[Peer] = set()
-        self._pending: list[tuple[Peer, bytes]] = []
+        self._pending: list[tuple[Peer, list[bytes]]] = []    # each read's requests, by peer
         self._work = trio.Event()
         self._stopping = False
         self._expire_due = False
@@ -169,7 +169,7 @@ class Server:
                 frames = conn.receive_data(data, now)
                 if frames:
                     peer.outstanding += len(frames)
-                    self._pending += [(peer, f) for f in frames]
+                    self._pending.append((peer, frames))
                     self._work.set()
                 conn.app_answers.clear()   # no application answers are expected yet
             conn.handle_timer(now)
@@ -192,7 +192,7 @@ class Server:
         charging does not wait for the disk."""
         send, recv = trio.open_memory_channel(4)
         async with trio.open_nursery() as n:
-            n.start_soon(self._committer, recv)
+            n.start_soon(self._committer, recv, n)
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
@@ -203,12 +203,13 @@ class Server:
                         await send.send(([], [], record))
                 batch, self._pending = self._pending, []
                 if batch:
-                    result = self.app.process([f for _, f in batch], time.time())
+                    frames = [f for _, chunk in batch for f in chunk]
+                    result = self.app.process(frames, time.time())
                     await send.send((batch, result.answers, result.record))
                     self.batches += 1
-                    self.requests += len(batch)
+                    self.requests += len(frames)
 
-    async def _committer(self, recv: trio.MemoryReceiveChannel) -> None:
+    async def _committer(self, recv: trio.MemoryReceiveChannel, nursery: trio.Nursery) -> None:
         store = self.store
         while True:
             group = [await recv.receive()]
@@ -219,7 +220,7 @@ class Server:
                     break
             records = [record for _, _, record in group if record is not None]
             if records:
-                if self._pending or sum(len(b) for b, _, _ in group) > SMALL_GROUP:
+                if self._pending or sum(len(answers) for _, answers, _ in group) > SMALL_GROUP:
                     # under load: charge the next batch while the disk works
                     await trio.to_thread.run_sync(store.write, *records)
                 else:
@@ -227,12 +228,16 @@ class Server:
                     store.write(*records)
             ready: dict[Peer, list[bytes]] = {}
             for batch, answers, _ in group:
-                for (peer, _), answer in zip(batch, answers):
-                    ready.setdefault(peer, []).append(answer)
+                at = 0
+                for peer, chunk in batch:
+                    ready.setdefault(peer, []).extend(answers[at:at + len(chunk)])
+                    at += len(chunk)
             for peer, answers in ready.items():
                 peer.deliver(answers)
             if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
-                store.snapshot()
+                job = store.begin_snapshot()
+                if job is not None:
+                    nursery.start_soon(trio.to_thread.run_sync, job)
 
     async def _housekeeping(self) -> None:
         """Session supervision: Tcc expiry (RFC 4006 section 13), once a second."""

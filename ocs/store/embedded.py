@@ -62,11 +62,12 @@ class EmbeddedStore:
             self._load_snapshot(snap)
         jpath = self.dir / "journal.log"
         replayed = 0
-        if jpath.exists():
-            for rec in replay(jpath):
-                if rec["seq"] > self.seq:
-                    self.apply(rec)
-                    replayed += 1
+        for path in (self.dir / "journal.old", jpath):     # journal.old: a snapshot was under way
+            if path.exists():
+                for rec in replay(path):
+                    if rec["seq"] > self.seq:
+                        self.apply(rec)
+                        replayed += 1
         self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
         self.journal = None if readonly else Journal(jpath, self.fsync)
         log.info("store %s: %d subscribers, %d open sessions, %d journal records replayed",
@@ -242,19 +243,24 @@ class EmbeddedStore:
             self.remember_answers(*rec["ans"])
 
     # ------------------------------------------------------------ snapshots
-    def snapshot(self) -> None:
-        """Write the whole state, then start an empty journal."""
-        log.info("snapshot at journal record %d (%d subscribers, %d open sessions)",
-                 self.seq, self.n_subs, len(self.session_index))
+    def _capture(self) -> dict:
+        """A consistent copy of the state at record `seq`, to write later."""
+        return {"seq": self.seq, "n_subs": self.n_subs,
+                "subs": self.subs[:self.n_subs].copy(), "sessions": self.sessions.copy(),
+                "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
+                "ranges": list(self.ranges), "session_meta": list(self.session_meta),
+                # the old generation is never written to again: shared, not copied
+                "dedup": (self._dedup_old, dict(self._dedup_young))}
+
+    def _write_snapshot(self, state: dict) -> None:
         tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        np.save(tmp / "subs.npy", self.subs[:self.n_subs])
-        np.save(tmp / "sessions.npy", self.sessions)
-        meta = {"seq": self.seq, "n_subs": self.n_subs,
-                "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
-                "ranges": self.ranges, "session_meta": self.session_meta,
-                "dedup": [list(self._dedup_old.items()), list(self._dedup_young.items())]}
+        np.save(tmp / "subs.npy", state["subs"])
+        np.save(tmp / "sessions.npy", state["sessions"])
+        old_gen, young_gen = state["dedup"]
+        meta = {k: v for k, v in state.items() if k not in ("subs", "sessions", "dedup")}
+        meta["dedup"] = [list(old_gen.items()), list(young_gen.items())]
         (tmp / "meta.msgpack").write_bytes(_enc.encode(meta))
         for f in tmp.iterdir():
             _fsync_file(f)
@@ -264,15 +270,43 @@ class EmbeddedStore:
         tmp.rename(snap)
         _fsync_dir(self.dir)
         shutil.rmtree(old, ignore_errors=True)
-        # Records up to self.seq are in the snapshot; replay skips them anyway,
-        # so a crash before this truncation is harmless.
+        log.info("snapshot at journal record %d (%d subscribers, %d open sessions)",
+                 state["seq"], state["n_subs"], sum(m is not None for m in state["session_meta"]))
+
+    def snapshot(self) -> None:
+        """Write the whole state now, then start an empty journal (start-up,
+        shutdown)."""
+        self._write_snapshot(self._capture())
+        # Records up to seq are in the snapshot; replay skips them anyway, so
+        # a crash before the journals are reset is harmless.
+        (self.dir / "journal.old").unlink(missing_ok=True)
         if self.journal is not None:
             self.journal.close()
-            (self.dir / "journal.log.new").unlink(missing_ok=True)
-            self.journal = Journal(self.dir / "journal.log.new", self.fsync)
-            os.replace(self.dir / "journal.log.new", self.dir / "journal.log")
-            self.journal.path = self.dir / "journal.log"
+            (self.dir / "journal.log").unlink(missing_ok=True)
+            self.journal = Journal(self.dir / "journal.log", self.fsync)
+        _fsync_dir(self.dir)
+
+    def begin_snapshot(self):
+        """Snapshot while serving: capture the state, move the journal aside
+        to journal.old and start a new one, and return the job that writes
+        the snapshot and then drops journal.old - for a worker thread, so the
+        charging does not stop. Recovery replays journal.old, then
+        journal.log, past the snapshot's record. None if the previous
+        snapshot is still being written."""
+        old_journal = self.dir / "journal.old"
+        if old_journal.exists() or self.journal is None:
+            return None
+        state = self._capture()
+        self.journal.close()
+        os.replace(self.dir / "journal.log", old_journal)
+        self.journal = Journal(self.dir / "journal.log", self.fsync)
+        _fsync_dir(self.dir)
+
+        def write() -> None:
+            self._write_snapshot(state)
+            old_journal.unlink(missing_ok=True)
             _fsync_dir(self.dir)
+        return write
 
     def _load_snapshot(self, snap: Path) -> None:
         meta = _dec.decode((snap / "meta.msgpack").read_bytes())
