@@ -57,6 +57,14 @@ class EmbeddedStore:
         if readonly and not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: no such data directory")
         self.dir.mkdir(parents=True, exist_ok=True)
+        # The duplicate cache is not in the snapshot (it would make every
+        # snapshot hundreds of MB): it is rebuilt from the answers of the
+        # journal before the snapshot (journal.prev) and of those replayed.
+        prev = self.dir / "journal.prev"
+        if prev.exists():
+            for rec in replay(prev):
+                if rec["ans"]:
+                    self.remember_answers(*rec["ans"])
         snap = self.dir / "snapshot"
         if (snap / "meta.msgpack").exists():
             self._load_snapshot(snap)
@@ -248,9 +256,7 @@ class EmbeddedStore:
         return {"seq": self.seq, "n_subs": self.n_subs,
                 "subs": self.subs[:self.n_subs].copy(), "sessions": self.sessions.copy(),
                 "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
-                "ranges": list(self.ranges), "session_meta": list(self.session_meta),
-                # the old generation is never written to again: shared, not copied
-                "dedup": (self._dedup_old, dict(self._dedup_young))}
+                "ranges": list(self.ranges), "session_meta": list(self.session_meta)}
 
     def _write_snapshot(self, state: dict) -> None:
         tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
@@ -258,9 +264,7 @@ class EmbeddedStore:
         tmp.mkdir()
         np.save(tmp / "subs.npy", state["subs"])
         np.save(tmp / "sessions.npy", state["sessions"])
-        old_gen, young_gen = state["dedup"]
-        meta = {k: v for k, v in state.items() if k not in ("subs", "sessions", "dedup")}
-        meta["dedup"] = [list(old_gen.items()), list(young_gen.items())]
+        meta = {k: v for k, v in state.items() if k not in ("subs", "sessions")}
         (tmp / "meta.msgpack").write_bytes(_enc.encode(meta))
         for f in tmp.iterdir():
             _fsync_file(f)
@@ -278,11 +282,15 @@ class EmbeddedStore:
         shutdown)."""
         self._write_snapshot(self._capture())
         # Records up to seq are in the snapshot; replay skips them anyway, so
-        # a crash before the journals are reset is harmless.
+        # a crash before the journals are reset is harmless. The newest
+        # journal is kept as journal.prev for the answers it holds.
         (self.dir / "journal.old").unlink(missing_ok=True)
         if self.journal is not None:
             self.journal.close()
-            (self.dir / "journal.log").unlink(missing_ok=True)
+            if self.journal.end:
+                os.replace(self.dir / "journal.log", self.dir / "journal.prev")
+            else:
+                (self.dir / "journal.log").unlink(missing_ok=True)
             self.journal = Journal(self.dir / "journal.log", self.fsync)
         _fsync_dir(self.dir)
 
@@ -304,7 +312,7 @@ class EmbeddedStore:
 
         def write() -> None:
             self._write_snapshot(state)
-            old_journal.unlink(missing_ok=True)
+            os.replace(old_journal, self.dir / "journal.prev")
             _fsync_dir(self.dir)
         return write
 
@@ -322,9 +330,6 @@ class EmbeddedStore:
         self.sessions = np.load(snap / "sessions.npy")
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}
-        old, young = meta["dedup"]
-        self._dedup_old = {k: a for k, a in old}
-        self._dedup_young = {k: a for k, a in young}
 
 
 def _fsync_file(path: Path) -> None:
