@@ -57,7 +57,7 @@ def cmd_serve(args) -> int:
     rules = _load_rules_or_exit(cfg.rules)
     store = EmbeddedStore(cfg.data, fsync=cfg.fsync, dedup_entries=cfg.dedup_entries)
     store.open()
-    if store.sync_rules(rules):
+    if store.sync_rules(rules) or store.snapshot_unfinished:
         store.snapshot()
     warm_up()
     identity = LocalIdentity(origin_host=cfg.origin_host, origin_realm=cfg.origin_realm,

@@ -76,6 +76,9 @@ class EmbeddedStore:
                     if rec["seq"] > self.seq:
                         self.apply(rec)
                         replayed += 1
+                    elif rec["ans"]:
+                        # in the snapshot already, but its answers are not
+                        self.remember_answers(*rec["ans"])
         self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
         self.journal = None if readonly else Journal(jpath, self.fsync)
         log.info("store %s: %d subscribers, %d open sessions, %d journal records replayed",
@@ -284,15 +287,23 @@ class EmbeddedStore:
         # Records up to seq are in the snapshot; replay skips them anyway, so
         # a crash before the journals are reset is harmless. The newest
         # journal is kept as journal.prev for the answers it holds.
-        (self.dir / "journal.old").unlink(missing_ok=True)
+        old, log_, prev = self.dir / "journal.old", self.dir / "journal.log", self.dir / "journal.prev"
         if self.journal is not None:
             self.journal.close()
             if self.journal.end:
-                os.replace(self.dir / "journal.log", self.dir / "journal.prev")
-            else:
-                (self.dir / "journal.log").unlink(missing_ok=True)
-            self.journal = Journal(self.dir / "journal.log", self.fsync)
+                os.replace(log_, prev)
+            elif old.exists():
+                os.replace(old, prev)
+            log_.unlink(missing_ok=True)
+            self.journal = Journal(log_, self.fsync)
+        old.unlink(missing_ok=True)
         _fsync_dir(self.dir)
+
+    @property
+    def snapshot_unfinished(self) -> bool:
+        """A snapshot was being written when the server stopped: take one
+        before serving, or none could be taken while serving."""
+        return (self.dir / "journal.old").exists()
 
     def begin_snapshot(self):
         """Snapshot while serving: capture the state, move the journal aside

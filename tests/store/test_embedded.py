@@ -48,3 +48,21 @@ def test_snapshot_while_serving_recovers_everything(tmp_path, crash_at):
     s.close()
     again = _store(tmp_path)                    # recovery, as after kill -9
     assert _state(again) == expected
+
+
+def test_answers_survive_a_crash_between_snapshot_and_journal_rename(tmp_path):
+    """The snapshot is in place but journal.old not yet renamed: its records
+    are in the snapshot, their answers only in journal.old."""
+    s = _store(tmp_path)
+    _debit(s, 0, 5, b"k1")
+    s.begin_snapshot()()
+    s.close()
+    # the disk as the crash left it: the job wrote the snapshot, not the rename
+    (tmp_path / "journal.prev").rename(tmp_path / "journal.old")
+    again = _store(tmp_path)
+    assert again.answer_for(b"k1") == b"answer-k1"
+    assert again.subs[0]["balance"] == -5
+    assert again.snapshot_unfinished
+    again.snapshot()                 # what `ocs serve` does before serving
+    assert not again.snapshot_unfinished and (tmp_path / "journal.prev").exists()
+    assert _store(tmp_path).answer_for(b"k1") == b"answer-k1"
