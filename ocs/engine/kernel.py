@@ -77,14 +77,19 @@ def _release(subs, sessions, sub, sess, slot):
 
 
 @njit(cache=_CACHE)
+def _bundle_free(s, pl):
+    """Bundle octets neither used nor held by a reservation."""
+    avail = pl["bundle"] - s["bundle_used"] - s["res_bundle"]
+    return avail if avail > 0 else 0
+
+
+@njit(cache=_CACHE)
 def _debit(subs, plans, sub, p, m):
     """Charge reported usage: bundle first, then per started unit of money."""
     s = subs[sub]
     pl = plans[p]
     used = m["used"]
-    avail = pl["bundle"] - s["bundle_used"] - s["res_bundle"]
-    if avail < 0:
-        avail = 0
+    avail = _bundle_free(s, pl)
     b = used if used < avail else avail
     s["bundle_used"] += b
     m["from_bundle"] += b
@@ -103,9 +108,7 @@ def _price(subs, plans, sub, p, octets):
     """What `octets` would cost now, bundle first (a price enquiry)."""
     s = subs[sub]
     pl = plans[p]
-    avail = pl["bundle"] - s["bundle_used"] - s["res_bundle"]
-    if avail < 0:
-        avail = 0
+    avail = _bundle_free(s, pl)
     over = octets - (octets if octets < avail else avail)
     if over > 0 and pl["price"] > 0:
         return _ceil_div(over, pl["unit"]) * pl["price"]
@@ -117,9 +120,7 @@ def _grant(subs, plans, sub, p, want):
     """Octets grantable now, and the bundle and money they would hold."""
     s = subs[sub]
     pl = plans[p]
-    avail = pl["bundle"] - s["bundle_used"] - s["res_bundle"]
-    if avail < 0:
-        avail = 0
+    avail = _bundle_free(s, pl)
     gb = want if want < avail else avail
     rem = want - gb
     go = 0
