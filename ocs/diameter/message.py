@@ -45,14 +45,15 @@ def split_frames(buf: bytearray, max_message: int = DEFAULT_MAX_MESSAGE) -> tupl
     frames = []
     pos = 0
     n = len(buf)
-    while n - pos >= 4:
-        length = int.from_bytes(buf[pos + 1:pos + 4], "big")
-        if length < c.HEADER_LEN or length > max_message:
-            raise FramingError(f"message length {length} outside {c.HEADER_LEN}..{max_message}")
-        if n - pos < length:
-            break
-        frames.append(bytes(buf[pos:pos + length]))
-        pos += length
+    with memoryview(buf) as view:     # one copy per frame, and released before buf is resized
+        while n - pos >= 4:
+            length = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+            if length < c.HEADER_LEN or length > max_message:
+                raise FramingError(f"message length {length} outside {c.HEADER_LEN}..{max_message}")
+            if n - pos < length:
+                break
+            frames.append(bytes(view[pos:pos + length]))
+            pos += length
     return frames, pos
 
 

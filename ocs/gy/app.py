@@ -282,8 +282,8 @@ class CreditControlApplication:
         if len(fast_sel):
             data, offs = fastcca.encode_batch(buf, fr, reqs, msccs, fast_sel, self._origin, self.ccfh)
             offs = offs.tolist()
-            for k, i in enumerate(fast_sel.tolist()):
-                answers[i] = data[offs[k]:offs[k + 1]]
+            for i, start, end in zip(fast_sel.tolist(), offs, offs[1:]):
+                answers[i] = data[start:end]
         for i, ccr in slow.items():
             if reqs[i]["result"] != 0 or i in charged:
                 answers[i] = self._slow_answer(ccr, reqs[i], msccs, self._price_answer(ccr, reqs[i], msccs))
