@@ -104,6 +104,7 @@ class CreditControlApplication:
         seen: dict[bytes, int] = {}
         new_sessions: list = []
         new_subs: list[int] = []
+        reopened: set[int] = set()        # CCR-I for a session this host already has open
         dedup_keys: list[bytes | None] = [None] * n      # Origin-Host + End-to-End-Identifier
         for i in range(n):
             if fallback[i]:
@@ -147,8 +148,14 @@ class CreditControlApplication:
                 if sub < 0:
                     refusal = c.MISSING_AVP if no_ids else c.USER_UNKNOWN
                 elif rtype == c.INITIAL_REQUEST:
-                    if sid in store.session_index:
-                        refusal = c.UNABLE_TO_COMPLY
+                    row = store.session_index.get(sid)
+                    if row is not None:
+                        # a retransmitted CCR-I the cache forgot, or a clash
+                        if store.session_meta[row][1] == host:
+                            req_sess[i] = row
+                            reopened.add(i)
+                        else:
+                            refusal = c.UNABLE_TO_COMPLY
                     else:
                         row = store.open_session(sid, host)
                         new_sessions.append([row, sid, host])
@@ -181,7 +188,8 @@ class CreditControlApplication:
             store.start_sessions([row for row, _, _ in new_sessions], new_subs)
         record = None
         if charged:
-            charged, numbers = self._answer_repeats(frames, charged, fr, msccs, slow, req_sess, answers, results)
+            charged, numbers = self._answer_repeats(frames, charged, reopened, fr, msccs, slow, req_sess,
+                                                    answers, results)
             if charged:
                 record = self._charge(e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub,
                                       req_sess, numbers, answers, results, new_sessions, now)
@@ -190,7 +198,7 @@ class CreditControlApplication:
             results[i] = results[j]
         return BatchResult(answers, record, results)
 
-    def _answer_repeats(self, frames, charged, fr, msccs, slow, req_sess, answers, results):
+    def _answer_repeats(self, frames, charged, reopened, fr, msccs, slow, req_sess, answers, results):
         """A CCR-U/T carrying the CC-Request-Number its session last had is a
         retransmission whose answer has left the duplicate cache: it is not
         charged again (RFC 4006 5.7), and is answered with what the session
@@ -207,11 +215,22 @@ class CreditControlApplication:
         ongoing &= sess >= 0
         repeat = np.zeros(len(idx), dtype=bool)
         repeat[ongoing] = (self.store.sessions["last_number"][sess[ongoing]] == numbers[ongoing]) & (numbers[ongoing] > 0)
+        clash = np.zeros(len(idx), dtype=bool)
+        for k, i in enumerate(charged):
+            if i in reopened:       # the CCR-I again: a repeat while the session has had no update
+                again = numbers[k] == 0 and self.store.sessions["last_number"][sess[k]] == 0
+                repeat[k], clash[k] = again, not again
+        for k in np.nonzero(clash)[0].tolist():
+            i = int(idx[k])
+            h = slow[i].header if i in slow else parse_header(frames[i])
+            sid = self.store.session_meta[int(sess[k])][0]
+            answers[i] = self._refuse(h, sid, c.INITIAL_REQUEST, 0, c.UNABLE_TO_COMPLY, "session already open")
+            results[i] = c.UNABLE_TO_COMPLY
         for k in np.nonzero(repeat)[0].tolist():
             i = int(idx[k])
             answers[i] = self._current_grants(frames[i], i, int(sess[k]), fr, msccs, slow)
             results[i] = c.SUCCESS
-        keep = ~repeat
+        keep = ~(repeat | clash)
         return [int(i) for i in idx[keep]], (sess[keep], numbers[keep])
 
     def _current_grants(self, frame, i, sess, fr, msccs, slow) -> bytes:
@@ -233,7 +252,7 @@ class CreditControlApplication:
             body.append(ccr.proxy_info)
         for rg, sids in zip(rgs, service_ids):
             held = [k for k in range(len(row["rg"])) if row["rg"][k] == rg]
-            granted = int(row["granted"][held[0]]) if held and rtype == c.UPDATE_REQUEST else -1
+            granted = int(row["granted"][held[0]]) if held and rtype != c.TERMINATION_REQUEST else -1
             body.append(CCA.mscc(rg, sids, c.SUCCESS, granted, 0, int(plan["validity"]), False))
         return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 

@@ -100,9 +100,9 @@ async def test_silent_session_released_after_tcc(tmp_path):
 
 
 async def test_retransmission_after_the_cache_forgot_it_is_not_charged_again(tmp_path):
-    """With a duplicate cache of one answer, a retransmitted CCR-U is found
-    by its session's CC-Request-Number (RFC 4006 5.7): no second debit, and
-    the answer carries what the session holds."""
+    """With a duplicate cache of one answer, a retransmitted CCR-I or CCR-U
+    is found by its session's CC-Request-Number (RFC 4006 5.7): no second
+    reservation or debit, and the answer carries what the session holds."""
     cfg = tmp_path / "ocs.toml"
     cfg.write_text("dedup_entries = 1\n")
     server = OcsProcess(tmp_path / "data", rules=RULES, config=cfg)
@@ -112,7 +112,15 @@ async def test_retransmission_after_the_cache_forgot_it_is_not_charged_again(tmp
         with trio.fail_after(60):
             async def body(conn):
                 sid = "pgw.forget.example;1"
-                await conn.request(build_ccr(conn.origin_host, sid, 1, 0, msisdn, [{"rg": 1, "rsu": 0}]))
+                initial = build_ccr(conn.origin_host, sid, 1, 0, msisdn, [{"rg": 1, "rsu": 0}])
+                initial_again = copy.deepcopy(initial)
+                first = await conn.request(initial)
+                # push the CCA-I out of the cache, then retransmit the CCR-I
+                await conn.request(build_ccr(conn.origin_host, "pgw.forget.example;0", 1, 0, "8613900000002",
+                                             [{"rg": 1, "rsu": 0}]))
+                first_again = await conn.request(initial_again, retransmit=True)
+                assert first_again.result_code == 2001
+                assert mscc_values(first_again) == mscc_values(first)
                 update = build_ccr(conn.origin_host, sid, 2, 1, None, [{"rg": 1, "rsu": 0, "used": 5 * KB}])
                 again = copy.deepcopy(update)
                 original = await conn.request(update)
@@ -126,6 +134,7 @@ async def test_retransmission_after_the_cache_forgot_it_is_not_charged_again(tmp
         assert mscc_values(repeat) == mscc_values(original) == {1: {"result": 2001, "granted": 10 * 1024 * KB}}
         state = await trio.to_thread.run_sync(show_subscriber, server.data, msisdn, RULES)
         assert state["bundle"]["used_octets"] == 5 * KB
+        assert state["bundle"]["reserved_octets"] == 10 * 1024 * KB     # one reservation, not two
     finally:
         await trio.to_thread.run_sync(server.stop)
 
