@@ -21,7 +21,6 @@ import enum
 import itertools
 import logging
 import random
-import struct
 from dataclasses import dataclass, field
 from typing import Callable
 

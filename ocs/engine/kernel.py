@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .tables import MSCC, NO_RG, PLAN, REQUEST, SESSION, SLOT_FREE, SLOTS, SUBSCRIBER
+from .tables import MSCC, PLAN, REQUEST, SESSION, SLOT_FREE, SLOTS, SUBSCRIBER
 
 SUCCESS = 2001
 END_USER_SERVICE_DENIED = 4010
