@@ -74,6 +74,13 @@ def _u64(buf, pos):
 
 
 @njit(cache=True)
+def _avp_header(buf, pos):
+    """(code, length, header size) of the AVP at pos, already validated."""
+    fl = _u32(buf, pos + 4)
+    return _u32(buf, pos), fl & 0xFFFFFF, 12 if (fl >> 24) & 0x80 else 8
+
+
+@njit(cache=True)
 def _kind(keys, kinds, vendor, code):
     key = (vendor << 32) | code
     i = np.searchsorted(keys, key)
@@ -154,10 +161,7 @@ def _units(buf, start, end):
     n_time = 0
     pos = start
     while pos < end:
-        code = _u32(buf, pos)
-        fl = _u32(buf, pos + 4)
-        length = fl & 0xFFFFFF
-        hdr = 12 if (fl >> 24) & 0x80 else 8
+        code, length, hdr = _avp_header(buf, pos)
         if hdr == 8:
             d = pos + 8
             if code == c.AVP_CC_TOTAL_OCTETS or code == c.AVP_CC_INPUT_OCTETS or code == c.AVP_CC_OUTPUT_OCTETS:
@@ -222,10 +226,7 @@ def _group_fields(buf, start, end, m):
     n_sid = 0
     pos = start
     while pos < end:
-        code = _u32(buf, pos)
-        fl = _u32(buf, pos + 4)
-        length = fl & 0xFFFFFF
-        hdr = 12 if (fl >> 24) & 0x80 else 8
+        code, length, hdr = _avp_header(buf, pos)
         if hdr == 8:
             d = pos + 8
             if code == c.AVP_RATING_GROUP:
@@ -284,10 +285,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
     has_top_units = False
     pos = start + 20
     while pos < end:
-        code = _u32(buf, pos)
-        fl = _u32(buf, pos + 4)
-        length = fl & 0xFFFFFF
-        hdr = 12 if (fl >> 24) & 0x80 else 8
+        code, length, hdr = _avp_header(buf, pos)
         if hdr == 8:
             d = pos + 8
             n = length - 8
