@@ -299,7 +299,10 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
                 f["host_off"] = d
                 f["host_len"] = n
             elif code == c.AVP_CC_REQUEST_TYPE:
-                f["type"] = _u32(buf, d)
+                rtype = _u32(buf, d)
+                if rtype < 1 or rtype > 4:     # checked before it goes into an int32
+                    return -1
+                f["type"] = rtype
             elif code == c.AVP_CC_REQUEST_NUMBER:
                 f["number"] = _u32(buf, d)
             elif code == c.AVP_AUTH_APPLICATION_ID:
