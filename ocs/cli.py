@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from .config import PeerPolicy, load_config, split_hostport
 from .rules.compile import E164, IMSI, RuleError, load_rules, subscriber_key
@@ -21,16 +22,16 @@ def _load_rules_or_exit(directory: str):
         raise SystemExit(2)
 
 
-def warm_up() -> None:
+def warm_up(rules) -> None:
     """Compile the kernels (or load them from numba's on-disk cache) before
     the first connection is accepted."""
     import numpy as np
     from .engine import kernel
-    from .engine.tables import MSCC, PLAN, REQUEST, SESSION, SUBSCRIBER, new_table
-    empty = np.zeros(0, np.int64)
-    kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), np.zeros(1, SUBSCRIBER),
-                        new_table(SESSION, 1), np.zeros(1, PLAN), empty, empty, 0.0)
-    kernel.expire_sessions(np.zeros(1, SUBSCRIBER), new_table(SESSION, 1), 0.0, 1)
+    from .engine.tables import MSCC, REQUEST, SESSION, SUBSCRIBER, new_table
+    subs, sessions = new_table(SUBSCRIBER, 1), new_table(SESSION, 1)
+    kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), subs, sessions, rules.tables, 0.0)
+    kernel.expire_sessions(subs, sessions, 0.0, 1)
+    kernel.rebuild_reservations(subs, sessions, 0)
     from .diameter import fastcca, fastccr
     buf, frames, msccs, _ = fastccr.decode_batch([bytes(20)], MSCC)
     fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
@@ -42,7 +43,9 @@ def cmd_serve(args) -> int:
     from .diameter.peer import LocalIdentity
     from .gy.app import CreditControlApplication
     from .net.server import Server
-    from .store.embedded import EmbeddedStore
+    from .notify import Notifier, load_sink
+    from .rules.install import Installer
+    from .store.embedded import EmbeddedStore, StoreFormatError
 
     cfg = load_config(args.config)
     for name in ("listen", "data", "rules", "origin_host", "origin_realm", "log_level"):
@@ -56,17 +59,31 @@ def cmd_serve(args) -> int:
     started = time.monotonic()
     rules = _load_rules_or_exit(cfg.rules)
     store = EmbeddedStore(cfg.data, fsync=cfg.fsync, dedup_entries=cfg.dedup_entries)
-    store.open()
-    if store.sync_rules(rules) or store.snapshot_unfinished:
+    installer = Installer(store)
+    try:
+        store.open(on_rules=installer.replay)
+        was = store.rules_version
+        new = installer.install(rules, time.time())
+    except (RuleError, StoreFormatError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    if new or was != rules.version or store.snapshot_unfinished:
         store.snapshot()
-    warm_up()
+    warm_up(rules)
+    notifier = None
+    try:
+        sink = load_sink(cfg.notification_sink) if cfg.notification_sink else None
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    notifier = Notifier(cfg.notifications or Path(cfg.data) / "notifications.jsonl", sink)
     identity = LocalIdentity(origin_host=cfg.origin_host, origin_realm=cfg.origin_realm,
                              host_ip_addresses=tuple(cfg.host_ip_addresses), vendor_id=cfg.vendor_id,
                              product_name=cfg.product_name)
     ccfh = {"TERMINATE": c.CCFH_TERMINATE, "CONTINUE": c.CCFH_CONTINUE,
             "RETRY_AND_TERMINATE": c.CCFH_RETRY_AND_TERMINATE}[cfg.failure_handling]
     app = CreditControlApplication(store, rules, identity, ccfh)
-    server = Server(cfg, app, store, identity, PeerPolicy(cfg.peers))
+    server = Server(cfg, app, store, identity, PeerPolicy(cfg.peers), installer, notifier)
     host, port = split_hostport(cfg.listen)
     log.info("rules %s version %s; %d subscribers; ready in %.2f s",
              cfg.rules, rules.version, store.n_subs, time.monotonic() - started)
@@ -89,14 +106,18 @@ def cmd_rules_check(args) -> int:
 
 
 def cmd_subscriber_show(args) -> int:
-    from .store.embedded import EmbeddedStore
+    from .store.embedded import EmbeddedStore, StoreFormatError
     from .store.views import subscriber_view
+    from .rules.install import Installer
     cfg = load_config(args.config)
-    rules = _load_rules_or_exit(args.rules or cfg.rules)
     store = EmbeddedStore(args.data or cfg.data)
+    installer = Installer(store)
     try:
-        store.open(readonly=True)
-    except FileNotFoundError as e:
+        store.open(readonly=True, on_rules=installer.replay)
+        # the rules the stored rows are indexed by: the kept version, else the directory's
+        rules = installer.ruleset(store.rules_version) if store.rules_version else \
+            _load_rules_or_exit(args.rules or cfg.rules)
+    except (FileNotFoundError, RuleError, StoreFormatError) as e:
         print(e, file=sys.stderr)
         return 1
     kind = IMSI if args.imsi else E164

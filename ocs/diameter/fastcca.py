@@ -55,13 +55,28 @@ def _gsu(out, pos, granted, seconds):
 
 
 @njit(cache=True)
-def _fui(out, pos):
-    pos = _hdr(out, pos, c.AVP_FINAL_UNIT_INDICATION, 20)
-    return _avp32(out, pos, c.AVP_FINAL_UNIT_ACTION, c.FUA_TERMINATE)
+def _fui(out, pos, final, fidx, filters, filter_off):
+    """Final-Unit-Indication: TERMINATE (final 1), or RESTRICT_ACCESS with
+    the throttle profile's Filter-Id (final 2)."""
+    start = pos
+    pos += 8
+    if final == 1 or fidx < 0:
+        return _avp32(out, _hdr(out, start, c.AVP_FINAL_UNIT_INDICATION, 20), c.AVP_FINAL_UNIT_ACTION,
+                      c.FUA_TERMINATE if final == 1 else c.FUA_RESTRICT_ACCESS)
+    pos = _avp32(out, pos, c.AVP_FINAL_UNIT_ACTION, c.FUA_RESTRICT_ACCESS)
+    a, b = filter_off[fidx], filter_off[fidx + 1]
+    pos = _hdr(out, pos, c.AVP_FILTER_ID, 8 + b - a)
+    out[pos:pos + b - a] = filters[a:b]
+    pos += b - a
+    while pos & 3:
+        out[pos] = 0
+        pos += 1
+    _hdr(out, start, c.AVP_FINAL_UNIT_INDICATION, pos - start)
+    return pos
 
 
 @njit(cache=True)
-def _encode(buf, frames, reqs, msccs, sel, origin, ccfh, out, offsets):
+def _encode(buf, frames, reqs, msccs, sel, origin, ccfh, filters, filter_off, out, offsets):
     pos = 0
     for k in range(sel.shape[0]):
         i = sel[k]
@@ -97,7 +112,7 @@ def _encode(buf, frames, reqs, msccs, sel, origin, ccfh, out, offsets):
                 if m["granted"] >= 0:
                     pos = _gsu(out, pos, m["granted"], m["granted_time"])
                 if m["final"]:
-                    pos = _fui(out, pos)
+                    pos = _fui(out, pos, m["final"], m["filter"], filters, filter_off)
                 continue
             g = pos
             pos += 8
@@ -111,7 +126,7 @@ def _encode(buf, frames, reqs, msccs, sel, origin, ccfh, out, offsets):
                 pos = _avp32(out, pos, c.AVP_VALIDITY_TIME, m["validity"])
             pos = _avp32(out, pos, c.AVP_RESULT_CODE, m["result"])
             if m["final"]:
-                pos = _fui(out, pos)
+                pos = _fui(out, pos, m["final"], m["filter"], filters, filter_off)
             _hdr(out, g, c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, pos - g)
         if r["check_balance"] >= 0:
             pos = _avp32(out, pos, 422, r["check_balance"])
@@ -121,19 +136,33 @@ def _encode(buf, frames, reqs, msccs, sel, origin, ccfh, out, offsets):
 
 
 @njit(cache=True)
-def _bound(frames, reqs, sel, origin_len):
+def _bound(frames, reqs, sel, origin_len, filter_max):
     total = 0
     for k in range(sel.shape[0]):
         i = sel[k]
-        total += 160 + origin_len + frames[i]["sid_len"] + 120 * reqs[i]["mscc_count"]
+        total += 160 + origin_len + frames[i]["sid_len"] + (120 + filter_max) * reqs[i]["mscc_count"]
     return total
 
 
-def encode_batch(buf, frames, reqs, msccs, sel: np.ndarray, origin: bytes, ccfh: int):
+class FilterIds:
+    """Throttle profile names (Filter-Id), packed for the encoder."""
+
+    def __init__(self, names: list[str]):
+        raw = [n.encode() for n in names]
+        self.data = np.frombuffer(b"".join(raw) or b"\0", dtype=np.uint8)
+        self.offsets = np.cumsum([0] + [len(r) for r in raw]).astype(np.int64)
+        self.longest = max((len(r) for r in raw), default=0)
+
+
+NO_FILTERS = FilterIds([])
+
+
+def encode_batch(buf, frames, reqs, msccs, sel: np.ndarray, origin: bytes, ccfh: int,
+                 filters: FilterIds = NO_FILTERS):
     """Encode the CCAs of requests `sel`; returns (bytes, offsets): answer k
     is data[offsets[k]:offsets[k + 1]]."""
     origin_arr = np.frombuffer(origin, dtype=np.uint8)
-    out = np.empty(_bound(frames, reqs, sel, len(origin)), dtype=np.uint8)
+    out = np.empty(_bound(frames, reqs, sel, len(origin), filters.longest + 24), dtype=np.uint8)
     offsets = np.empty(len(sel) + 1, dtype=np.int64)
-    _encode(buf, frames, reqs, msccs, sel, origin_arr, ccfh, out, offsets)
+    _encode(buf, frames, reqs, msccs, sel, origin_arr, ccfh, filters.data, filters.offsets, out, offsets)
     return out[:offsets[-1]].tobytes(), offsets

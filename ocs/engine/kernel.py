@@ -1,21 +1,41 @@
 """The charging kernel: one call rates, debits and reserves a whole batch.
 
 Implements the credit-control semantics of RFC 4006 section 5 over the
-tables of `tables.py`: used units are debited first (always, also when the
-next grant is refused), the rating group's old reservation is released, and
-a new one is taken bundle first, then money, never beyond what the balance
-allows. The request that runs out gets the final units (FUI TERMINATE); the
-one after it gets 4012.
+tables of `tables.py`. Per MSCC: the rating group's old reservation is
+released; the reported usage is debited (always, also when the next grant
+is refused), rated as of the time its grant was made; then a new grant is
+reserved. Debits and grants walk the same road:
 
-`charge_batch` and `expire_sessions` are the public wrappers; the `_`
-kernels are compiled with numba and do not allocate per request.
+1. the buckets, in the plan's consumption order (night pack, directed pack,
+   add-on packs, bundle, shared pool ...), each only for the traffic and the
+   hours it covers, a member's pool draws within its sub-cap;
+2. what no bucket covers goes to the plan's `after_bundle`: CHARGE (money at
+   the tariff, flat or ladder, within the balance unless postpaid and
+   within the fee and volume caps), THROTTLE (free quota, flagged for
+   throttling) or STOP;
+3. a cap reached turns CHARGE into the plan's `cap_action` (STOP, THROTTLE
+   or FREE) until the period ends or a reopen lifts it; the absolute
+   ceiling counts every octet and nothing lifts it.
+
+A grant never takes a subscriber past a limit: the request that reaches
+one gets the units up to it, exactly, with the Final-Unit-Indication of
+what follows (TERMINATE, or RESTRICT_ACCESS with the throttle Filter-Id).
+
+`charge_batch` and the other plain functions are the public wrappers; the
+`_` kernels are compiled with numba and do not allocate per request.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from .tables import MSCC, PLAN, REQUEST, SESSION, SLOT_FREE, SLOTS, SUBSCRIBER
+from .calendar import period_of
+from .tables import (ANY_PACK, CHARGE, CUMULATIVE, EVENT, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT,
+                     FUI_TERMINATE, HOLDS, MSCC, PACK_BASE, PACKS, PLAN, PLAN_BUCKETS, REQUEST,
+                     SESSION, SLOT_FREE, SLOTS, STOP, SUBSCRIBER, T_BUCKET, T_CAP, T_CEILING,
+                     T_CREDIT, T_SPENT, T_THROTTLED, THROTTLE, ZONE)
 
 SUCCESS = 2001
 END_USER_SERVICE_DENIED = 4010
@@ -30,7 +50,30 @@ REFUND_ACCOUNT = 1
 CHECK_BALANCE = 2
 PRICE_ENQUIRY = 3
 
+NEVER = -(1 << 62)            # the period of a row that has never been charged
+BIG = 1 << 62
+# why a grant stopped short (also threshold triggers, one bit each)
+R_CREDIT, R_CAP, R_CEILING, R_THROTTLED = 1, 2, 4, 8
+
 _CACHE = True
+
+
+class Tables(NamedTuple):
+    """The compiled rules, as the kernels read them."""
+    plans: np.ndarray
+    buckets: np.ndarray       # plan buckets
+    packs: np.ndarray         # pack definitions
+    bucket_rgs: np.ndarray    # rating-group lists of buckets and packs
+    order: np.ndarray
+    rates: np.ndarray
+    rate_rgs: np.ndarray
+    tariffs: np.ndarray
+    steps: np.ndarray
+    thresholds: np.ndarray
+    edges: np.ndarray
+    rated_rgs: np.ndarray
+    denied_rgs: np.ndarray
+    zones: np.ndarray
 
 
 @njit(cache=_CACHE)
@@ -47,97 +90,519 @@ def _in_list(lst, start, count, rg):
 
 
 @njit(cache=_CACHE)
-def _rating(plans, p, rgs, denied, rg):
+def _rating(T, p, rg):
     """0 if the plan rates `rg`; else the MSCC Result-Code (4010 or 5031)."""
-    pl = plans[p]
-    if _in_list(denied, pl["deny_start"], pl["deny_count"], rg):
+    pl = T.plans[p]
+    if _in_list(T.denied_rgs, pl["deny_start"], pl["deny_count"], rg):
         return END_USER_SERVICE_DENIED
-    if pl["all_rgs"] == 0 and not _in_list(rgs, pl["rg_start"], pl["rg_count"], rg):
+    if pl["all_rgs"] == 0 and not _in_list(T.rated_rgs, pl["rg_start"], pl["rg_count"], rg):
         return RATING_FAILED
     return 0
 
 
 @njit(cache=_CACHE)
-def _rollover(subs, sub, period):
-    s = subs[sub]
-    if s["period"] != period:
-        s["period"] = period
-        s["bundle_used"] = 0
-        s["overage_used"] = 0
-        s["spent"] = 0
+def _in_hours(frm, to, sec):
+    if frm < 0:
+        return True
+    if frm <= to:
+        return frm <= sec < to
+    return sec >= frm or sec < to          # a band across midnight, e.g. 23:00-07:00
 
 
 @njit(cache=_CACHE)
-def _release(subs, sessions, sub, sess, slot):
-    subs[sub]["res_bundle"] -= sessions[sess]["res_bundle"][slot]
-    subs[sub]["res_money"] -= sessions[sess]["res_money"][slot]
-    sessions[sess]["res_bundle"][slot] = 0
-    sessions[sess]["res_money"][slot] = 0
-    sessions[sess]["granted"][slot] = 0
+def _covers(T, bk, rg, sec):
+    if bk["rg_count"] >= 0 and not _in_list(T.bucket_rgs, bk["rg_start"], bk["rg_count"], rg):
+        return False
+    return _in_hours(bk["hour_from"], bk["hour_to"], sec)
 
 
 @njit(cache=_CACHE)
-def _bundle_free(s, pl):
-    """Bundle octets neither used nor held by a reservation."""
-    avail = pl["bundle"] - s["bundle_used"] - s["res_bundle"]
+def _zone(T, subs, row):
+    z = subs[row]["zone"]
+    return z if z >= 0 else T.plans[subs[row]["plan"]]["zone"]
+
+
+@njit(cache=_CACHE)
+def _local_sec(T, subs, row, t):
+    """Local seconds since midnight at epoch time `t`."""
+    off = T.zones[_zone(T, subs, row)]["offset"]
+    return (np.int64(np.floor(t)) + off) % 86400
+
+
+@njit(cache=_CACHE)
+def _period(T, subs, row):
+    s = subs[row]
+    pl = T.plans[s["plan"]]
+    zn = T.zones[_zone(T, subs, row)]
+    return period_of(pl["period_kind"], pl["reset"], pl["period_days"], pl["period_anchor"],
+                     s["anchor"], zn["day"], zn["year"], zn["month"], zn["mday"])
+
+
+@njit(cache=_CACHE)
+def _period_end(T, subs, row):
+    """Epoch time the row's current period ends."""
+    _, next_day = _period(T, subs, row)
+    return float(next_day * 86400 - T.zones[_zone(T, subs, row)]["offset"])
+
+
+@njit(cache=_CACHE)
+def _add_pack(T, subs, row, d, now):
+    """Put pack definition `d` on the row (a shared pack on its pool row);
+    returns the slot, or -1 when every slot is taken."""
+    if T.packs[d]["shared"]:
+        row = subs[row]["pool"]
+    s = subs[row]
+    slot = -1
+    for k in range(PACKS):
+        if s["k_def"][k] < 0 or (s["k_until"][k] <= now and s["k_res"][k] == 0):
+            slot = k
+            break
+    if slot < 0:
+        return -1
+    s["k_def"][slot] = d
+    s["k_vol"][slot] = T.packs[d]["volume"]
+    s["k_used"][slot] = 0
+    s["k_res"][slot] = 0
+    s["k_from"][slot] = now
+    days = T.packs[d]["days"]
+    s["k_until"][slot] = now + days * 86400.0 if days > 0 else _period_end(T, subs, row)
+    return slot
+
+
+@njit(cache=_CACHE)
+def _rollover(T, subs, row, now):
+    """Start the row's new period: counters to zero, caps and reopen reset,
+    expired packs dropped, a trial pack for a new or zero-usage subscriber."""
+    s = subs[row]
+    pid, _ = _period(T, subs, row)
+    if s["period"] == pid:
+        return
+    fresh = s["period"] == NEVER or s["total_used"] == 0
+    s["last_total"] = s["total_used"]
+    s["period"] = pid
+    for i in range(PLAN_BUCKETS):
+        s["b_used"][i] = 0
+    s["over_used"] = 0
+    s["spent"] = 0
+    s["total_used"] = 0
+    s["pool_used"] = 0
+    s["notified"] = 0
+    s["reopened"] = 0
+    for k in range(PACKS):
+        if s["k_def"][k] >= 0 and s["k_until"][k] <= now and s["k_res"][k] == 0:
+            s["k_def"][k] = -1
+    trial = T.plans[s["plan"]]["trial"]
+    if fresh and trial >= 0:
+        _add_pack(T, subs, row, trial, now)
+
+
+# ---------------------------------------------------------------- buckets
+@njit(cache=_CACHE)
+def _cand_row(subs, row, c):
+    return row if c < 8 else subs[row]["pool"]
+
+
+@njit(cache=_CACHE)
+def _cand_free(T, subs, row, c):
+    """Octets candidate `c` can still give (neither used nor held)."""
+    r = _cand_row(subs, row, c)
+    s = subs[r]
+    i = c % 8
+    if i < PLAN_BUCKETS:
+        pl = T.plans[s["plan"]]
+        avail = T.buckets[pl["bucket_start"] + i]["volume"] - s["b_used"][i] - s["b_res"][i]
+    else:
+        k = i - PLAN_BUCKETS
+        avail = s["k_vol"][k] - s["k_used"][k] - s["k_res"][k]
+    if c >= 8 and subs[row]["pool_cap"] >= 0:
+        room = subs[row]["pool_cap"] - subs[row]["pool_used"] - subs[row]["pool_res"]
+        if room < avail:
+            avail = room
     return avail if avail > 0 else 0
 
 
 @njit(cache=_CACHE)
-def _debit(subs, plans, sub, p, m):
-    """Charge reported usage: bundle first, then per started unit of money."""
-    s = subs[sub]
-    pl = plans[p]
-    used = m["used"]
-    avail = _bundle_free(s, pl)
-    b = used if used < avail else avail
-    s["bundle_used"] += b
-    m["from_bundle"] += b
-    over = used - b
-    if over > 0:
-        s["overage_used"] += over
-        if pl["price"] > 0:
-            cost = _ceil_div(over, pl["unit"]) * pl["price"]
-            s["balance"] -= cost
-            s["spent"] += cost
-            m["charged"] += cost
+def _cand_add(subs, row, c, used, held):
+    """Add to candidate `c`'s used and held octets (negative: give back)."""
+    r = _cand_row(subs, row, c)
+    i = c % 8
+    if i < PLAN_BUCKETS:
+        subs[r]["b_used"][i] += used
+        subs[r]["b_res"][i] += held
+    else:
+        subs[r]["k_used"][i - PLAN_BUCKETS] += used
+        subs[r]["k_res"][i - PLAN_BUCKETS] += held
+    if c >= 8:
+        subs[row]["pool_used"] += used
+        subs[row]["pool_res"] += held
 
 
 @njit(cache=_CACHE)
-def _price(subs, plans, sub, p, octets):
-    """What `octets` would cost now, bundle first (a price enquiry)."""
-    s = subs[sub]
-    pl = plans[p]
-    avail = _bundle_free(s, pl)
-    over = octets - (octets if octets < avail else avail)
-    if over > 0 and pl["price"] > 0:
-        return _ceil_div(over, pl["unit"]) * pl["price"]
-    return 0
+def _pack_ok(T, subs, r, k, d, named, pl, rg, sec, t):
+    s = subs[r]
+    kd = s["k_def"][k]
+    if kd < 0 or (d >= 0 and kd != d):
+        return False
+    if d < 0 and named:
+        # ANY_PACK: only packs the order does not name
+        for e in range(pl["order_start"], pl["order_start"] + pl["order_count"]):
+            if T.order[e] == PACK_BASE - kd:
+                return False
+    if not (s["k_from"][k] <= t < s["k_until"][k]):
+        return False
+    return _covers(T, T.packs[kd], rg, sec)
 
 
 @njit(cache=_CACHE)
-def _grant(subs, plans, sub, p, want):
-    """Octets grantable now, and the bundle and money they would hold."""
-    s = subs[sub]
-    pl = plans[p]
-    avail = _bundle_free(s, pl)
-    gb = want if want < avail else avail
-    rem = want - gb
-    go = 0
-    money = 0
-    if rem > 0 and pl["price"] >= 0:
-        needed = _ceil_div(rem, pl["unit"])
-        units = needed
-        if pl["price"] > 0:
-            free = s["balance"] - s["res_money"]
-            affordable = free // pl["price"] if free > 0 else 0
-            if affordable < units:
-                units = affordable
-        go = units * pl["unit"]
-        if go > rem:
-            go = rem
-        money = units * pl["price"]
-    return gb, go, money
+def _next_pack(subs, r, pu, pf, pk):
+    """The row's pack slot after (pu, pf, pk) in (valid until, valid from,
+    slot) order: packs that expire first are used first. -1 when none."""
+    s = subs[r]
+    best = -1
+    bu, bf = 0.0, 0.0
+    for k in range(PACKS):
+        if s["k_def"][k] < 0:
+            continue
+        u, f = s["k_until"][k], s["k_from"][k]
+        after = u > pu or (u == pu and (f > pf or (f == pf and k > pk)))
+        if after and (best < 0 or u < bu or (u == bu and (f < bf or (f == bf and k < best)))):
+            best, bu, bf = k, u, f
+    return best
+
+
+@njit(cache=_CACHE)
+def _take(T, subs, row, c, want, got, hc, hv, nh, hold):
+    """Take what candidate `c` can give towards `want`: (taken, holds used,
+    1 if a hold was needed and none was left)."""
+    take = _cand_free(T, subs, row, c)
+    if take > want - got:
+        take = want - got
+    if take <= 0:
+        return 0, nh, 0
+    if hold:
+        if nh == HOLDS:
+            return 0, nh, 1
+        hc[nh] = c
+        hv[nh] = take
+        nh += 1
+        _cand_add(subs, row, c, 0, take)
+    else:
+        _cand_add(subs, row, c, take, 0)
+    return take, nh, 0
+
+
+@njit(cache=_CACHE)
+def _walk(T, subs, row, rg, sec, t, want, hc, hv, hold):
+    """Take up to `want` octets from the buckets in the plan's order: as
+    usage (hold=False) or as holds recorded in hc/hv (hold=True). Returns
+    (octets taken, octets of them from the pool, 1 if the holds ran out)."""
+    pl = T.plans[subs[row]["plan"]]
+    pool = subs[row]["pool"]
+    got = 0
+    from_pool = 0
+    nh = 0
+    for e in range(pl["order_start"], pl["order_start"] + pl["order_count"]):
+        if got >= want:
+            break
+        entry = T.order[e]
+        if entry >= 0:
+            bk = T.buckets[pl["bucket_start"] + entry]
+            if not _covers(T, bk, rg, sec):
+                continue
+            c = entry + 8 if bk["shared"] else entry
+            take, nh, full = _take(T, subs, row, c, want, got, hc, hv, nh, hold)
+            if full:
+                return got, from_pool, 1
+            got += take
+            from_pool += take if c >= 8 else 0
+            continue
+        d = PACK_BASE - entry if entry <= PACK_BASE else -1
+        for side in range(2):            # the row's own packs, then its pool's shared ones
+            r = row if side == 0 else pool
+            k = _next_pack(subs, r, -1.0, -1.0, -1)
+            while k >= 0 and got < want:
+                kd = subs[r]["k_def"][k]
+                if T.packs[kd]["shared"] == side and _pack_ok(T, subs, r, k, d, entry == ANY_PACK, pl, rg, sec, t):
+                    c = side * 8 + PLAN_BUCKETS + k
+                    take, nh, full = _take(T, subs, row, c, want, got, hc, hv, nh, hold)
+                    if full:
+                        return got, from_pool, 1
+                    got += take
+                    from_pool += take if c >= 8 else 0
+                k = _next_pack(subs, r, subs[r]["k_until"][k], subs[r]["k_from"][k], k)
+    return got, from_pool, 0
+
+
+# ---------------------------------------------------------------- money
+@njit(cache=_CACHE)
+def _rate(T, p, rg, sec):
+    """(tariff, draws from buckets) for this traffic now: FREE_RATE for
+    zero-rated traffic, -1 when the plan has no tariff."""
+    pl = T.plans[p]
+    for i in range(pl["rate_start"], pl["rate_start"] + pl["rate_count"]):
+        r = T.rates[i]
+        if r["rg_count"] >= 0 and not _in_list(T.rate_rgs, r["rg_start"], r["rg_count"], rg):
+            continue
+        if not _in_hours(r["hour_from"], r["hour_to"], sec):
+            continue
+        return r["tariff"], r["buckets"] != 0
+    return pl["tariff"], True
+
+
+@njit(cache=_CACHE)
+def _ladder(T, ti, volume):
+    """What `volume` octets charged this period cost in all (a ladder)."""
+    tf = T.tariffs[ti]
+    k = tf["step_start"]
+    for j in range(tf["step_start"], tf["step_start"] + tf["step_count"]):
+        if T.steps[j]["start"] <= volume:
+            k = j
+    st = T.steps[k]
+    extra = volume - st["start"]
+    if st["price"] > 0 and extra > 0:
+        return st["base"] + _ceil_div(extra, st["unit"]) * st["price"]
+    return st["base"]
+
+
+@njit(cache=_CACHE)
+def _cost(T, ti, basis, octets):
+    """Money for `octets` more, `basis` octets having been charged already."""
+    if ti < 0 or octets <= 0:
+        return 0
+    tf = T.tariffs[ti]
+    if tf["rounding"] == CUMULATIVE:
+        return _ladder(T, ti, basis + octets) - _ladder(T, ti, basis)
+    st = T.steps[tf["step_start"]]
+    return _ceil_div(octets, st["unit"]) * st["price"]
+
+
+@njit(cache=_CACHE)
+def _affordable(T, ti, basis, money, want):
+    """The most octets (<= want) that cost at most `money`, `basis` octets
+    having been charged already."""
+    if ti < 0 or T.tariffs[ti]["free"] or want <= 0 or money >= BIG:
+        return want                        # BIG: no limit (postpaid)
+    if money <= 0:
+        return 0
+    tf = T.tariffs[ti]
+    if tf["rounding"] != CUMULATIVE:
+        st = T.steps[tf["step_start"]]
+        can = (money // st["price"]) * st["unit"]
+        return want if can >= want else can
+    # the ladder's total is non-decreasing: find the largest V with L(V) <= budget
+    budget = _ladder(T, ti, basis) + money
+    best = basis
+    first, last = tf["step_start"], tf["step_start"] + tf["step_count"]
+    for j in range(first, last):
+        st = T.steps[j]
+        end = T.steps[j + 1]["start"] if j + 1 < last else BIG
+        if end <= basis:
+            continue
+        lo = st["start"] if st["start"] > basis else basis
+        if _ladder(T, ti, lo) > budget:
+            break                          # a flat jump it cannot pay for
+        if st["price"] == 0:
+            top = end - 1
+        else:
+            top = st["start"] + ((budget - st["base"]) // st["price"]) * st["unit"]
+            if top > end - 1:
+                top = end - 1
+        if top > best:
+            best = top
+        if top < end - 1:
+            break
+    got = best - basis
+    return want if got >= want else got
+
+
+@njit(cache=_CACHE)
+def _mode(pl, ti, buckets):
+    """What happens to traffic no bucket covers: zero-rated traffic is free,
+    a rate that bypasses the buckets charges its tariff, else the plan decides."""
+    if ti == FREE_RATE:
+        return FREE
+    if not buckets and ti >= 0:
+        return CHARGE
+    return pl["after_bundle"]
+
+
+@njit(cache=_CACHE)
+def _caps_active(pl, payer_row):
+    return not (pl["reopen"] and payer_row["reopened"])
+
+
+@njit(cache=_CACHE)
+def _debit_money(T, subs, row, ti, buckets, octets, m):
+    """Charge `octets` no bucket covered, at tariff `ti`, to the payer."""
+    pl = T.plans[subs[row]["plan"]]
+    if _mode(pl, ti, buckets) != CHARGE:
+        return
+    payer = subs[row]["payer"]
+    py = subs[payer]
+    charge = _cost(T, ti, py["over_used"], octets)
+    if not T.tariffs[ti]["free"]:
+        py["over_used"] += octets
+    if pl["fee_cap"] >= 0 and _caps_active(pl, py):
+        room = pl["fee_cap"] - py["spent"]
+        room = room if room > 0 else 0
+        if charge > room:
+            charge = room                  # never charged beyond the fee cap
+    py["balance"] -= charge
+    py["spent"] += charge
+    m["charged"] += charge
+
+
+@njit(cache=_CACHE)
+def _debit(T, subs, row, rg, t, used, m, hc, hv):
+    """Reported usage: buckets first, then money; rated as of time `t`."""
+    sec = _local_sec(T, subs, row, t)
+    ti, buckets = _rate(T, subs[row]["plan"], rg, sec)
+    got = 0
+    if buckets:
+        got, _, _ = _walk(T, subs, row, rg, sec, t, used, hc, hv, False)
+    m["from_bundle"] += got
+    subs[row]["total_used"] += used
+    if used - got > 0:
+        _debit_money(T, subs, row, ti, buckets, used - got, m)
+
+
+# ---------------------------------------------------------------- grants
+@njit(cache=_CACHE)
+def _grant(T, subs, row, rg, now, want, hc, hv, out):
+    """Reserve up to `want` octets now. Holds go to hc/hv; `out` receives
+    [granted, money, over, total, pool, fui, reason]; the caller keeps the
+    bucket holds and applies the rest with `_hold`. Returns granted."""
+    for k in range(HOLDS):
+        hc[k] = -1
+        hv[k] = 0
+    for k in range(7):
+        out[k] = 0
+    s = subs[row]
+    pl = T.plans[s["plan"]]
+    reason = 0
+    fui = FUI_NONE
+    at_ceiling = False
+    if pl["ceiling"] >= 0:
+        room = pl["ceiling"] - s["total_used"] - s["total_res"]
+        if room <= 0:
+            out[5], out[6] = FUI_TERMINATE, R_CEILING
+            return 0
+        if room <= want:
+            want, at_ceiling = room, True
+    sec = _local_sec(T, subs, row, now)
+    ti, buckets = _rate(T, s["plan"], rg, sec)
+    got, pool, full = 0, 0, 0
+    if buckets:
+        got, pool, full = _walk(T, subs, row, rg, sec, now, want, hc, hv, True)
+    rem = want - got
+    over, money = 0, 0
+    if rem > 0 and full == 0:
+        mode = _mode(pl, ti, buckets)
+        if mode == CHARGE and ti < 0:
+            mode = STOP
+        if mode == CHARGE:
+            py = subs[s["payer"]]
+            free_tariff = T.tariffs[ti]["free"] != 0
+            basis = py["over_used"] + py["over_res"]
+            credit = BIG if pl["postpaid"] else py["balance"] - py["res_money"]
+            v_credit = _affordable(T, ti, basis, credit, rem)
+            v_cap = rem
+            capped = _caps_active(pl, py) and not free_tariff and pl["cap_action"] != FREE
+            if capped and pl["fee_cap"] >= 0:
+                v_cap = _affordable(T, ti, basis, pl["fee_cap"] - py["spent"] - py["res_money"], rem)
+            if capped and pl["volume_cap"] >= 0:
+                room = pl["volume_cap"] - py["over_used"] - py["over_res"]
+                room = room if room > 0 else 0
+                v_cap = room if room < v_cap else v_cap
+            v = v_credit if v_credit < v_cap else v_cap
+            charged = True
+            if v < rem:
+                if v_cap <= v_credit:
+                    reason |= R_CAP
+                    if pl["cap_action"] == THROTTLE:
+                        fui = FUI_RESTRICT
+                        if v == 0 and got == 0:
+                            v, charged = rem, False     # capped: throttled quota from now on
+                            reason |= R_THROTTLED
+                    else:
+                        fui = FUI_TERMINATE
+                else:
+                    reason |= R_CREDIT
+                    fui = FUI_TERMINATE
+            if charged:
+                money = _cost(T, ti, basis, v)
+                if pl["fee_cap"] >= 0 and _caps_active(pl, py):
+                    room = pl["fee_cap"] - py["spent"] - py["res_money"]
+                    room = room if room > 0 else 0
+                    money = room if money > room else money
+                over = 0 if free_tariff else v
+            got += v
+        elif mode == THROTTLE:
+            fui = FUI_RESTRICT         # the bundle ends here: throttled after these units
+            if got == 0:
+                got = rem              # throttled quota, free
+                reason |= R_THROTTLED
+        elif mode == STOP:
+            fui = FUI_TERMINATE
+            if got == 0:
+                reason |= R_CREDIT
+        else:
+            got += rem
+    if at_ceiling and got == want:
+        fui = FUI_TERMINATE
+        reason |= R_CEILING
+    out[0], out[1], out[2], out[3], out[4], out[5], out[6] = got, money, over, got, pool, fui, reason
+    return got
+
+
+@njit(cache=_CACHE)
+def _quote(T, subs, row, rg, now, want, hc, hv):
+    """What `want` octets would cost now, buckets first (a price enquiry)."""
+    pl = T.plans[subs[row]["plan"]]
+    sec = _local_sec(T, subs, row, now)
+    ti, buckets = _rate(T, subs[row]["plan"], rg, sec)
+    got = 0
+    if buckets:
+        got, _, _ = _walk(T, subs, row, rg, sec, now, want, hc, hv, True)
+        _unhold(subs, row, hc, hv, 0, 0, 0)
+    if _mode(pl, ti, buckets) != CHARGE:
+        return 0
+    py = subs[subs[row]["payer"]]
+    return _cost(T, ti, py["over_used"] + py["over_res"], want - got)
+
+
+@njit(cache=_CACHE)
+def _hold(subs, row, out):
+    py = subs[row]["payer"]
+    subs[py]["res_money"] += out[1]
+    subs[py]["over_res"] += out[2]
+    subs[row]["total_res"] += out[3]
+
+
+@njit(cache=_CACHE)
+def _unhold(subs, row, hc, hv, money, over, total):
+    """Give back what a grant held (its bucket holds, money and counts)."""
+    for k in range(HOLDS):
+        if hc[k] >= 0:
+            _cand_add(subs, row, hc[k], 0, -hv[k])
+            hc[k] = -1
+            hv[k] = 0
+    py = subs[row]["payer"]
+    subs[py]["res_money"] -= money
+    subs[py]["over_res"] -= over
+    subs[row]["total_res"] -= total
+
+
+@njit(cache=_CACHE)
+def _release(subs, sessions, row, sess, slot):
+    x = sessions[sess]
+    _unhold(subs, row, x["hold_c"][slot], x["hold_v"][slot], x["res_money"][slot], x["res_over"][slot],
+            x["res_total"][slot])
+    x["res_money"][slot] = 0
+    x["res_over"][slot] = 0
+    x["res_total"][slot] = 0
+    x["res_pool"][slot] = 0
+    x["granted"][slot] = 0
 
 
 @njit(cache=_CACHE)
@@ -149,9 +614,86 @@ def _find_slot(sessions, sess, rg):
 
 
 @njit(cache=_CACHE)
-def _charge(reqs, msccs, subs, sessions, plans, rgs, denied, now, dirty_subs, dirty_sess):
+def _validity(T, subs, row, now, hc):
+    """Validity-Time: the plan's, cut at the next tariff or bucket band edge
+    and at the end of a pack held, so usage is reported before the rate changes."""
+    pl = T.plans[subs[row]["plan"]]
+    v = pl["validity"]
+    sec = _local_sec(T, subs, row, now)
+    for e in range(pl["edge_start"], pl["edge_start"] + pl["edge_count"]):
+        d = (T.edges[e] - sec) % 86400
+        if 0 < d < v:
+            v = d
+    for k in range(HOLDS):
+        c = hc[k]
+        if c >= 0 and c % 8 >= PLAN_BUCKETS:
+            r = _cand_row(subs, row, c)
+            left = subs[r]["k_until"][c % 8 - PLAN_BUCKETS] - now
+            if 0 < left < v:
+                v = int(np.ceil(left))
+    return v
+
+
+# ---------------------------------------------------------------- thresholds
+@njit(cache=_CACHE)
+def _thresholds(T, subs, row, reasons, events, ne):
+    """Announce each threshold the row crossed, once per period."""
+    s = subs[row]
+    p = s["plan"]
+    pl = T.plans[p]
+    for k in range(pl["thr_count"]):
+        bit = np.int64(1) << k
+        if s["notified"] & bit:
+            continue
+        th = T.thresholds[pl["thr_start"] + k]
+        kind = th["kind"]
+        value = np.int64(0)
+        hit = False
+        if kind == T_BUCKET:
+            vol = T.buckets[pl["bucket_start"] + th["bucket"]]["volume"]
+            value = s["b_used"][th["bucket"]]
+            hit = vol > 0 and value * 100 >= th["value"] * vol
+        elif kind == T_SPENT:
+            value = s["spent"]
+            hit = value >= th["value"]
+        elif kind == T_CAP:
+            hit = (reasons & R_CAP) != 0
+            value = s["spent"]
+        elif kind == T_THROTTLED:
+            hit = (reasons & R_THROTTLED) != 0
+            value = s["total_used"]
+        elif kind == T_CEILING:
+            hit = (reasons & R_CEILING) != 0
+            value = s["total_used"]
+        elif kind == T_CREDIT:
+            hit = (reasons & R_CREDIT) != 0
+            value = s["balance"]
+        if hit and ne < events.shape[0]:
+            s["notified"] |= bit
+            ev = events[ne]
+            ev["sub"], ev["plan"], ev["threshold"], ev["value"] = row, p, k, value
+            ne += 1
+    return ne
+
+
+# ---------------------------------------------------------------- the batch
+@njit(cache=_CACHE)
+def _touch(T, subs, row, now, dirty, nd):
+    for r in (row, subs[row]["pool"], subs[row]["payer"]):
+        _rollover(T, subs, r, now)
+        dirty[nd] = r
+        nd += 1
+    return nd
+
+
+@njit(cache=_CACHE)
+def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events, counts):
     nds = 0
     ndx = 0
+    ne = 0
+    hc = np.empty(HOLDS, np.int8)
+    hv = np.empty(HOLDS, np.int64)
+    out = np.zeros(7, np.int64)
     for i in range(reqs.shape[0]):
         r = reqs[i]
         if r["result"] != 0:
@@ -160,86 +702,95 @@ def _charge(reqs, msccs, subs, sessions, plans, rgs, denied, now, dirty_subs, di
         if sub < 0 or sub >= subs.shape[0]:
             r["result"] = USER_UNKNOWN
             continue
+        nds = _touch(T, subs, sub, now, dirty_subs, nds)
         p = subs[sub]["plan"]
-        pl = plans[p]
-        _rollover(subs, sub, pl["period"])
-        dirty_subs[nds] = sub
-        nds += 1
+        pl = T.plans[p]
         sess = r["sess"]
         is_event = r["type"] == EVENT_REQUEST
+        action = r["action"] if is_event else -1
         ok = r["mscc_count"] == 0
         first_fail = 0
+        reasons = 0
         for j in range(r["mscc_start"], r["mscc_start"] + r["mscc_count"]):
             m = msccs[j]
             rg = m["rg"]
             m["granted"] = -1
-            m["final"] = 0
+            m["final"] = FUI_NONE
+            m["filter"] = -1
             m["charged"] = 0
             m["from_bundle"] = 0
             slot = -1
+            t_rate = now
             if not is_event:
                 slot = _find_slot(sessions, sess, rg)
                 if slot >= 0:
+                    t_rate = sessions[sess]["grant_t"][slot]
                     _release(subs, sessions, sub, sess, slot)
-            rating = _rating(plans, p, rgs, denied, rg)
+            rating = _rating(T, p, rg)
             if m["used"] > 0 and rating == 0:
-                _debit(subs, plans, sub, p, m)
+                _debit(T, subs, sub, rg, t_rate, m["used"], m, hc, hv)
             if m["used_time"] > 0:
                 subs[sub]["used_time"] += m["used_time"]
             result = SUCCESS
             if rating != 0:
                 result = rating
-            elif m["has_rsu"] and r["type"] != TERMINATION_REQUEST:
+            elif m["has_rsu"] and r["type"] != TERMINATION_REQUEST and action != CHECK_BALANCE:
                 want = m["rsu_octets"] if m["rsu_octets"] > 0 else pl["default_grant"]
-                if is_event and r["action"] == CHECK_BALANCE:
-                    want = 0
                 if want > pl["max_grant"]:
                     want = pl["max_grant"]
-                action = r["action"] if is_event else -1
                 if action == REFUND_ACCOUNT:
                     # RFC 4006 6.4: give back the money value of the units
-                    back = _ceil_div(want, pl["unit"]) * pl["price"] if pl["price"] > 0 else 0
-                    subs[sub]["balance"] += back
-                    subs[sub]["spent"] -= back
+                    back = _cost(T, pl["tariff"], 0, want) if pl["tariff"] >= 0 else 0
+                    payer = subs[sub]["payer"]
+                    subs[payer]["balance"] += back
+                    subs[payer]["spent"] -= back
                     m["charged"] -= back
-                    want = -1
                 elif action == PRICE_ENQUIRY:
                     # RFC 4006 6.5: the price, nothing debited or reserved
-                    m["charged"] = _price(subs, plans, sub, p, want)
-                    want = -1
-                gb, go, money = _grant(subs, plans, sub, p, want) if want >= 0 else (0, 0, 0)
-                granted = gb + go
-                if want < 0:
-                    pass
-                elif granted == 0 and want > 0:
-                    result = CREDIT_LIMIT_REACHED
-                    m["final"] = 1
-                elif is_event:
-                    if granted < want:
-                        # direct debiting is all or nothing (RFC 4006 section 6.3)
-                        result = CREDIT_LIMIT_REACHED
-                    else:
-                        m["used"] = granted
-                        _debit(subs, plans, sub, p, m)
-                        m["granted"] = granted
-                        m["validity"] = 0
+                    m["charged"] = _quote(T, subs, sub, rg, now, want, hc, hv)
                 else:
-                    if slot < 0:
-                        slot = _find_slot(sessions, sess, SLOT_FREE)
-                    if slot < 0:
-                        result = RESOURCES_EXCEEDED
+                    granted = _grant(T, subs, sub, rg, now, want, hc, hv, out)
+                    reasons |= out[6]
+                    if granted == 0:
+                        result = CREDIT_LIMIT_REACHED
+                        m["final"] = FUI_TERMINATE
+                        _unhold(subs, sub, hc, hv, 0, 0, 0)
+                    elif is_event:
+                        _unhold(subs, sub, hc, hv, 0, 0, 0)
+                        if granted < want:
+                            # direct debiting is all or nothing (RFC 4006 section 6.3)
+                            result = CREDIT_LIMIT_REACHED
+                        else:
+                            m["used"] = granted
+                            _debit(T, subs, sub, rg, now, granted, m, hc, hv)
+                            m["granted"] = granted
+                            m["validity"] = 0
                     else:
-                        sessions[sess]["rg"][slot] = rg
-                        sessions[sess]["res_bundle"][slot] = gb
-                        sessions[sess]["res_money"][slot] = money
-                        sessions[sess]["granted"][slot] = granted
-                        subs[sub]["res_bundle"] += gb
-                        subs[sub]["res_money"] += money
-                        m["granted"] = granted
-                        m["granted_time"] = m["rsu_time"]
-                        m["final"] = 1 if granted < want else 0
-                        m["validity"] = pl["validity"]
-                        slot = -2  # keep
+                        if slot < 0:
+                            slot = _find_slot(sessions, sess, SLOT_FREE)
+                        if slot < 0:
+                            result = RESOURCES_EXCEEDED
+                            _unhold(subs, sub, hc, hv, 0, 0, 0)
+                        else:
+                            x = sessions[sess]
+                            _hold(subs, sub, out)
+                            x["rg"][slot] = rg
+                            x["granted"][slot] = granted
+                            x["grant_t"][slot] = now
+                            x["res_money"][slot] = out[1]
+                            x["res_over"][slot] = out[2]
+                            x["res_total"][slot] = out[3]
+                            x["res_pool"][slot] = out[4]
+                            for k in range(HOLDS):
+                                x["hold_c"][slot, k] = hc[k]
+                                x["hold_v"][slot, k] = hv[k]
+                            m["granted"] = granted
+                            m["granted_time"] = m["rsu_time"]
+                            m["final"] = out[5]
+                            m["validity"] = _validity(T, subs, sub, now, hc)
+                            slot = -2  # keep
+                    if m["final"] == FUI_RESTRICT:
+                        m["filter"] = pl["filter"]
             if slot >= 0:
                 sessions[sess]["rg"][slot] = SLOT_FREE
             m["result"] = result
@@ -247,14 +798,15 @@ def _charge(reqs, msccs, subs, sessions, plans, rgs, denied, now, dirty_subs, di
                 ok = True
             elif first_fail == 0:
                 first_fail = result
-        if is_event and r["action"] == CHECK_BALANCE:
-            # ENOUGH_CREDIT (0) if at least one more unit could be granted (RFC 4006 8.6)
-            free = subs[sub]["balance"] - subs[sub]["res_money"]
-            bundle_left = pl["bundle"] - subs[sub]["bundle_used"] - subs[sub]["res_bundle"]
-            price = pl["price"]
-            enough = bundle_left > 0 or price == 0 or (price > 0 and free >= price)
-            r["check_balance"] = 0 if enough else 1
+        if action == CHECK_BALANCE:
+            # ENOUGH_CREDIT (0) if at least one more octet could be granted (RFC 4006 8.6)
+            rg = msccs[r["mscc_start"]]["rg"] if r["mscc_count"] > 0 else -1
+            granted = _grant(T, subs, sub, rg, now, 1, hc, hv, out)
+            _unhold(subs, sub, hc, hv, 0, 0, 0)
+            r["check_balance"] = 0 if granted > 0 and out[6] & R_THROTTLED == 0 else 1
         r["result"] = SUCCESS if ok else first_fail
+        for row in (sub, subs[sub]["pool"], subs[sub]["payer"]):
+            ne = _thresholds(T, subs, row, reasons if row == sub else 0, events, ne)
         if sess >= 0:
             dirty_sess[ndx] = sess
             ndx += 1
@@ -262,7 +814,7 @@ def _charge(reqs, msccs, subs, sessions, plans, rgs, denied, now, dirty_subs, di
                 _close_session(subs, sessions, sess)
             else:
                 sessions[sess]["expiry"] = now + 2.0 * pl["validity"]
-    return nds, ndx
+    counts[0], counts[1], counts[2] = nds, ndx, ne
 
 
 @njit(cache=_CACHE)
@@ -278,15 +830,49 @@ def _close_session(subs, sessions, sess):
 @njit(cache=_CACHE)
 def _expire(subs, sessions, now, dirty_subs, dirty_sess):
     n = 0
+    nd = 0
     for s in range(sessions.shape[0]):
         if sessions[s]["sub"] >= 0 and sessions[s]["expiry"] <= now:
-            dirty_subs[n] = sessions[s]["sub"]
+            row = sessions[s]["sub"]
+            for r in (row, subs[row]["pool"], subs[row]["payer"]):
+                dirty_subs[nd] = r
+                nd += 1
             dirty_sess[n] = s
             n += 1
             _close_session(subs, sessions, s)
             if n == dirty_sess.shape[0]:
                 break
-    return n
+    return n, nd
+
+
+@njit(cache=_CACHE)
+def _rebuild(subs, sessions, n_subs):
+    """Recount every row's held amounts from the open sessions."""
+    for r in range(n_subs):
+        s = subs[r]
+        for i in range(PLAN_BUCKETS):
+            s["b_res"][i] = 0
+        for k in range(PACKS):
+            s["k_res"][k] = 0
+        s["res_money"] = 0
+        s["over_res"] = 0
+        s["total_res"] = 0
+        s["pool_res"] = 0
+    for x in range(sessions.shape[0]):
+        row = sessions[x]["sub"]
+        if row < 0:
+            continue
+        for slot in range(SLOTS):
+            if sessions[x]["rg"][slot] == SLOT_FREE:
+                continue
+            for k in range(HOLDS):
+                c = sessions[x]["hold_c"][slot, k]
+                if c >= 0:
+                    _cand_add(subs, row, c, 0, sessions[x]["hold_v"][slot, k])
+            py = subs[row]["payer"]
+            subs[py]["res_money"] += sessions[x]["res_money"][slot]
+            subs[py]["over_res"] += sessions[x]["res_over"][slot]
+            subs[row]["total_res"] += sessions[x]["res_total"][slot]
 
 
 def _check(arr: np.ndarray, dtype: np.dtype, name: str) -> None:
@@ -294,30 +880,60 @@ def _check(arr: np.ndarray, dtype: np.dtype, name: str) -> None:
         raise TypeError(f"{name} has dtype {arr.dtype}, expected the {name} table dtype")
 
 
-def charge_batch(reqs, msccs, subs, sessions, plans, rgs, denied, now: float):
+def charge_batch(reqs, msccs, subs, sessions, tables: Tables, now: float):
     """Rate, debit and reserve a batch; returns the subscriber and session
-    rows it changed (for the journal)."""
+    rows it changed (for the journal) and the thresholds it crossed."""
     _check(reqs, REQUEST, "REQUEST")
     _check(msccs, MSCC, "MSCC")
     _check(subs, SUBSCRIBER, "SUBSCRIBER")
     _check(sessions, SESSION, "SESSION")
-    _check(plans, PLAN, "PLAN")
+    _check(tables.plans, PLAN, "PLAN")
+    _check(tables.zones, ZONE, "ZONE")
     n = reqs.shape[0]
-    dirty_subs = np.empty(n, np.int64)
+    dirty_subs = np.empty(3 * n, np.int64)
     dirty_sess = np.empty(n, np.int64)
-    nds, ndx = _charge(reqs, msccs, subs, sessions, plans, rgs, denied, float(now), dirty_subs, dirty_sess)
-    return dirty_subs[:nds], dirty_sess[:ndx]
+    events = np.zeros(8 * n + 64, EVENT_DTYPE)
+    counts = np.zeros(3, np.int64)
+    _charge(reqs, msccs, subs, sessions, tables, float(now), dirty_subs, dirty_sess, events, counts)
+    nds, ndx, ne = counts
+    return dirty_subs[:nds], dirty_sess[:ndx], events[:ne]
 
 
 def expire_sessions(subs, sessions, now: float, limit: int = 65536):
     """Release the reservations of sessions past their Tcc deadline
     (RFC 4006 section 13); returns the changed subscriber and session rows."""
-    dirty_subs = np.empty(limit, np.int64)
+    dirty_subs = np.empty(3 * limit, np.int64)
     dirty_sess = np.empty(limit, np.int64)
-    n = _expire(subs, sessions, float(now), dirty_subs, dirty_sess)
-    return dirty_subs[:n], dirty_sess[:n]
+    n, nd = _expire(subs, sessions, float(now), dirty_subs, dirty_sess)
+    return dirty_subs[:nd], dirty_sess[:n]
 
 
 def close_session(subs, sessions, sess: int) -> None:
     """Release every reservation of a session and free its row."""
     _close_session(subs, sessions, sess)
+
+
+def rebuild_reservations(subs, sessions, n_subs: int) -> None:
+    """Recount held amounts from the sessions (after the rules moved rows
+    between pools or payers)."""
+    _rebuild(subs, sessions, n_subs)
+
+
+def add_pack(subs, tables: Tables, row: int, pack: int, now: float) -> int:
+    """Give a subscriber a pack (a purchase, a gift, a trial); the slot or -1."""
+    _rollover(tables, subs, row, float(now))
+    _rollover(tables, subs, int(subs[row]["pool"]), float(now))
+    return int(_add_pack(tables, subs, row, pack, float(now)))
+
+
+def rollover(subs, tables: Tables, row: int, now: float) -> None:
+    _rollover(tables, subs, row, float(now))
+
+
+def period_bounds(subs, tables: Tables, row: int) -> tuple[int, float]:
+    """(period id, epoch time it ends) of a row, as of the zone table."""
+    pid, _ = _period(tables, subs, row)
+    return int(pid), float(_period_end(tables, subs, row))
+
+
+from .tables import EVENT as EVENT_DTYPE  # noqa: E402  (the kernel's output record)

@@ -3,22 +3,55 @@
 Money is an int64 count of micro-units of the plan's currency (1 yuan =
 1,000,000), so tariffs such as 0.0003 yuan per KB are exact integers; volume
 is int64 octets. The kernels read and write only these arrays.
+
+Accounts. A subscriber row is also an account: its own plan buckets and
+packs, its money (balance, period spend) and its period counters. A member
+of a shared plan points at two other rows: `pool`, the row whose shared
+buckets and shared packs it draws from, and `payer`, the row whose money
+pays its overage. Both are the row itself for a plain subscriber.
+
+Candidates. A reservation remembers which buckets it holds by candidate
+number: 0-3 the row's own plan buckets, 4-7 its own packs, 8-11 the pool
+row's plan buckets, 12-15 the pool row's packs.
 """
 import numpy as np
 
 SLOTS = 8          # rating-group reservations one session can hold at once
 NO_RG = -1         # an MSCC without Rating-Group, or top-level units
+PLAN_BUCKETS = 4   # buckets a plan may declare
+PACKS = 4          # packs a subscriber may hold at once
+HOLDS = 4          # buckets one grant may draw from
+THRESHOLDS = 64    # per plan (one bit each in `notified`)
 
 SUBSCRIBER = np.dtype([
     ("plan", np.int32),
     ("active", np.int8),
-    ("balance", np.int64),        # micro-units; may go below 0 only by over-reported usage
-    ("period", np.int64),         # the bundle period these counters belong to
-    ("bundle_used", np.int64),    # octets taken from the bundle this period
-    ("overage_used", np.int64),   # octets charged as overage this period
+    ("reopened", np.int8),        # the caps are lifted for this period (reopen on request)
+    ("zone", np.int16),           # -1: the plan's timezone
+    ("anchor", np.int32),         # local day number of activation (anniversary periods)
+    ("payer", np.int64),          # row whose money pays this row's overage
+    ("pool", np.int64),           # row holding the shared buckets this row draws from
+    ("pool_cap", np.int64),       # a member's sub-cap on the pool per period, octets; -1 none
+    ("pool_used", np.int64),      # octets this member took from the pool this period
+    ("pool_res", np.int64),
+    ("balance", np.int64),        # micro-units; below 0 only by over-reported usage or postpaid
+    ("period", np.int64),         # the period these counters belong to
+    ("b_used", np.int64, (PLAN_BUCKETS,)),   # octets taken from each plan bucket this period
+    ("b_res", np.int64, (PLAN_BUCKETS,)),    # octets held by open reservations
+    ("k_def", np.int32, (PACKS,)),           # pack definition; -1: empty slot
+    ("k_vol", np.int64, (PACKS,)),
+    ("k_used", np.int64, (PACKS,)),
+    ("k_res", np.int64, (PACKS,)),
+    ("k_from", np.float64, (PACKS,)),        # validity window, epoch seconds
+    ("k_until", np.float64, (PACKS,)),
+    ("over_used", np.int64),      # octets charged as money this period (caps, ladders)
+    ("over_res", np.int64),
     ("spent", np.int64),          # micro-units charged this period
-    ("res_bundle", np.int64),     # bundle octets held by open reservations
     ("res_money", np.int64),      # micro-units held by open reservations
+    ("total_used", np.int64),     # every octet this period (the absolute ceiling)
+    ("total_res", np.int64),
+    ("notified", np.int64),       # thresholds already announced this period, one bit each
+    ("last_total", np.int64),     # total_used of the period before (trial packs)
     ("used_time", np.int64),      # seconds reported (time units are accepted, not rated)
 ], align=True)
 
@@ -27,16 +60,49 @@ SESSION = np.dtype([
     ("expiry", np.float64),       # Tcc deadline (RFC 4006 section 13)
     ("last_number", np.int64),
     ("rg", np.int64, (SLOTS,)),   # rating group per slot; SLOT_FREE when empty
-    ("res_bundle", np.int64, (SLOTS,)),
-    ("res_money", np.int64, (SLOTS,)),
     ("granted", np.int64, (SLOTS,)),
+    ("grant_t", np.float64, (SLOTS,)),       # when the grant was made: its usage is rated then
+    ("res_money", np.int64, (SLOTS,)),
+    ("res_over", np.int64, (SLOTS,)),
+    ("res_total", np.int64, (SLOTS,)),
+    ("res_pool", np.int64, (SLOTS,)),
+    ("hold_c", np.int8, (SLOTS, HOLDS)),     # candidate number per hold; -1 none
+    ("hold_v", np.int64, (SLOTS, HOLDS)),
 ], align=True)
 SLOT_FREE = np.iinfo(np.int64).min
 
+# What happens to traffic no bucket covers, and once a cap is reached.
+CHARGE, THROTTLE, STOP, FREE = 0, 1, 2, 3
+# Period kinds and resets.
+MONTH, QUARTER, DAYS = 0, 1, 2
+CALENDAR, ANNIVERSARY = 0, 1
+
 PLAN = np.dtype([
-    ("bundle", np.int64),         # octets per period
-    ("unit", np.int64),           # overage rounding unit, octets (per started unit)
-    ("price", np.int64),          # micro-units per overage unit; -1: no overage (data stops)
+    ("zone", np.int32),
+    ("period_kind", np.int8),
+    ("reset", np.int8),
+    ("postpaid", np.int8),
+    ("after_bundle", np.int8),    # CHARGE, THROTTLE or STOP
+    ("cap_action", np.int8),      # STOP, THROTTLE or FREE
+    ("reopen", np.int8),          # a reopen lifts the fee and volume caps for the period
+    ("period_days", np.int32),
+    ("period_anchor", np.int32),  # local day number periods of DAYS count from
+    ("fee_cap", np.int64),        # micro-units of charges per period; -1 none
+    ("volume_cap", np.int64),     # octets charged as money per period; -1 none
+    ("ceiling", np.int64),        # every octet per period, nothing lifts it; -1 none
+    ("tariff", np.int32),         # default money tariff; -1 none
+    ("filter", np.int32),         # throttle Filter-Id index; -1 none
+    ("trial", np.int32),          # pack given to new or zero-usage subscribers; -1 none
+    ("bucket_start", np.int32),
+    ("bucket_count", np.int32),
+    ("order_start", np.int32),    # consumption order entries
+    ("order_count", np.int32),
+    ("rate_start", np.int32),
+    ("rate_count", np.int32),
+    ("thr_start", np.int32),
+    ("thr_count", np.int32),
+    ("edge_start", np.int32),     # time-of-day band edges (seconds), for Validity-Time
+    ("edge_count", np.int32),
     ("default_grant", np.int64),
     ("max_grant", np.int64),
     ("validity", np.int32),       # Validity-Time, seconds
@@ -45,7 +111,76 @@ PLAN = np.dtype([
     ("rg_count", np.int32),
     ("deny_start", np.int32),
     ("deny_count", np.int32),
-    ("period", np.int64),         # the current period id, set before each batch
+], align=True)
+
+# A plan bucket or a pack definition: volume, which traffic, when.
+BUCKET = np.dtype([
+    ("volume", np.int64),
+    ("shared", np.int8),          # held on the pool row
+    ("rg_start", np.int32),       # rating groups it covers (rg_count -1: all)
+    ("rg_count", np.int32),
+    ("hour_from", np.int32),      # local seconds of day; -1: all day
+    ("hour_to", np.int32),
+    ("price", np.int64),          # packs: micro-units the purchase costs
+    ("days", np.int32),           # packs: validity in days; 0: until the period ends
+], align=True)
+
+# Order entries: >= 0 a plan bucket (index within the plan); ANY_PACK every
+# pack not named; <= PACK_BASE - d names pack definition d.
+ANY_PACK = -1
+PACK_BASE = -2
+
+RATE = np.dtype([
+    ("rg_start", np.int32),
+    ("rg_count", np.int32),       # -1: any rating group
+    ("hour_from", np.int32),
+    ("hour_to", np.int32),
+    ("tariff", np.int32),         # FREE_RATE: zero-rated
+    ("buckets", np.int8),         # 1: the traffic draws from the buckets first
+], align=True)
+FREE_RATE = -2                    # a rate's tariff for zero-rated traffic (-1 in a plan: no tariff)
+
+# A tariff is a ladder of steps over the period's charged volume; a flat
+# tariff is one step. Rounding: PER_REPORT rounds each report up to whole
+# units (flat tariffs only); CUMULATIVE prices the period's running total.
+PER_REPORT, CUMULATIVE = 0, 1
+TARIFF = np.dtype([
+    ("step_start", np.int32),
+    ("step_count", np.int32),
+    ("rounding", np.int8),
+    ("free", np.int8),            # every step costs nothing: does not count toward caps
+], align=True)
+
+STEP = np.dtype([
+    ("start", np.int64),          # octets of charged volume where the step begins
+    ("base", np.int64),           # micro-units the period total costs at `start`
+    ("price", np.int64),          # micro-units per started unit beyond `start`
+    ("unit", np.int64),
+], align=True)
+
+# Threshold kinds; each fires once per period.
+T_BUCKET, T_SPENT, T_CAP, T_THROTTLED, T_CEILING, T_CREDIT = 0, 1, 2, 3, 4, 5
+THRESHOLD = np.dtype([
+    ("kind", np.int8),
+    ("bucket", np.int32),         # T_BUCKET: plan bucket index
+    ("value", np.int64),          # T_BUCKET: percent; T_SPENT: micro-units
+], align=True)
+
+EVENT = np.dtype([
+    ("sub", np.int64),            # the row the threshold is about
+    ("plan", np.int32),
+    ("threshold", np.int32),      # index within the plan's thresholds
+    ("value", np.int64),          # the counter that crossed it
+], align=True)
+
+# The local calendar of each timezone, filled in before every batch.
+ZONE = np.dtype([
+    ("day", np.int64),            # local days since 1970-01-01
+    ("sec", np.int32),            # local seconds since midnight
+    ("year", np.int32),
+    ("month", np.int32),
+    ("mday", np.int32),
+    ("offset", np.int64),         # seconds east of UTC
 ], align=True)
 
 REQUEST = np.dtype([
@@ -59,6 +194,9 @@ REQUEST = np.dtype([
     ("check_balance", np.int32),  # Check-Balance-Result, -1 none
 ], align=True)
 
+# Final-Unit-Indication in an MSCC.
+FUI_NONE, FUI_TERMINATE, FUI_RESTRICT = 0, 1, 2
+
 MSCC = np.dtype([
     ("rg", np.int64),             # NO_RG when absent
     ("service_id", np.int64),     # Service-Identifier, -1 when absent
@@ -70,10 +208,11 @@ MSCC = np.dtype([
     ("result", np.int32),
     ("granted", np.int64),        # -1: no GSU in the answer
     ("granted_time", np.int64),
-    ("final", np.int8),           # 1: these are the final units (FUI TERMINATE)
+    ("final", np.int8),           # FUI_NONE, FUI_TERMINATE or FUI_RESTRICT
+    ("filter", np.int32),         # FUI_RESTRICT: Filter-Id index
     ("validity", np.int32),
     ("charged", np.int64),        # micro-units debited for the reported usage
-    ("from_bundle", np.int64),    # octets of the reported usage taken from the bundle
+    ("from_bundle", np.int64),    # octets of the reported usage taken from buckets and packs
 ], align=True)
 
 
@@ -82,4 +221,9 @@ def new_table(dtype: np.dtype, n: int) -> np.ndarray:
     if dtype is SESSION:
         t["sub"] = -1
         t["rg"] = SLOT_FREE
+        t["hold_c"] = -1
+    if dtype is SUBSCRIBER:
+        t["k_def"] = -1
+        t["zone"] = -1
+        t["pool_cap"] = -1
     return t

@@ -37,6 +37,7 @@ class BatchResult:
     answers: list[bytes]          # one per request, in order
     record: dict | None           # the journal record; None if nothing changed
     results: list[int]            # top-level Result-Code per request (for metrics)
+    events: np.ndarray | None = None   # thresholds crossed (EVENT rows), announced once durable
 
 
 def _slow_keys(ccr: CreditControlRequest) -> list[int]:
@@ -52,10 +53,15 @@ class CreditControlApplication:
     def __init__(self, store: EmbeddedStore, rules: RuleSet, identity: LocalIdentity,
                  failure_handling: int = c.CCFH_TERMINATE):
         self.store = store
-        self.rules = rules
+        self.set_rules(rules)
         self.identity = identity
         self.ccfh = failure_handling
         self._origin = identity.origin_avps
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Charge with `rules` from the next batch on (already installed in the store)."""
+        self.rules = rules
+        self._filters = fastcca.FilterIds(rules.filters)
 
     def _subscriber(self, keys) -> int:
         store = self.store
@@ -186,17 +192,17 @@ class CreditControlApplication:
 
         if new_sessions:
             store.start_sessions([row for row, _, _ in new_sessions], new_subs)
-        record = None
+        record = events = None
         if charged:
             charged, numbers = self._answer_repeats(frames, charged, reopened, fr, msccs, slow, req_sess,
                                                     answers, results)
             if charged:
-                record = self._charge(e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub,
-                                      req_sess, numbers, answers, results, new_sessions, now)
+                record, events = self._charge(e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged,
+                                              req_sub, req_sess, numbers, answers, results, new_sessions, now)
         for i, j in copies:
             answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
             results[i] = results[j]
-        return BatchResult(answers, record, results)
+        return BatchResult(answers, record, results, events)
 
     def _answer_repeats(self, frames, charged, reopened, fr, msccs, slow, req_sess, answers, results):
         """A CCR-U/T carrying the CC-Request-Number its session last had is a
@@ -253,7 +259,7 @@ class CreditControlApplication:
         for rg, sids in zip(rgs, service_ids):
             held = [k for k in range(len(row["rg"])) if row["rg"][k] == rg]
             granted = int(row["granted"][held[0]]) if held and rtype != c.TERMINATION_REQUEST else -1
-            body.append(CCA.mscc(rg, sids, c.SUCCESS, granted, 0, int(plan["validity"]), False))
+            body.append(CCA.mscc(rg, sids, c.SUCCESS, granted, 0, int(plan["validity"]), 0))
         return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
     def _charge(self, e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
@@ -293,13 +299,14 @@ class CreditControlApplication:
         # what this batch charges becomes each session's last request number
         sess_n, number_n = numbers
         store.sessions["last_number"][sess_n[sess_n >= 0]] = number_n[sess_n >= 0]
-        rules.set_periods(now)
-        dirty_subs, dirty_sess = kernel.charge_batch(
-            reqs, msccs, store.subs, store.sessions, rules.plan_table, rules.rated_rgs, rules.denied_rgs, now)
+        rules.set_clock(now)
+        dirty_subs, dirty_sess, events = kernel.charge_batch(reqs, msccs, store.subs, store.sessions,
+                                                             rules.tables, now)
 
         fast_sel = np.array([i for i in charged if i not in slow], dtype=np.int64)
         if len(fast_sel):
-            data, offs = fastcca.encode_batch(buf, fr, reqs, msccs, fast_sel, self._origin, self.ccfh)
+            data, offs = fastcca.encode_batch(buf, fr, reqs, msccs, fast_sel, self._origin, self.ccfh,
+                                              self._filters)
             offs = offs.tolist()
             for i, start, end in zip(fast_sel.tolist(), offs, offs[1:]):
                 answers[i] = data[start:end]
@@ -329,22 +336,23 @@ class CreditControlApplication:
                               self._usage(reqs, msccs, sel))
         for row in set(closed.tolist()):
             store.release_session_row(row)
-        return record
+        return record, events if len(events) else None
 
     def _slow_answer(self, ccr: CreditControlRequest, r, msccs, extra: bytes = b"") -> bytes:
         body = []
         start, count = int(r["mscc_start"]), int(r["mscc_count"])
         for j, u in zip(range(start, start + count), ccr.units):
             m = msccs[j]
-            granted, final = int(m["granted"]), bool(m["final"])
+            granted, final = int(m["granted"]), int(m["final"])
+            filter_id = self.rules.filters[int(m["filter"])] if m["filter"] >= 0 else None
             if ccr.top_level:
                 if granted >= 0:
                     body.append(CCA.granted_units(granted, int(m["granted_time"])))
                 if final:
-                    body.append(CCA.FUI_TERMINATE)
+                    body.append(CCA.final_unit_indication(final, filter_id))
             else:
                 body.append(CCA.mscc(u.rating_group, u.service_ids, int(m["result"]), granted,
-                                     int(m["granted_time"]), int(m["validity"]), final))
+                                     int(m["granted_time"]), int(m["validity"]), final, filter_id))
         result = int(r["result"])
         if ccr.top_level and count:
             result = int(msccs[start]["result"])

@@ -11,6 +11,16 @@ AVP_CHECK_BALANCE_RESULT = 422
 FUI_TERMINATE = A.grouped(c.AVP_FINAL_UNIT_INDICATION, [A.u32(c.AVP_FINAL_UNIT_ACTION, c.FUA_TERMINATE)])
 
 
+def final_unit_indication(final: int, filter_id: str | None = None) -> bytes:
+    """RFC 4006 8.34: TERMINATE (final 1), or RESTRICT_ACCESS (final 2) with
+    the Filter-Id of the throttle profile the gateway applies after these units."""
+    if final == 1 or filter_id is None:
+        return FUI_TERMINATE if final == 1 else A.grouped(
+            c.AVP_FINAL_UNIT_INDICATION, [A.u32(c.AVP_FINAL_UNIT_ACTION, c.FUA_RESTRICT_ACCESS)])
+    return A.grouped(c.AVP_FINAL_UNIT_INDICATION, [A.u32(c.AVP_FINAL_UNIT_ACTION, c.FUA_RESTRICT_ACCESS),
+                                                   A.utf8(c.AVP_FILTER_ID, filter_id)])
+
+
 AVP_COST_INFORMATION, AVP_UNIT_VALUE, AVP_VALUE_DIGITS, AVP_EXPONENT, AVP_CURRENCY_CODE = 423, 445, 447, 429, 425
 
 
@@ -30,7 +40,7 @@ def granted_units(octets: int, seconds: int) -> bytes:
 
 
 def mscc(rating_group: int, service_ids, result: int, granted: int, granted_time: int,
-         validity: int, final: bool) -> bytes:
+         validity: int, final: int, filter_id: str | None = None) -> bytes:
     parts = []
     if granted >= 0:
         parts.append(granted_units(granted, granted_time))
@@ -41,7 +51,7 @@ def mscc(rating_group: int, service_ids, result: int, granted: int, granted_time
         parts.append(A.u32(c.AVP_VALIDITY_TIME, validity))
     parts.append(A.u32(c.AVP_RESULT_CODE, result))
     if final:
-        parts.append(FUI_TERMINATE)
+        parts.append(final_unit_indication(final, filter_id))
     return A.grouped(c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, parts)
 
 

@@ -20,6 +20,10 @@ import trio
 from ..config import Config, PeerPolicy
 from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
 from ..gy.app import CreditControlApplication
+from ..notify import Notifier, describe
+from ..rules.compile import RuleError, RuleSet
+from ..rules.install import Installer
+from ..rules.watch import RulesWatch
 from ..store.embedded import EmbeddedStore
 
 log = logging.getLogger("ocs.net")
@@ -47,8 +51,13 @@ class Peer:
 
 class Server:
     def __init__(self, cfg: Config, app: CreditControlApplication, store: EmbeddedStore,
-                 identity: LocalIdentity, policy: PeerPolicy):
+                 identity: LocalIdentity, policy: PeerPolicy, installer: Installer | None = None,
+                 notifier: Notifier | None = None):
         self.cfg = cfg
+        self.installer = installer or Installer(store)
+        self.notifier = notifier
+        self.watch = RulesWatch(cfg.rules, app.rules.version)
+        self._next_rules: RuleSet | None = None
         self.app = app
         self.store = store
         self.identity = identity
@@ -72,6 +81,7 @@ class Server:
         async with trio.open_nursery() as system:
             system.start_soon(self._charging_loop)
             system.start_soon(self._housekeeping)
+            system.start_soon(self._rules_reload)
             async with trio.open_nursery() as peers_nursery:
                 accept_scope = trio.CancelScope()
 
@@ -196,16 +206,25 @@ class Server:
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
+                if self._next_rules is not None:
+                    record = self._install(self._next_rules)
+                    self._next_rules = None
+                    if record is not None:
+                        await send.send(([], [], record, None))
                 if self._expire_due:
                     self._expire_due = False
                     record = self.app.expire(time.time())
                     if record is not None:
-                        await send.send(([], [], record))
+                        await send.send(([], [], record, None))
                 batch, self._pending = self._pending, []
                 if batch:
                     frames = [f for _, chunk in batch for f in chunk]
-                    result = self.app.process(frames, time.time())
-                    await send.send((batch, result.answers, result.record))
+                    now = time.time()
+                    result = self.app.process(frames, now)
+                    events = None
+                    if result.events is not None and self.notifier is not None:
+                        events = describe(result.events, self.app.rules, self.store.label, now)
+                    await send.send((batch, result.answers, result.record, events))
                     self.batches += 1
                     self.requests += len(frames)
 
@@ -218,16 +237,18 @@ class Server:
                     group.append(recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            records = [record for _, _, record in group if record is not None]
+            records = [record for _, _, record, _ in group if record is not None]
             if records:
-                if self._pending or sum(len(answers) for _, answers, _ in group) > SMALL_GROUP:
+                if self._pending or sum(len(answers) for _, answers, _, _ in group) > SMALL_GROUP:
                     # under load: charge the next batch while the disk works
                     await trio.to_thread.run_sync(store.write, *records)
                 else:
                     # idle: a thread hand-off would cost more than the fsync itself
                     store.write(*records)
             ready: dict[Peer, list[bytes]] = {}
-            for batch, answers, _ in group:
+            for batch, answers, _, events in group:
+                if events:
+                    self.notifier.emit(events)
                 at = 0
                 for peer, chunk in batch:
                     ready.setdefault(peer, []).extend(answers[at:at + len(chunk)])
@@ -238,6 +259,47 @@ class Server:
                 job = store.begin_snapshot()
                 if job is not None:
                     nursery.start_soon(trio.to_thread.run_sync, job)
+
+    # ------------------------------------------------------------ rules
+    def _install(self, rules: RuleSet) -> dict | None:
+        """Between two batches: install the new version, or keep the old one."""
+        now = time.time()
+        old = self.app.rules
+        try:
+            self.installer.install(rules, now)
+        except RuleError as e:
+            log.error("rules %s version %s refused, version %s keeps serving: %s",
+                      self.cfg.rules, rules.version, old.version, "; ".join(e.errors))
+            return None
+        self.app.set_rules(rules)
+        self.watch.installed(rules.version)
+        log.info("rules %s: version %s installed (was %s)", self.cfg.rules, rules.version, old.version)
+        return self.store.rules_record(rules.version, now)
+
+    async def _rules_reload(self) -> None:
+        """Reload on SIGHUP, and when the rule files change (polled). The new
+        version is compiled in a worker thread; an invalid one is refused with
+        one log line and the old one keeps serving."""
+        hup = trio.Event()
+
+        async def on_signal():
+            nonlocal hup
+            with trio.open_signal_receiver(signal.SIGHUP) as signals:
+                async for _ in signals:
+                    log.info("SIGHUP: reloading rules from %s", self.cfg.rules)
+                    hup.set()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(on_signal)
+            poll = self.cfg.rules_poll
+            while True:
+                with trio.move_on_after(poll if poll > 0 else math.inf):
+                    await hup.wait()
+                forced, hup = hup.is_set(), trio.Event()
+                candidate = await trio.to_thread.run_sync(self.watch.check, forced)
+                if candidate is not None:
+                    self._next_rules = candidate
+                    self._work.set()
 
     async def _housekeeping(self) -> None:
         """Session supervision: Tcc expiry (RFC 4006 section 13), once a second."""

@@ -2,23 +2,26 @@
 
 Every error names the file and the key path (`$.plan[0].bundle`), and all
 errors of a directory are reported together. A compiled `RuleSet` is
-immutable; its `version` (a digest of the files) is written with every
-charge so each one traces back to the rules that made it.
+immutable but for its zone table (the local calendar, refreshed before each
+batch); its `version` (a digest of the files) is written with every charge
+so each one traces back to the rules that made it.
 """
 from __future__ import annotations
 
 import hashlib
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import numpy as np
 
-from ..engine.tables import PLAN
+from ..engine import tables as TB
+from ..engine.kernel import Tables
 from . import schema as S
+from .plan import PlanCompiler, where
 from .units import parse_money, parse_volume
 
 E164, IMSI = 0, 1
@@ -35,6 +38,10 @@ def subscriber_key(id_type: int, digits: str) -> int:
     return (id_type << 56) | (len(digits) << 50) | int(digits)
 
 
+def local_day(d: date) -> int:
+    return (d - date(1970, 1, 1)).days
+
+
 @dataclass(frozen=True)
 class SubscriberSeed:
     key: int
@@ -42,6 +49,11 @@ class SubscriberSeed:
     plan: int
     balance: int
     aliases: tuple[int, ...] = ()   # the subscriber's other identities (IMSI beside MSISDN)
+    zone: int = -1                  # -1: the plan's timezone
+    anchor: int | None = None       # local day of activation; None: the day it is provisioned
+    pool: int | None = None         # key of the group owner whose pool it draws from
+    payer: int | None = None        # key of the row paying its overage
+    pool_cap: int = -1
 
 
 @dataclass(frozen=True)
@@ -66,33 +78,48 @@ class RuleSet:
     version: str
     plans: list[S.Plan]
     plan_index: dict[str, int]
-    plan_table: np.ndarray
-    rated_rgs: np.ndarray
-    denied_rgs: np.ndarray
+    packs: list[S.Pack]
+    pack_index: dict[str, int]
+    tables: Tables
+    bucket_names: list[list[str]]       # per plan, its buckets in table order
+    filters: list[str]                  # throttle Filter-Ids
     subscribers: list[SubscriberSeed]
     ranges: list[RangeSeed]
+    groups: list[S.Group] = field(default_factory=list)
     zones: list[ZoneInfo] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)   # the source, kept with each version
 
-    def set_periods(self, now: float) -> None:
-        """Write each plan's current period id (calendar month in the plan's
-        timezone) into the plan table, before a batch is charged."""
+    @property
+    def plan_table(self) -> np.ndarray:
+        return self.tables.plans
+
+    def set_clock(self, now: float) -> None:
+        """Fill the zone table with each timezone's local calendar at `now`,
+        before a batch is charged."""
+        zt = self.tables.zones
         for i, tz in enumerate(self.zones):
             t = datetime.fromtimestamp(now, tz)
-            self.plan_table[i]["period"] = t.year * 12 + t.month - 1
+            off = int(t.utcoffset().total_seconds())
+            zt[i]["day"] = local_day(t.date())
+            zt[i]["sec"] = t.hour * 3600 + t.minute * 60 + t.second
+            zt[i]["year"], zt[i]["month"], zt[i]["mday"] = t.year, t.month, t.day
+            zt[i]["offset"] = off
+
+    def today(self, zone: int) -> int:
+        return int(self.tables.zones[zone]["day"])
+
+    def threshold_name(self, plan: int, k: int) -> str:
+        return self.plans[plan].threshold[k].name
 
 
-def _where(path: Path, key: str, msg: str) -> str:
-    return f"{path}: {key}: {msg}"
-
-
-def _decode(path: Path, errors: list[str]) -> S.RuleFile | None:
+def _decode(path: Path, text: bytes, errors: list[str]) -> S.RuleFile | None:
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text.decode())
     except tomllib.TOMLDecodeError as e:
         errors.append(f"{path}: TOML syntax: {e}")
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        errors.append(f"{path}: cannot read: {e}")
+    except UnicodeDecodeError as e:
+        errors.append(f"{path}: not UTF-8: {e}")
         return None
     try:
         return msgspec.convert(raw, S.RuleFile)
@@ -100,84 +127,102 @@ def _decode(path: Path, errors: list[str]) -> S.RuleFile | None:
         text = str(e)
         if " - at `" in text:
             msg, _, key = text.rpartition(" - at `")
-            errors.append(_where(path, key.rstrip("`"), msg))
+            errors.append(where(path, key.rstrip("`"), msg))
         else:
             errors.append(f"{path}: {text}")
         return None
 
 
-def load_rules(directory: str | Path) -> RuleSet:
+def read_rule_files(directory: str | Path) -> dict[str, bytes]:
+    """Every *.toml of a rules directory, read once: what is compiled is
+    exactly what is kept as the version."""
     directory = Path(directory)
-    files = sorted(directory.glob("*.toml"))
     if not directory.is_dir():
         raise RuleError([f"{directory}: not a directory"])
+    files = {}
+    errors = []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            files[path.name] = path.read_bytes()
+        except OSError as e:
+            errors.append(f"{path}: cannot read: {e}")
+    if errors:
+        raise RuleError(errors)
     if not files:
         raise RuleError([f"{directory}: no *.toml rule files"])
+    return files
+
+
+def load_rules(directory: str | Path, files: dict[str, bytes] | None = None) -> RuleSet:
+    """Validate and compile a rules directory (or the given file contents);
+    raises RuleError listing every problem."""
+    directory = Path(directory)
+    if files is None:
+        files = read_rule_files(directory)
     errors: list[str] = []
     digest = hashlib.sha256()
     decoded: list[tuple[Path, S.RuleFile]] = []
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        rf = _decode(path, errors)
+    for name, text in sorted(files.items()):
+        digest.update(name.encode() + b"\0" + text + b"\0")
+        rf = _decode(directory / name, text, errors)
         if rf is not None:
-            decoded.append((path, rf))
+            decoded.append((directory / name, rf))
     if errors:
         raise RuleError(errors)
     rs = _compile(decoded, errors)
     if errors:
         raise RuleError(errors)
     rs.version = digest.hexdigest()[:12]
+    rs.files = dict(files)
     return rs
 
 
+class _Zones:
+    def __init__(self):
+        self.names: list[str] = []
+        self.infos: list[ZoneInfo] = []
+
+    def index(self, name: str) -> int:
+        if name not in self.names:
+            info = ZoneInfo(name)          # raises for an unknown zone
+            self.names.append(name)
+            self.infos.append(info)
+        return self.names.index(name)
+
+
 def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleSet:
+    zones = _Zones()
+    packs: list[S.Pack] = []
+    pack_index: dict[str, int] = {}
+    pc = PlanCompiler(errors, zones, pack_index)
+    for path, rf in decoded:
+        for i, p in enumerate(rf.pack):
+            if p.id in pack_index:
+                errors.append(where(path, f"$.pack[{i}].id", f"pack {p.id!r} is defined twice"))
+                continue
+            pack_index[p.id] = len(packs)
+            packs.append(p)
+            pc.add_pack(path, f"$.pack[{i}]", p)
     plans: list[S.Plan] = []
     plan_index: dict[str, int] = {}
-    rows, zones, rated, denied = [], [], [], []
     for path, rf in decoded:
         for i, p in enumerate(rf.plan):
             key = f"$.plan[{i}]"
             if p.id in plan_index:
-                errors.append(_where(path, f"{key}.id", f"plan {p.id!r} is defined twice"))
+                errors.append(where(path, f"{key}.id", f"plan {p.id!r} is defined twice"))
                 continue
-            row = np.zeros(1, PLAN)[0]
-            try:
-                zones.append(ZoneInfo(p.timezone))
-            except (ZoneInfoNotFoundError, ValueError):
-                errors.append(_where(path, f"{key}.timezone", f"unknown timezone {p.timezone!r}"))
-                continue
-            for name, text in (("bundle", p.bundle), ("default_grant", p.default_grant), ("max_grant", p.max_grant)):
-                try:
-                    row[name] = parse_volume(text)
-                except ValueError as e:
-                    errors.append(_where(path, f"{key}.{name}", str(e)))
-            row["price"], row["unit"] = -1, 1
-            if p.overage is not None:
-                try:
-                    row["price"] = parse_money(p.overage.price)
-                    row["unit"] = parse_volume(p.overage.per)
-                    if row["unit"] <= 0 or row["price"] < 0:
-                        raise ValueError("the price must be >= 0 and the unit > 0")
-                except ValueError as e:
-                    errors.append(_where(path, f"{key}.overage", str(e)))
-            if row["default_grant"] <= 0 or row["max_grant"] < row["default_grant"]:
-                errors.append(_where(path, f"{key}.default_grant", "needs 0 < default_grant <= max_grant"))
-            row["validity"] = p.validity_time
-            row["all_rgs"] = 1 if p.rating_groups is None else 0
-            row["rg_start"], row["rg_count"] = sum(map(len, rated)), len(p.rating_groups or ())
-            row["deny_start"], row["deny_count"] = sum(map(len, denied)), len(p.denied_rating_groups)
-            rated.append(list(p.rating_groups or ()))
-            denied.append(list(p.denied_rating_groups))
-            plan_index[p.id] = len(plans)
-            plans.append(p)
-            rows.append(row)
+            if pc.add_plan(path, key, p):
+                plan_index[p.id] = len(plans)
+                plans.append(p)
+
     subscribers: list[SubscriberSeed] = []
     ranges: list[RangeSeed] = []
     seen_keys: dict[int, str] = {}
+    by_msisdn: dict[str, tuple[Path, str, S.Subscriber]] = {}
 
     def plan_of(path, key, pid):
         if pid not in plan_index:
-            errors.append(_where(path, f"{key}.plan", f"no plan {pid!r} is defined"))
+            errors.append(where(path, f"{key}.plan", f"no plan {pid!r} is defined"))
             return -1
         return plan_index[pid]
 
@@ -185,8 +230,31 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
         try:
             return parse_money(text)
         except ValueError as e:
-            errors.append(_where(path, f"{key}.balance", str(e)))
+            errors.append(where(path, f"{key}.balance", str(e)))
             return 0
+
+    # shared groups: who draws from whose pool, who pays
+    membership: dict[str, tuple[str, str, int]] = {}   # msisdn -> (owner, billing, sub-cap)
+    groups: list[S.Group] = []
+    for path, rf in decoded:
+        for i, g in enumerate(rf.group):
+            key = f"$.group[{i}]"
+            if g.owner not in g.members:
+                errors.append(where(path, f"{key}.owner", f"the owner {g.owner} must be one of the members"))
+            for m in g.members:
+                if m in membership:
+                    errors.append(where(path, f"{key}.members", f"{m} is already a member of another group"))
+                cap = -1
+                if m in g.sub_caps:
+                    try:
+                        cap = parse_volume(g.sub_caps[m])
+                    except ValueError as e:
+                        errors.append(where(path, f"{key}.sub_caps.{m}", str(e)))
+                membership[m] = (g.owner, g.billing, cap)
+            for m in g.sub_caps:
+                if m not in g.members:
+                    errors.append(where(path, f"{key}.sub_caps", f"{m} is not a member of the group"))
+            groups.append(g)
 
     for path, rf in decoded:
         for i, s in enumerate(rf.subscriber):
@@ -195,30 +263,58 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
             ids = [(E164, s.msisdn, "msisdn"), (IMSI, s.imsi, "imsi")]
             ids = [(t, d, n) for t, d, n in ids if d is not None]
             if not ids:
-                errors.append(_where(path, key, "a subscriber needs an msisdn or an imsi"))
+                errors.append(where(path, key, "a subscriber needs an msisdn or an imsi"))
+                continue
             for t, digits, name in ids:
                 k = subscriber_key(t, digits)
                 if k in seen_keys:
-                    errors.append(_where(path, f"{key}.{name}", f"{digits} is already defined at {seen_keys[k]}"))
+                    errors.append(where(path, f"{key}.{name}", f"{digits} is already defined at {seen_keys[k]}"))
                 seen_keys[k] = f"{path.name} {key}"
-            if ids:
-                # one subscriber, reachable by each of its identities
-                keys = [subscriber_key(t, d) for t, d, _ in ids]
-                subscribers.append(SubscriberSeed(keys[0], ids[0][1], plan, balance, tuple(keys[1:])))
+            zone = -1
+            if s.timezone is not None:
+                try:
+                    zone = zones.index(s.timezone)
+                except (ZoneInfoNotFoundError, ValueError):
+                    errors.append(where(path, f"{key}.timezone", f"unknown timezone {s.timezone!r}"))
+            anchor = None
+            if s.since is not None:
+                try:
+                    anchor = local_day(date.fromisoformat(s.since))
+                except ValueError:
+                    errors.append(where(path, f"{key}.since", f"{s.since!r} is not a date YYYY-MM-DD"))
+            pool = payer = None
+            cap = -1
+            if s.msisdn is not None and s.msisdn in membership:
+                owner, billing, cap = membership[s.msisdn]
+                pool = subscriber_key(E164, owner)
+                payer = pool if billing == "owner" else None
+            if s.msisdn is not None:
+                by_msisdn[s.msisdn] = (path, key, s)
+            keys = [subscriber_key(t, d) for t, d, _ in ids]
+            subscribers.append(SubscriberSeed(keys[0], ids[0][1], plan, balance, tuple(keys[1:]), zone, anchor,
+                                              pool, payer, cap))
         for i, r in enumerate(rf.subscriber_range):
             key = f"$.subscriber_range[{i}]"
             plan, balance = plan_of(path, key, r.plan), money_of(path, key, r.balance)
             if len(r.first) != len(r.last) or int(r.first) > int(r.last):
-                errors.append(_where(path, key, "first and last need the same number of digits and first <= last"))
+                errors.append(where(path, key, "first and last need the same number of digits and first <= last"))
                 continue
             ranges.append(RangeSeed(E164 if r.type == "e164" else IMSI, int(r.first), int(r.last), len(r.first), plan, balance))
+    for m, (owner, _, _) in membership.items():
+        if m not in by_msisdn:
+            errors.append(f"group of {owner}: member {m} is not a subscriber in the rules")
+        elif owner in by_msisdn and by_msisdn[m][2].plan != by_msisdn[owner][2].plan:
+            path, key, _ = by_msisdn[m]
+            errors.append(where(path, f"{key}.plan", f"a member of {owner}'s group must be on the owner's plan "
+                                                     f"{by_msisdn[owner][2].plan!r}"))
     ordered = sorted(ranges, key=lambda r: (r.id_type, r.digits, r.first))
     for a, b in zip(ordered, ordered[1:]):
         if (a.id_type, a.digits) == (b.id_type, b.digits) and b.first <= a.last:
             errors.append(f"subscriber ranges {a.first}..{a.last} and {b.first}..{b.last} overlap")
-    table = np.array(rows, dtype=PLAN) if rows else np.zeros(0, PLAN)
-    flat = lambda lists: np.array([x for l in lists for x in l], dtype=np.int64)
-    return RuleSet("", plans, plan_index, table, flat(rated), flat(denied), subscribers, ranges, zones)
+    zone_table = np.zeros(max(len(zones.infos), 1), TB.ZONE)
+    rs = RuleSet("", plans, plan_index, packs, pack_index, pc.tables(zone_table), pc.bucket_names, pc.filters,
+                 subscribers, ranges, groups, zones.infos)
+    return rs
 
 
 def now_utc() -> float:

@@ -19,8 +19,10 @@ MINOR_DIGITS = {"CNY": 2, "USD": 2, "EUR": 2, "JPY": 0, "KRW": 0, "GBP": 2}
 NUMERIC = {"CNY": 156, "USD": 840, "EUR": 978, "JPY": 392, "KRW": 410, "GBP": 826}
 
 
-def parse_volume(text: str | int) -> int:
-    """'400 MB' -> 419430400 octets. A bare integer is octets."""
+def parse_volume(text: str | int, round_up: bool = False) -> int:
+    """'400 MB' -> 419430400 octets. A bare integer is octets. A volume that
+    is not a whole number of octets is refused, or with `round_up` taken to
+    the next octet (a ladder step "from 1.9 GB" starts at 2,040,109,466)."""
     if isinstance(text, int):
         if text < 0:
             raise ValueError(f"volume {text} is negative")
@@ -30,6 +32,8 @@ def parse_volume(text: str | int) -> int:
         raise ValueError(f"{text!r} is not a volume such as '400 MB' (units B, KB, MB, GB, TB; 1 KB = 1024 B)")
     value = Decimal(m.group(1)) * VOLUME_UNITS[(m.group(2) or "B").upper()]
     if value != value.to_integral_value():
+        if round_up:
+            return int(value.to_integral_value(rounding="ROUND_CEILING"))
         raise ValueError(f"{text!r} is not a whole number of octets")
     return int(value)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from ..engine.kernel import NEVER
 from ..engine.tables import SESSION, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
 from .journal import Journal, replay
@@ -25,12 +26,25 @@ _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder()
 
 
+FORMAT = 2     # of snapshots and journal records; bumped when a table's dtype changes
+
+
+class StoreFormatError(Exception):
+    pass
+
+
+def new_subscribers(n: int) -> np.ndarray:
+    subs = new_table(SUBSCRIBER, n)
+    subs["period"] = NEVER
+    return subs
+
+
 class EmbeddedStore:
     def __init__(self, data_dir: str | Path, fsync: bool = True, dedup_entries: int = 500_000):
         self.dir = Path(data_dir)
         self.fsync = fsync
         self.dedup_entries = dedup_entries
-        self.subs = np.zeros(0, SUBSCRIBER)
+        self.subs = new_subscribers(0)
         self.n_subs = 0
         self.explicit: dict[int, int] = {}
         self._explicit_keys: np.ndarray | None = None   # sorted copy of `explicit` for lookup_many
@@ -49,11 +63,16 @@ class EmbeddedStore:
         self._dedup_old: dict[bytes, bytes] = {}
         self.seq = 0
         self.journal: Journal | None = None
+        self.rules_version = ""           # the rules version the rows are indexed by
+        self._on_rules = None
 
     # ------------------------------------------------------------ lifecycle
-    def open(self, readonly: bool = False) -> None:
+    def open(self, readonly: bool = False, on_rules=None) -> None:
         """Load the snapshot and replay the journal. `readonly` leaves the
-        files untouched, for reading beside a running server."""
+        files untouched, for reading beside a running server. A journal
+        record of a rules change calls `on_rules(version, time)`, which must
+        install that version again (ocs.rules.install)."""
+        self._on_rules = on_rules
         if readonly and not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: no such data directory")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -131,43 +150,62 @@ class EmbeddedStore:
     def _grow_subs(self, need: int) -> None:
         if need > len(self.subs):
             cap = max(need, 2 * len(self.subs), 1024)
-            grown = np.zeros(cap, SUBSCRIBER)
+            grown = new_subscribers(cap)
             grown[:self.n_subs] = self.subs[:self.n_subs]
             self.subs = grown
 
-    def sync_rules(self, rules: RuleSet) -> int:
+    def _provision(self, start: int, count: int, plan: int, balance: int, anchor: int) -> None:
+        block = self.subs[start:start + count]
+        rows = np.arange(start, start + count)
+        block["balance"] = balance
+        block["active"] = 1
+        block["payer"] = rows
+        block["pool"] = rows
+        block["anchor"] = anchor
+        block["plan"] = plan
+
+    def sync_rules(self, rules: RuleSet, today) -> int:
         """Provision what the rules declare and the store lacks; set every
-        subscriber's plan from the rules. Returns how many rows are new."""
+        subscriber's plan, timezone, group and sub-cap from the rules.
+        `today(zone)` is the local day number, the activation day of a
+        subscriber whose rules give none. Returns how many rows are new."""
         new = 0
+        rows = []
         for seed in rules.subscribers:
             row = self.explicit.get(seed.key)
+            plan_zone = int(rules.tables.plans[seed.plan]["zone"]) if seed.plan >= 0 else 0
             if row is None:
                 row = self.n_subs
                 self._grow_subs(row + 1)
                 self.n_subs += 1
-                self.subs[row]["balance"] = seed.balance
-                self.subs[row]["active"] = 1
+                anchor = seed.anchor if seed.anchor is not None else today(seed.zone if seed.zone >= 0 else plan_zone)
+                self._provision(row, 1, seed.plan, seed.balance, anchor)
                 self.explicit[seed.key] = row
                 self.labels[row] = seed.label
                 new += 1
+            elif seed.anchor is not None:
+                self.subs[row]["anchor"] = seed.anchor
             for alias in seed.aliases:
                 self.explicit[alias] = row
-            self.subs[row]["plan"] = seed.plan
+            s = self.subs[row]
+            s["plan"], s["zone"], s["pool_cap"] = seed.plan, seed.zone, seed.pool_cap
+            rows.append((row, seed))
+        for row, seed in rows:      # groups, once every member has a row
+            self.subs[row]["pool"] = self.explicit[seed.pool] if seed.pool is not None else row
+            self.subs[row]["payer"] = self.explicit[seed.payer] if seed.payer is not None else row
         self._explicit_keys = None
         for r in rules.ranges:
             found = [x for x in self.ranges if x[:4] == (r.id_type, r.digits, r.first, r.last)]
             if found:
                 base = found[0][4]
+                self.subs[base:base + r.size]["plan"] = r.plan
             else:
                 base = self.n_subs
                 self._grow_subs(base + r.size)
-                block = self.subs[base:base + r.size]
-                block["balance"] = r.balance
-                block["active"] = 1
+                self._provision(base, r.size, r.plan, r.balance, today(int(rules.tables.plans[r.plan]["zone"])))
                 self.n_subs += r.size
                 self.ranges.append((r.id_type, r.digits, r.first, r.last, base))
                 new += r.size
-            self.subs[base:base + r.size]["plan"] = r.plan
         return new
 
     # ------------------------------------------------------------ sessions
@@ -222,10 +260,18 @@ class EmbeddedStore:
         self.seq += 1
         ds = np.unique(dirty_subs)
         dx = np.unique(dirty_sess)
-        return {"seq": self.seq, "rules": rules_version, "t": now,
+        return {"seq": self.seq, "f": FORMAT, "rules": rules_version, "t": now,
                 "si": ds.tobytes(), "sr": self.subs[ds].tobytes(),
                 "xi": dx.tobytes(), "xr": self.sessions[dx].tobytes(),
                 "new": new_sessions, "ans": answers, "use": usage}
+
+    def rules_record(self, version: str, now: float) -> dict:
+        """The journal record of installing a rules version: replaying it
+        installs the kept version again, at the same time."""
+        self.seq += 1
+        self.rules_version = version
+        return {"seq": self.seq, "f": FORMAT, "rules": version, "rv": version, "t": now,
+                "si": b"", "sr": b"", "xi": b"", "xr": b"", "new": [], "ans": [], "use": b""}
 
     @property
     def journal_bytes(self) -> int:
@@ -239,7 +285,16 @@ class EmbeddedStore:
 
     def apply(self, rec: dict) -> None:
         """Re-apply a journal record (recovery)."""
+        if rec.get("f") != FORMAT:
+            raise StoreFormatError(f"{self.dir}: journal record {rec['seq']} was written by an older version "
+                                   f"of ocs; start from an empty data directory")
         self.seq = rec["seq"]
+        if rec.get("rv"):
+            if self._on_rules is None:
+                raise StoreFormatError(f"{self.dir}: journal record {rec['seq']} installs rules "
+                                       f"{rec['rv']}, and no installer was given")
+            self._on_rules(rec["rv"], rec["t"])
+            self.rules_version = rec["rv"]
         for row, sid, host in rec["new"]:
             self._grow_sessions(row + 1)
             self.session_index[sid] = row
@@ -256,10 +311,11 @@ class EmbeddedStore:
     # ------------------------------------------------------------ snapshots
     def _capture(self) -> dict:
         """A consistent copy of the state at record `seq`, to write later."""
-        return {"seq": self.seq, "n_subs": self.n_subs,
+        return {"format": FORMAT, "seq": self.seq, "n_subs": self.n_subs,
                 "subs": self.subs[:self.n_subs].copy(), "sessions": self.sessions.copy(),
                 "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
-                "ranges": list(self.ranges), "session_meta": list(self.session_meta)}
+                "ranges": list(self.ranges), "session_meta": list(self.session_meta),
+                "rules_version": self.rules_version}
 
     def _write_snapshot(self, state: dict) -> None:
         tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
@@ -331,13 +387,17 @@ class EmbeddedStore:
         meta = _dec.decode((snap / "meta.msgpack").read_bytes())
         self.seq = meta["seq"]
         subs = np.load(snap / "subs.npy")
+        if subs.dtype != SUBSCRIBER or meta.get("format") != FORMAT:
+            raise StoreFormatError(f"{snap}: written by an older version of ocs (format {meta.get('format', 1)}, "
+                                   f"this one reads {FORMAT}); start from an empty data directory")
         self.n_subs = meta["n_subs"]
-        self.subs = np.zeros(max(self.n_subs, 1024), SUBSCRIBER)
+        self.subs = new_subscribers(max(self.n_subs, 1024))
         self.subs[:self.n_subs] = subs
         self.explicit = {k: v for k, v in meta["explicit"]}
         self._explicit_keys = None
         self.labels = {k: v for k, v in meta["labels"]}
         self.ranges = [tuple(r) for r in meta["ranges"]]
+        self.rules_version = meta.get("rules_version", "")
         self.sessions = np.load(snap / "sessions.npy")
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}

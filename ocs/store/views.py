@@ -1,24 +1,60 @@
 """Read-only views of stored state, as operators see them."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 
-from ..engine.tables import SLOT_FREE
+from ..engine import kernel
+from ..engine.tables import PACKS, SLOT_FREE
 from ..rules.compile import RuleSet
 from ..rules.units import format_money
 from .embedded import EmbeddedStore
 
 
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
 def subscriber_view(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> dict:
+    """A subscriber's state now: money, buckets, packs, caps, reservations.
+    Counters of a period that has ended read as zero (the engine resets them
+    on the next charge)."""
     s = store.subs[row]
-    plan = rules.plans[int(s["plan"])] if int(s["plan"]) < len(rules.plans) else None
-    currency = plan.currency if plan else "CNY"
-    rules.set_periods(now)
-    current = int(rules.plan_table[int(s["plan"])]["period"]) if plan else int(s["period"])
-    fresh = int(s["period"]) == current
-    bundle = int(rules.plan_table[int(s["plan"])]["bundle"]) if plan else 0
-    used = int(s["bundle_used"]) if fresh else 0
-    money = lambda v: format_money(int(v), currency)
+    p = int(s["plan"])
+    plan = rules.plans[p]
+    pl = rules.tables.plans[p]
+    rules.set_clock(now)
+    period, ends = kernel.period_bounds(store.subs, rules.tables, row)
+    fresh = int(s["period"]) == period
+    money = lambda v: format_money(int(v), plan.currency)
+    pool_row = int(s["pool"])
+    payer_row = int(s["payer"])
+    pool = store.subs[pool_row]
+    pool_fresh = fresh if pool_row == row else int(pool["period"]) == kernel.period_bounds(store.subs, rules.tables, pool_row)[0]
+    payer = store.subs[payer_row]
+    payer_fresh = fresh if payer_row == row else int(payer["period"]) == kernel.period_bounds(store.subs, rules.tables, payer_row)[0]
+    buckets = []
+    for i, name in enumerate(rules.bucket_names[p]):
+        b = rules.tables.buckets[int(pl["bucket_start"]) + i]
+        holder, ok = (pool, pool_fresh) if b["shared"] else (s, fresh)
+        used = int(holder["b_used"][i]) if ok else 0
+        held = int(holder["b_res"][i])
+        buckets.append({"name": name, "shared": bool(b["shared"]), "volume_octets": int(b["volume"]),
+                        "used_octets": used, "reserved_octets": held,
+                        "remaining_octets": max(int(b["volume"]) - used - held, 0)})
+    packs = []
+    for holder_row in sorted({row, pool_row}):
+        h = store.subs[holder_row]
+        for k in range(PACKS):
+            d = int(h["k_def"][k])
+            if d < 0 or (holder_row != row and not rules.tables.packs[d]["shared"]):
+                continue
+            packs.append({"pack": rules.packs[d].id, "holder": store.label(holder_row),
+                          "volume_octets": int(h["k_vol"][k]), "used_octets": int(h["k_used"][k]),
+                          "reserved_octets": int(h["k_res"][k]),
+                          "valid_from": _iso(float(h["k_from"][k])), "valid_until": _iso(float(h["k_until"][k])),
+                          "expired": bool(h["k_until"][k] <= now)})
     reservations = []
     for sess in np.nonzero(store.sessions["sub"] == row)[0]:
         meta = store.session_meta[sess]
@@ -29,26 +65,39 @@ def subscriber_view(store: EmbeddedStore, rules: RuleSet, row: int, now: float) 
                     "session_id": meta[0].decode("utf-8", "replace") if meta else None,
                     "rating_group": int(x["rg"][k]) if x["rg"][k] >= 0 else None,
                     "granted_octets": int(x["granted"][k]),
-                    "reserved_bundle_octets": int(x["res_bundle"][k]),
                     "reserved_money": money(x["res_money"][k]),
                     "expires_at": float(x["expiry"]),
                 })
-    return {
+    view = {
         "subscriber": store.label(row),
-        "plan": plan.id if plan else None,
-        "currency": currency,
+        "plan": plan.id,
+        "rules_version": rules.version,
+        "currency": plan.currency,
+        "billing": plan.billing,
         "balance": money(s["balance"]),
         "balance_micro": int(s["balance"]),
         "reserved_money": money(s["res_money"]),
-        "bundle": {
-            "period": f"{current // 12:04d}-{current % 12 + 1:02d}",
-            "total_octets": bundle,
-            "used_octets": used,
-            "reserved_octets": int(s["res_bundle"]),
-            "remaining_octets": max(bundle - used - int(s["res_bundle"]), 0),
-        },
-        "overage_octets": int(s["overage_used"]) if fresh else 0,
-        "charged_this_period": money(s["spent"] if fresh else 0),
+        "period": {"ends": _iso(ends)},
+        "buckets": buckets,
+        "packs": packs,
+        "charged_octets": int(payer["over_used"]) if payer_fresh else 0,
+        "charged_this_period": money(payer["spent"] if payer_fresh else 0),
+        "total_octets_this_period": int(s["total_used"]) if fresh else 0,
+        "caps_lifted": bool(payer["reopened"]) if payer_fresh else False,
         "used_time_seconds": int(s["used_time"]),
         "reservations": reservations,
     }
+    if "bundle" in rules.bucket_names[p]:
+        # the plain one-bundle view the spine issue documented
+        b = buckets[rules.bucket_names[p].index("bundle")]
+        view["bundle"] = {"total_octets": b["volume_octets"], "used_octets": b["used_octets"],
+                          "reserved_octets": b["reserved_octets"], "remaining_octets": b["remaining_octets"]}
+    view["overage_octets"] = view["charged_octets"]
+    if pool_row != row:
+        view["pool_owner"] = store.label(pool_row)
+        view["pool_used_octets"] = int(s["pool_used"]) if fresh else 0
+        if int(s["pool_cap"]) >= 0:
+            view["pool_sub_cap_octets"] = int(s["pool_cap"])
+    if payer_row != row:
+        view["payer"] = store.label(payer_row)
+    return view

@@ -575,20 +575,23 @@ def test_answers_encode_alike(batch, data):
             rows["granted"][j] = data.draw(st.one_of(st.just(-1), st.integers(0, INT64_MAX)))
             rows["granted_time"][j] = data.draw(st.one_of(st.just(0), u32))
             rows["validity"][j] = data.draw(st.integers(0, 2**31 - 1))
-            rows["final"][j] = data.draw(st.booleans())
+            rows["final"][j] = data.draw(st.sampled_from([0, 1, 2]))
+            rows["filter"][j] = data.draw(st.sampled_from([-1, 0, 1]))
     local = LocalIdentity(origin_host=data.draw(host_names), origin_realm=data.draw(host_names))
     ccfh = data.draw(st.integers(0, 2))
+    filters = data.draw(st.lists(st.from_regex(r"[a-z0-9\-]{1,40}", fullmatch=True), min_size=2, max_size=2))
 
-    out, offsets = fastcca.encode_batch(buf, fr, reqs, rows, np.array(sel, dtype=np.int64), local.origin_avps, ccfh)
-    app = SimpleNamespace(_origin=local.origin_avps, ccfh=ccfh)
+    out, offsets = fastcca.encode_batch(buf, fr, reqs, rows, np.array(sel, dtype=np.int64), local.origin_avps, ccfh,
+                                        fastcca.FilterIds(filters))
+    app = SimpleNamespace(_origin=local.origin_avps, ccfh=ccfh, rules=SimpleNamespace(filters=filters))
     for k, i in enumerate(sel):
         answer = out[offsets[k]:offsets[k + 1]]
         ccr = decode_ccr(parse_header(frames[i]), frames[i])
         assert answer == CreditControlApplication._slow_answer(app, ccr, reqs[i], rows), frames[i].hex()
-        assert_python_diameter_reads_answer(answer, ccr, reqs[i], rows, local, ccfh)
+        assert_python_diameter_reads_answer(answer, ccr, reqs[i], rows, local, ccfh, filters)
 
 
-def assert_python_diameter_reads_answer(answer, ccr, r, rows, local, ccfh) -> None:
+def assert_python_diameter_reads_answer(answer, ccr, r, rows, local, ccfh, filters) -> None:
     msg = Message.from_bytes(answer)
     assert isinstance(msg, CreditControlAnswer)
     h, req = msg.header, ccr.header
@@ -606,7 +609,7 @@ def assert_python_diameter_reads_answer(answer, ccr, r, rows, local, ccfh) -> No
     if ccr.top_level:
         assert msg.result_code == (units[0]["result"] if len(units) else r["result"])
         assert msg.multiple_services_credit_control == []
-        expect_units(msg.granted_service_unit, msg.final_unit_indication, units[0] if len(units) else None)
+        expect_units(msg.granted_service_unit, msg.final_unit_indication, units[0] if len(units) else None, filters)
         return
     assert msg.result_code == r["result"]
     assert len(msg.multiple_services_credit_control) == len(units)
@@ -616,16 +619,21 @@ def assert_python_diameter_reads_answer(answer, ccr, r, rows, local, ccfh) -> No
             None if u.rating_group < 0 else u.rating_group, u.service_ids)
         granted = m["granted"] >= 0
         assert got.validity_time == (m["validity"] if granted and m["validity"] > 0 else None)
-        expect_units(got.granted_service_unit, got.final_unit_indication, m)
+        expect_units(got.granted_service_unit, got.final_unit_indication, m, filters)
 
 
-def expect_units(gsu, fui, m) -> None:
+def expect_units(gsu, fui, m, filters) -> None:
     if m is None or m["granted"] < 0:
         assert gsu is None
     else:
         assert gsu.cc_total_octets == m["granted"]
         assert gsu.cc_time == (m["granted_time"] if m["granted_time"] > 0 else None)
-    if m is not None and m["final"]:
+    if m is not None and m["final"] == 1:
         assert fui.final_unit_action == c.FUA_TERMINATE
+        assert not fui.filter_id
+    elif m is not None and m["final"] == 2:
+        assert fui.final_unit_action == c.FUA_RESTRICT_ACCESS
+        expected = [filters[m["filter"]].encode()] if m["filter"] >= 0 else []
+        assert [f if isinstance(f, bytes) else f.encode() for f in (fui.filter_id or [])] == expected
     else:
         assert fui is None

@@ -1,266 +1,438 @@
-"""A slow, plainly written reference of the charging kernel (RFC 4006 section 5).
+"""A slow, plainly written reference of the charging kernel (RFC 4006 section 5
+and docs/rules.md).
 
-One request at a time, one MSCC at a time, over plain objects and ints. It is
-written from the semantics, not from `ocs/engine/kernel.py`, and keeps
-nothing the kernel keeps only for speed: a subscriber's reserved bundle and
-money are not counters here but the sum over its open sessions'
-reservations, so releasing a reservation is just forgetting it.
+One request at a time, one MSCC at a time, over plain objects, read straight
+from the rule file Structs (`ocs.rules.schema`), not from the compiled
+tables. It keeps nothing the kernel keeps only for speed: what is held is
+not a counter but the sum over the open reservations, so releasing one is
+forgetting it; the most a tariff lets one buy is found by bisection over
+its cost function, not by walking ladder steps.
 
-The semantics, per request in order:
-  * roll the subscriber's period counters over if the plan's period moved;
-  * per MSCC: release the session's reservation for the rating group; if the
-    plan rates the group, debit the reported usage (bundle first, then
-    overage per started unit); if units are requested and this is not a
-    CCR-T, grant bundle first, then whole money units within the free
-    balance, and hold the grant in one of the session's 8 slots;
-  * events debit the grant at once, all or nothing (RFC 4006 section 6.3),
-    or only check the balance (section 6.5);
-  * a CCR-T releases everything the session holds.
+Within one period (the property tests stay inside one month); rollovers,
+Tcc and trial packs are pinned by example tests.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
-SUCCESS = 2001
-END_USER_SERVICE_DENIED = 4010
-CREDIT_LIMIT_REACHED = 4012
-RESOURCES_EXCEEDED = 5006
-RATING_FAILED = 5031
+from ocs.rules import schema as S
+from ocs.rules.plan import parse_hours
+from ocs.rules.units import parse_money, parse_volume
 
+SUCCESS, DENIED, CREDIT_LIMIT, NO_SLOT, RATING_FAILED = 2001, 4010, 4012, 5006, 5031
 INITIAL, UPDATE, TERMINATE, EVENT = 1, 2, 3, 4
-DIRECT_DEBITING, CHECK_BALANCE = 0, 2           # Requested-Action (RFC 4006 section 8.41)
-ENOUGH_CREDIT, NO_CREDIT = 0, 1                 # Check-Balance-Result (section 8.6)
-SLOTS = 8
+DIRECT_DEBITING, REFUND, CHECK_BALANCE, PRICE_ENQUIRY = 0, 1, 2, 3
+NONE, FUI_TERMINATE, FUI_RESTRICT = 0, 1, 2
+SLOTS, HOLDS = 8, 4
+INF = 1 << 62
 
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@dataclass
-class Plan:
-    bundle: int                  # octets per period
-    unit: int                    # overage is charged per started unit of this many octets
-    price: int                   # micro-units per unit; -1: no overage at all
-    default_grant: int
-    max_grant: int
-    validity: int = 30
-    all_rgs: bool = False
-    rated: frozenset = frozenset()
-    denied: frozenset = frozenset()
-    period: int = 0
+def covers(rgs, hours, rg: int, sec: int) -> bool:
+    if rgs is not None and rg not in rgs:
+        return False
+    if hours is None:
+        return True
+    frm, to = parse_hours(hours)
+    if (frm, to) == (0, 86400):
+        return True
+    return frm <= sec < to if frm <= to else (sec >= frm or sec < to)
 
-    def rating(self, rg: int) -> int:
-        """0 if this plan rates `rg`, else the MSCC's Result-Code."""
-        if rg in self.denied:
-            return END_USER_SERVICE_DENIED
-        if self.all_rgs or rg in self.rated:
+
+class Tariff:
+    def __init__(self, steps: list[tuple[int, int, int, int]], cumulative: bool):
+        self.steps = steps            # (start, base, price, unit)
+        self.cumulative = cumulative
+        self.free = all(b == 0 and p == 0 for _, b, p, _ in steps)
+
+    def total(self, volume: int) -> int:
+        start, base, price, unit = [s for s in self.steps if s[0] <= volume][-1]
+        return base + ceil_div(volume - start, unit) * price
+
+    def cost(self, basis: int, octets: int) -> int:
+        if octets <= 0:
             return 0
-        return RATING_FAILED
+        if self.cumulative:
+            return self.total(basis + octets) - self.total(basis)
+        _, _, price, unit = self.steps[0]
+        return ceil_div(octets, unit) * price
+
+    def affordable(self, basis: int, money: int, want: int) -> int:
+        if self.free or want <= 0:
+            return want
+        if money <= 0:
+            return 0
+        lo, hi = 0, want             # cost is non-decreasing in the octets: bisect
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.cost(basis, mid) <= money:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
 
-@dataclass
-class Subscriber:
-    plan: int
+def flat(price: str, per, rounding: str) -> Tariff:
+    return Tariff([(0, 0, parse_money(price), parse_volume(per))], rounding == "per-started-unit-of-period")
+
+
+@dataclass(eq=False)
+class PackHeld:
+    pack: S.Pack
+    start: float
+    until: float
+    used: int = 0
+
+
+@dataclass(eq=False)
+class Account:
+    plan: S.Plan
     balance: int
-    period: int = 0
-    bundle_used: int = 0
-    overage_used: int = 0
+    tz: ZoneInfo
+    row: int = 0
+    pool: "Account | None" = None
+    payer: "Account | None" = None
+    pool_cap: int = -1
+    used: dict = field(default_factory=dict)        # bucket name -> octets this period
+    packs: list = field(default_factory=list)
+    pool_used: int = 0
+    over_used: int = 0
     spent: int = 0
-    used_time: int = 0
+    total_used: int = 0
+    reopened: bool = False
+    notified: set = field(default_factory=set)
 
 
 @dataclass
 class Reservation:
-    bundle: int                  # octets held from the bundle
-    money: int                   # micro-units held from the balance
-    granted: int                 # octets granted in all
-
-
-@dataclass
-class Session:
-    sub: int
-    expiry: float = 0.0
-    reservations: dict = field(default_factory=dict)     # rating group -> Reservation
+    granted: int
+    at: float
+    holds: list                   # (account, bucket name or PackHeld, octets)
+    money: int = 0
+    over: int = 0
+    pool: int = 0
 
 
 @dataclass
 class Mscc:
     rg: int
-    has_rsu: bool = False
-    rsu_octets: int = 0          # 0: the server chooses (the plan's default grant)
-    used: int = -1               # -1: no Used-Service-Unit
-    used_time: int = 0
-
-
-@dataclass
-class Request:
-    sub: int
-    sess: int                    # -1 for events
-    type: int
-    action: int = -1
-    msccs: list = field(default_factory=list)
-
-
-@dataclass
-class MsccOutcome:
-    result: int = SUCCESS
-    granted: int = -1            # -1: no Granted-Service-Unit
-    final: int = 0
-    charged: int = 0
-    from_bundle: int = 0
-    released: Reservation | None = None   # what this MSCC gave back (for the tests' invariants)
+    has_rsu: bool = True
+    rsu: int = 0
+    used: int = -1
 
 
 @dataclass
 class Outcome:
-    result: int
-    check_balance: int
-    msccs: list
+    result: int = SUCCESS
+    granted: int = -1
+    final: int = NONE
+    filter: str | None = None
+    charged: int = 0
+    from_buckets: int = 0
+    validity: int = 0
 
 
 class Ledger:
-    def __init__(self, plans: list[Plan], subs: list[Subscriber]):
-        self.plans = plans
-        self.subs = subs
-        self.sessions: dict[int, Session] = {}
+    def __init__(self, accounts: list[Account]):
+        self.accounts = accounts
+        self.sessions: dict[int, tuple[Account, dict]] = {}     # row -> (subscriber, rg -> Reservation)
+        self.events: list[tuple[int, str]] = []
 
-    # ---- what a subscriber has -------------------------------------------------
-    def reserved(self, sub: int) -> tuple[int, int]:
-        """(bundle octets, micro-units) held by the subscriber's open sessions."""
-        held = [r for s in self.sessions.values() if s.sub == sub for r in s.reservations.values()]
-        return sum(r.bundle for r in held), sum(r.money for r in held)
+    # ---- what is held ---------------------------------------------------------
+    def reservations(self):
+        for _, held in self.sessions.values():
+            yield from held.values()
 
-    def bundle_left(self, sub: int) -> int:
-        s = self.subs[sub]
-        return max(0, self.plans[s.plan].bundle - s.bundle_used - self.reserved(sub)[0])
+    def held(self, account: Account, what) -> int:
+        return sum(v for r in self.reservations() for a, w, v in r.holds if a is account and w is what)
 
-    def free_money(self, sub: int) -> int:
-        return self.subs[sub].balance - self.reserved(sub)[1]
+    def held_by(self, sub: Account, attr: str) -> int:
+        return sum(getattr(r, attr) for s, held in self.sessions.values() if s is sub for r in held.values())
 
-    # ---- sessions --------------------------------------------------------------
-    def open_session(self, row: int, sub: int) -> None:
-        assert row not in self.sessions
-        self.sessions[row] = Session(sub)
+    def money_held(self, payer: Account) -> int:
+        return sum(r.money for s, held in self.sessions.values() if s.payer is payer for r in held.values())
 
-    def close_session(self, row: int) -> None:
-        del self.sessions[row]           # its reservations go with it
+    def over_held(self, payer: Account) -> int:
+        return sum(r.over for s, held in self.sessions.values() if s.payer is payer for r in held.values())
 
-    def expire(self, now: float) -> list[int]:
-        """Close every session whose Tcc deadline has passed (RFC 4006 section 13)."""
-        rows = [row for row, s in self.sessions.items() if s.expiry <= now]
-        for row in rows:
-            self.close_session(row)
-        return rows
+    # ---- plan pieces ------------------------------------------------------------
+    @staticmethod
+    def buckets(plan: S.Plan) -> list[S.Bucket]:
+        bs = list(plan.bucket)
+        if parse_volume(plan.bundle) > 0:
+            bs.insert(0, S.Bucket(name="bundle", volume=plan.bundle))
+        return bs
 
-    # ---- money and volume ------------------------------------------------------
-    def debit(self, sub: int, octets: int) -> tuple[int, int]:
-        """Take `octets` of usage: bundle first, the rest as overage. Returns
-        (octets from the bundle, micro-units charged)."""
-        s = self.subs[sub]
-        plan = self.plans[s.plan]
-        from_bundle = min(octets, self.bundle_left(sub))
-        over = octets - from_bundle
-        charged = ceil_div(over, plan.unit) * plan.price if over > 0 and plan.price > 0 else 0
-        s.bundle_used += from_bundle
-        s.overage_used += over
-        s.balance -= charged
-        s.spent += charged
-        return from_bundle, charged
+    @staticmethod
+    def tariff(plan: S.Plan) -> Tariff | None:
+        if plan.overage is not None:
+            return flat(plan.overage.price, plan.overage.per, plan.overage.rounding)
+        if plan.ladder is not None:
+            return Tariff([(parse_volume(s.from_, round_up=True), parse_money(s.base), parse_money(s.price), parse_volume(s.per))
+                           for s in plan.ladder], True)
+        return None
 
-    def offer(self, sub: int, want: int) -> Reservation:
-        """The most of `want` octets the subscriber can be granted now."""
-        plan = self.plans[self.subs[sub].plan]
-        from_bundle = min(want, self.bundle_left(sub))
-        rest = want - from_bundle
-        units = 0
-        if rest > 0 and plan.price == 0:
-            units = ceil_div(rest, plan.unit)
-        elif rest > 0 and plan.price > 0:
-            affordable = max(0, self.free_money(sub)) // plan.price
-            units = min(ceil_div(rest, plan.unit), affordable)
-        from_money = min(units * plan.unit, rest)
-        return Reservation(from_bundle, units * max(plan.price, 0), from_bundle + from_money)
+    def rate(self, plan: S.Plan, rg: int, sec: int):
+        """('free' | Tariff | None, draws from buckets)"""
+        for r in plan.rate:
+            if covers(r.rating_groups, r.hours, rg, sec):
+                return ("free" if r.free else flat(r.price, r.per, r.rounding)), r.buckets
+        return self.tariff(plan), True
 
-    def can_grant_anything(self, sub: int) -> bool:
-        """Check-Balance-Result (RFC 4006 section 8.6): could one more octet be granted?"""
-        plan = self.plans[self.subs[sub].plan]
-        if self.bundle_left(sub) > 0 or plan.price == 0:
-            return True
-        return plan.price > 0 and self.free_money(sub) >= plan.price
+    def mode(self, plan: S.Plan, tariff, buckets: bool) -> str:
+        if tariff == "free":
+            return "free"
+        if not buckets and tariff is not None:
+            return "charge"
+        after = plan.after_bundle or ("charge" if self.tariff(plan) else "stop")
+        return "stop" if after == "charge" and tariff is None else after
 
-    # ---- the batch ---------------------------------------------------------------
-    def charge(self, requests: list[Request], now: float) -> list[Outcome]:
-        return [self._request(r, now) for r in requests]
+    def caps_active(self, sub: Account) -> bool:
+        cap = sub.plan.cap
+        return not (cap is not None and cap.reopen and sub.payer.reopened)
 
-    def _request(self, r: Request, now: float) -> Outcome:
-        s = self.subs[r.sub]
-        plan = self.plans[s.plan]
-        if s.period != plan.period:
-            s.period = plan.period
-            s.bundle_used = s.overage_used = s.spent = 0
-        msccs = [self._mscc(r, m) for m in r.msccs]
-        results = [m.result for m in msccs]
-        if not results or SUCCESS in results:
-            result = SUCCESS
-        else:
-            result = results[0]
-        check = -1
-        if r.type == EVENT and r.action == CHECK_BALANCE:
-            check = ENOUGH_CREDIT if self.can_grant_anything(r.sub) else NO_CREDIT
-        if r.sess >= 0:
-            if r.type == TERMINATE:
-                self.close_session(r.sess)
+    def candidates(self, sub: Account, rg: int, sec: int, t: float):
+        """(account, bucket name or PackHeld, free octets, from the pool) in consumption order."""
+        plan = sub.plan
+        names = [b.name for b in self.buckets(plan)]
+        order = list(plan.order) if plan.order is not None else ["packs"] + names
+        order += [n for n in names if n not in order]
+        named = {n for n in order if n not in names and n != "packs"}
+        for entry in order:
+            if entry in names:
+                b = self.buckets(plan)[names.index(entry)]
+                if covers(b.rating_groups, b.hours, rg, sec):
+                    acct = sub.pool if b.shared else sub
+                    free = parse_volume(b.volume) - acct.used.get(b.name, 0) - self.held(acct, b.name)
+                    yield acct, b.name, free, b.shared
+                continue
+            for acct, shared in ((sub, False), (sub.pool, True)):
+                # packs that expire first are used first
+                for p in sorted(acct.packs, key=lambda p: (p.until, p.start)):
+                    if p.pack.shared != shared:
+                        continue
+                    if (entry == "packs" and p.pack.id in named) or (entry != "packs" and p.pack.id != entry):
+                        continue
+                    if p.start <= t < p.until and covers(p.pack.rating_groups, p.pack.hours, rg, sec):
+                        yield acct, p, parse_volume(p.pack.volume) - p.used - self.held(acct, p), shared
+
+    def pool_room(self, sub: Account) -> int:
+        if sub.pool_cap < 0:
+            return INF
+        return sub.pool_cap - sub.pool_used - self.held_by(sub, "pool")
+
+    def sec(self, sub: Account, t: float) -> int:
+        local = datetime.fromtimestamp(t, sub.tz)
+        off = int(local.utcoffset().total_seconds())
+        return (int(t // 1) + off) % 86400
+
+    # ---- usage ----------------------------------------------------------------
+    def debit(self, sub: Account, rg: int, t: float, used: int, out: Outcome) -> None:
+        sec = self.sec(sub, t)
+        tariff, buckets = self.rate(sub.plan, rg, sec)
+        got = 0
+        if buckets:
+            for acct, what, free, pooled in list(self.candidates(sub, rg, sec, t)):
+                if pooled:
+                    free = min(free, self.pool_room(sub))
+                take = max(0, min(free, used - got))
+                if take:
+                    if isinstance(what, PackHeld):
+                        what.used += take
+                    else:
+                        acct.used[what] = acct.used.get(what, 0) + take
+                    if pooled:
+                        sub.pool_used += take
+                    got += take
+        out.from_buckets += got
+        sub.total_used += used
+        rest = used - got
+        if rest > 0 and self.mode(sub.plan, tariff, buckets) == "charge":
+            payer = sub.payer
+            charge = tariff.cost(payer.over_used, rest)
+            if not tariff.free:
+                payer.over_used += rest
+            cap = sub.plan.cap
+            if cap is not None and cap.fee is not None and self.caps_active(sub):
+                charge = min(charge, max(parse_money(cap.fee) - payer.spent, 0))
+            payer.balance -= charge
+            payer.spent += charge
+            out.charged += charge
+
+    # ---- grants ---------------------------------------------------------------
+    def grant(self, sub: Account, rg: int, now: float, want: int) -> tuple[Reservation | None, int, set]:
+        """(reservation or None, FUI, reasons)"""
+        plan = sub.plan
+        reasons = set()
+        fui = NONE
+        at_ceiling = False
+        if plan.ceiling is not None:
+            room = parse_volume(plan.ceiling) - sub.total_used - self.held_by(sub, "granted")
+            if room <= 0:
+                return None, FUI_TERMINATE, {"ceiling"}
+            if room <= want:
+                want, at_ceiling = room, True
+        sec = self.sec(sub, now)
+        tariff, buckets = self.rate(plan, rg, sec)
+        holds, got, pool, full = [], 0, 0, False
+        if buckets:
+            for acct, what, free, pooled in list(self.candidates(sub, rg, sec, now)):
+                if got >= want:
+                    break
+                if pooled:
+                    free = min(free, self.pool_room(sub) - pool)
+                take = min(free, want - got)
+                if take <= 0:
+                    continue
+                if len(holds) == HOLDS:
+                    full = True
+                    break
+                holds.append((acct, what, take))
+                got += take
+                pool += take if pooled else 0
+        rem = want - got
+        money = over = 0
+        if rem > 0 and not full:
+            mode = self.mode(plan, tariff, buckets)
+            if mode == "charge":
+                payer = sub.payer
+                basis = payer.over_used + self.over_held(payer)
+                credit = INF if plan.billing == "postpaid" else payer.balance - self.money_held(payer)
+                v_credit = tariff.affordable(basis, credit, rem)
+                v_cap = rem
+                cap = plan.cap
+                capped = cap is not None and self.caps_active(sub) and not tariff.free and cap.action != "free"
+                if capped and cap.fee is not None:
+                    v_cap = tariff.affordable(basis, parse_money(cap.fee) - payer.spent - self.money_held(payer), rem)
+                if capped and cap.volume is not None:
+                    v_cap = min(v_cap, max(parse_volume(cap.volume) - payer.over_used - self.over_held(payer), 0))
+                v = min(v_credit, v_cap)
+                charged = True
+                if v < rem:
+                    if v_cap <= v_credit:
+                        reasons.add("cap")
+                        if cap.action == "throttle":
+                            fui = FUI_RESTRICT
+                            if v == 0 and got == 0:
+                                v, charged = rem, False
+                                reasons.add("throttled")
+                        else:
+                            fui = FUI_TERMINATE
+                    else:
+                        reasons.add("credit")
+                        fui = FUI_TERMINATE
+                if charged:
+                    money = tariff.cost(basis, v)
+                    if cap is not None and cap.fee is not None and self.caps_active(sub):
+                        money = min(money, max(parse_money(cap.fee) - payer.spent - self.money_held(payer), 0))
+                    over = 0 if tariff.free else v
+                got += v
+            elif mode == "throttle":
+                fui = FUI_RESTRICT
+                if got == 0:
+                    got = rem
+                    reasons.add("throttled")
+            elif mode == "stop":
+                fui = FUI_TERMINATE
+                if got == 0:
+                    reasons.add("credit")
             else:
-                # Tcc = 2 x Validity-Time (RFC 4006 section 13)
-                self.sessions[r.sess].expiry = now + 2 * plan.validity
-        return Outcome(result, check, msccs)
+                got += rem
+        if at_ceiling and got == want:
+            fui = FUI_TERMINATE
+            reasons.add("ceiling")
+        if got == 0:
+            return None, FUI_TERMINATE if "throttled" not in reasons else fui, reasons
+        return Reservation(got, now, holds, money, over, pool), fui, reasons
 
-    def _mscc(self, r: Request, m: Mscc) -> MsccOutcome:
-        out = MsccOutcome()
-        plan = self.plans[self.subs[r.sub].plan]
-        session = self.sessions[r.sess] if r.type != EVENT else None
-        if session is not None:
-            out.released = session.reservations.pop(m.rg, None)
-        if m.used_time > 0:
-            self.subs[r.sub].used_time += m.used_time      # time is recorded, not rated
-        out.result = plan.rating(m.rg) or SUCCESS
-        if out.result != SUCCESS:
-            return out
-        if m.used > 0:
-            out.from_bundle, out.charged = self.debit(r.sub, m.used)
-        if not m.has_rsu or r.type == TERMINATE:
-            return out
-        want = min(m.rsu_octets or plan.default_grant, plan.max_grant)
-        if r.type == EVENT:
-            return self._event(r, want, out)
-        grant = self.offer(r.sub, want)
-        if grant.granted == 0:
-            out.result, out.final = CREDIT_LIMIT_REACHED, 1
-        elif len(session.reservations) == SLOTS:
-            out.result = RESOURCES_EXCEEDED
-        else:
-            session.reservations[m.rg] = grant
-            out.granted = grant.granted
-            out.final = int(grant.granted < want)
-        return out
+    def validity(self, sub: Account, now: float, r: Reservation, pack_hours: list) -> int:
+        plan = sub.plan
+        v = plan.validity_time
+        sec = self.sec(sub, now)
+        edges = set()
+        for h in [b.hours for b in self.buckets(plan)] + [x.hours for x in plan.rate] + pack_hours:
+            if h is not None and parse_hours(h) != (0, 86400):
+                edges.update(e % 86400 for e in parse_hours(h))
+        for e in edges:
+            d = (e - sec) % 86400
+            if 0 < d < v:
+                v = d
+        for _, what, _ in r.holds:
+            if isinstance(what, PackHeld) and 0 < what.until - now < v:
+                v = -int(-(what.until - now) // 1)
+        return v
 
-    def _event(self, r: Request, want: int, out: MsccOutcome) -> MsccOutcome:
-        if r.action == CHECK_BALANCE:
-            # nothing reserved or debited; the answer carries a Granted-Service-Unit
-            # of zero octets (the kernel's convention; RFC 4006 section 6.5 is silent)
-            out.granted = 0
-            return out
-        if r.action != DIRECT_DEBITING:
-            raise NotImplementedError(f"Requested-Action {r.action}")
-        grant = self.offer(r.sub, want)
-        if grant.granted == 0:
-            out.result, out.final = CREDIT_LIMIT_REACHED, 1
-        elif grant.granted < want:
-            out.result = CREDIT_LIMIT_REACHED       # all or nothing
-        else:
-            from_bundle, charged = self.debit(r.sub, want)
-            out.from_bundle += from_bundle
-            out.charged += charged
-            out.granted = want
-        return out
+    # ---- requests ---------------------------------------------------------------
+    def request(self, sub: Account, sess: int, rtype: int, msccs: list[Mscc], now: float,
+                pack_hours: list) -> tuple[int, list[Outcome]]:
+        if rtype == INITIAL:
+            self.sessions[sess] = (sub, {})
+        held = self.sessions[sess][1]
+        plan = sub.plan
+        outs, all_reasons = [], set()
+        for m in msccs:
+            out = Outcome()
+            old = held.pop(m.rg, None)
+            rated = plan.rating_groups is None or m.rg in plan.rating_groups
+            code = DENIED if m.rg in plan.denied_rating_groups else (0 if rated else RATING_FAILED)
+            if m.used > 0 and code == 0:
+                self.debit(sub, m.rg, old.at if old else now, m.used, out)
+            if code:
+                out.result = code
+            elif m.has_rsu and rtype != TERMINATE:
+                want = min(m.rsu or parse_volume(plan.default_grant), parse_volume(plan.max_grant))
+                r, fui, reasons = self.grant(sub, m.rg, now, want)
+                all_reasons |= reasons
+                if r is None:
+                    out.result, out.final = CREDIT_LIMIT, FUI_TERMINATE
+                elif len(held) >= SLOTS:
+                    out.result = NO_SLOT
+                else:
+                    held[m.rg] = r
+                    out.granted, out.final = r.granted, fui
+                    out.validity = self.validity(sub, now, r, pack_hours)
+                if out.final == FUI_RESTRICT:
+                    out.filter = plan.throttle_filter
+            outs.append(out)
+        results = [o.result for o in outs]
+        result = SUCCESS if not results or SUCCESS in results else results[0]
+        self.thresholds(sub, all_reasons)
+        if rtype == TERMINATE:
+            del self.sessions[sess]
+        return result, outs
+
+    def thresholds(self, sub: Account, reasons: set) -> None:
+        seen = []
+        for acct in (sub, sub.pool, sub.payer):
+            if any(acct is x for x in seen):
+                continue
+            seen.append(acct)
+            for t in acct.plan.threshold:
+                if t.name in acct.notified:
+                    continue
+                if t.bucket is not None:
+                    b = next(b for b in self.buckets(acct.plan) if b.name == t.bucket)
+                    hit = parse_volume(b.volume) > 0 and acct.used.get(t.bucket, 0) * 100 >= t.percent * parse_volume(b.volume)
+                elif t.spent is not None:
+                    hit = acct.spent >= parse_money(t.spent)
+                else:
+                    key = {"cap": "cap", "throttled": "throttled", "ceiling": "ceiling",
+                           "credit-exhausted": "credit"}[t.on]
+                    hit = acct is sub and key in reasons
+                if hit:
+                    acct.notified.add(t.name)
+                    self.events.append((acct.row, t.name))
+
+    def buy(self, sub: Account, pack: S.Pack, now: float, period_end: float) -> bool:
+        """A subscriber holds at most 4 packs at once; a shared one goes to the pool."""
+        acct = sub.pool if pack.shared else sub
+        if len(acct.packs) >= 4:
+            return False
+        until = now + pack.days * 86400 if pack.days else period_end
+        acct.packs.append(PackHeld(pack, now, until))
+        return True

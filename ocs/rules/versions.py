@@ -1,0 +1,120 @@
+"""Rule versions: kept, and moving the state from one to the next.
+
+Every version the server installs is kept in the data directory
+(`DATA/rules/VERSION/*.toml`), so each charge's rule version can be read
+back, a journal record "rules version V installed" can be replayed exactly,
+and an operator can roll back.
+
+Subscriber rows refer to plans, plan buckets and packs by index; a new
+version may reorder or rename them. `migrate` carries each row over by id
+and name: a subscriber keeps what it used of bucket "bundle" even if the
+bundle is now the second bucket. A version that drops a plan someone is on,
+or a pack someone holds, is refused.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.tables import HOLDS, PLAN_BUCKETS, SLOT_FREE
+from .compile import RuleError, RuleSet, load_rules
+
+
+def version_dir(data_dir: str | Path, version: str) -> Path:
+    return Path(data_dir) / "rules" / version
+
+
+def keep(data_dir: str | Path, rules: RuleSet) -> Path:
+    """Store the files of `rules` under DATA/rules/VERSION (once)."""
+    target = version_dir(data_dir, rules.version)
+    if target.is_dir():
+        return target
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, text in rules.files.items():
+        (tmp / name).write_bytes(text)
+        fd = os.open(tmp / name, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    tmp.rename(target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    return target
+
+
+def load_kept(data_dir: str | Path, version: str) -> RuleSet:
+    path = version_dir(data_dir, version)
+    if not path.is_dir():
+        raise RuleError([f"{path}: rules version {version} is not kept in the data directory"])
+    return load_rules(path)
+
+
+def kept_versions(data_dir: str | Path) -> list[str]:
+    root = Path(data_dir) / "rules"
+    if not root.is_dir():
+        return []
+    dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.endswith(".tmp")]
+    return [d.name for d in sorted(dirs, key=lambda d: d.stat().st_mtime)]
+
+
+def migrate(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: RuleSet) -> None:
+    """Re-index rows (`subs` = the provisioned rows) and sessions from `old`
+    to `new`, in place. Raises RuleError, changing nothing, if `new` lacks
+    a plan or pack in use."""
+    errors = []
+    plan_map = np.array([new.plan_index.get(p.id, -1) for p in old.plans] or [-1], dtype=np.int32)
+    used_plans = np.unique(subs["plan"]) if len(subs) else np.zeros(0, np.int32)
+    for p in used_plans.tolist():
+        if p < len(old.plans) and plan_map[p] < 0:
+            n = int((subs["plan"] == p).sum())
+            errors.append(f"plan {old.plans[p].id!r} is removed, but {n} subscribers are on it")
+    pack_map = np.array([new.pack_index.get(p.id, -1) for p in old.packs] + [-1], dtype=np.int32)
+    held = np.unique(subs["k_def"][subs["k_def"] >= 0]) if len(subs) else np.zeros(0, np.int32)
+    for d in held.tolist():
+        if pack_map[d] < 0:
+            n = int((subs["k_def"] == d).any(axis=1).sum())
+            errors.append(f"pack {old.packs[d].id!r} is removed, but {n} subscribers hold it")
+    if errors:
+        raise RuleError(errors)
+
+    # plan buckets: by name; a bucket that disappears takes its counters with it
+    for p in used_plans.tolist():
+        names_old, names_new = old.bucket_names[p], new.bucket_names[plan_map[p]]
+        if names_old == names_new:
+            continue
+        perm = [names_old.index(n) if n in names_old else -1 for n in names_new]
+        perm += [-1] * (PLAN_BUCKETS - len(perm))
+        rows = np.nonzero(subs["plan"] == p)[0]
+        for field in ("b_used", "b_res"):
+            before = subs[field][rows].copy()
+            after = np.zeros_like(before)
+            for j, i in enumerate(perm):
+                if i >= 0:
+                    after[:, j] = before[:, i]
+            subs[field][rows] = after
+        # holds on plan buckets (candidates 0-3 and 8-11) follow their bucket
+        back = {i: j for j, i in enumerate(perm) if i >= 0}
+        open_rows = np.nonzero(np.isin(sessions["sub"], rows))[0]
+        for x in open_rows.tolist():
+            hc = sessions[x]["hold_c"]
+            for slot in range(len(hc)):
+                if sessions[x]["rg"][slot] == SLOT_FREE:
+                    continue
+                for k in range(HOLDS):
+                    c = int(hc[slot, k])
+                    if c >= 0 and c % 8 < PLAN_BUCKETS:
+                        j = back.get(c % 8, -1)
+                        if j < 0:
+                            hc[slot, k] = -1
+                            sessions[x]["hold_v"][slot, k] = 0
+                        else:
+                            hc[slot, k] = (c // 8) * 8 + j
+    defs = subs["k_def"]
+    subs["k_def"] = np.where(defs >= 0, pack_map[np.maximum(defs, 0)], -1)
+    if len(subs):
+        subs["plan"] = plan_map[subs["plan"]]
