@@ -3,7 +3,9 @@
 The straightforward way to answer Gy in Python: the library's Node does the
 sockets and the peer procedures (CER/CEA, DWR/DWA, DPR/DPA), and an
 Application answers every CCR with Result-Code 2001 and, for CCR-I and
-CCR-U, a Granted-Service-Unit per Multiple-Services-Credit-Control. No
+CCR-U, a Granted-Service-Unit per Multiple-Services-Credit-Control: the
+configured grant, or less when the Requested-Service-Unit asks for less
+(RFC 4006 section 5.1.2: the server may grant less, never more). No
 charging, no state. Its throughput is what the OCS is measured against.
 
     python -m loadtest.reference.pydiameter_responder --listen 127.0.0.1:3868
@@ -45,10 +47,15 @@ class CreditControlResponder(Application):
                 MultipleServicesCreditControl(
                     rating_group=mscc.rating_group,
                     granted_service_unit=GrantedServiceUnit(
-                        cc_total_octets=self.grant_octets),
+                        cc_total_octets=self._grant(mscc)),
                     result_code=DIAMETER_SUCCESS)
                 for mscc in message.multiple_services_credit_control]
         self.send_answer(answer)
+
+    def _grant(self, mscc) -> int:
+        rsu = mscc.requested_service_unit
+        asked = rsu.cc_total_octets if rsu is not None else None
+        return min(self.grant_octets, asked) if asked else self.grant_octets
 
 
 def build_node(host: str, port: int, peers: list[str], origin_host: str,
@@ -70,12 +77,18 @@ def main(argv=None) -> int:
     p.add_argument("--peer", action="append",
                    help="Origin-Host of an allowed client (repeatable; the Node "
                         "refuses unknown peers); default pgw1.loadtest.example")
+    p.add_argument("--peers", type=int, default=0,
+                   help="also allow pgw1..pgwN.loadtest.example (python -m loadtest's "
+                        "default Origin-Hosts for N gateways)")
     p.add_argument("--grant", type=int, default=DEFAULT_GRANT,
                    help="CC-Total-Octets granted per MSCC")
     a = p.parse_args(argv)
     host, _, port = a.listen.rpartition(":")
+    peers = list(a.peer or [])
+    peers += [f"pgw{n}.loadtest.example" for n in range(1, a.peers + 1)]
     node = build_node(host.strip("[]") or "127.0.0.1", int(port),
-                      a.peer or ["pgw1.loadtest.example"], a.origin_host, a.realm, a.grant)
+                      list(dict.fromkeys(peers)) or ["pgw1.loadtest.example"],
+                      a.origin_host, a.realm, a.grant)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
