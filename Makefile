@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEBS   := freediameterd libfreediameter-dev gcc libc6-dev
+DEBS   := freediameterd libfreediameter-dev gcc libc6-dev faketime
 DATA   ?= data
 RULES  ?= rules/demo
 

@@ -48,7 +48,7 @@ def cmd_serve(args) -> int:
     from .store.embedded import EmbeddedStore, StoreFormatError
 
     cfg = load_config(args.config)
-    for name in ("listen", "data", "rules", "origin_host", "origin_realm", "log_level"):
+    for name in ("listen", "data", "rules", "origin_host", "origin_realm", "log_level", "api"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--origin-host", dest="origin_host", help="our Origin-Host")
     s.add_argument("--origin-realm", dest="origin_realm", help="our Origin-Realm")
     s.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
+    s.add_argument("--api", help="HOST:PORT of the operator HTTP API (bearer tokens: api_tokens or OCS_API_TOKENS)")
     s.add_argument("--no-fsync", action="store_true", help="do not fsync the journal (unsafe; for experiments)")
     s.set_defaults(func=cmd_serve)
 

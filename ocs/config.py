@@ -43,6 +43,8 @@ class Config(Base, kw_only=True):
     dedup_entries: Annotated[int, Meta(ge=1)] = 500_000      # answers kept for retransmissions
     fsync: bool = True
     log_level: str = "INFO"
+    api: str | None = None               # HOST:PORT of the operator HTTP API; None: no API
+    api_tokens: list[str] = []           # bearer tokens; OCS_API_TOKENS (comma-separated) adds more
     rules_poll: Annotated[float, Meta(ge=0)] = 1.0           # seconds between looks at the rules; 0: SIGHUP only
     notifications: str | None = None     # JSON-lines file of threshold events; default DATA/notifications.jsonl
     notification_sink: str | None = None  # "module:callable" also given every batch of events

@@ -58,6 +58,7 @@ class Server:
         self.notifier = notifier
         self.watch = RulesWatch(cfg.rules, app.rules.version)
         self._next_rules: RuleSet | None = None
+        self._ops: list[tuple] = []           # operations waiting for the charging loop
         self.app = app
         self.store = store
         self.identity = identity
@@ -82,6 +83,8 @@ class Server:
             system.start_soon(self._charging_loop)
             system.start_soon(self._housekeeping)
             system.start_soon(self._rules_reload)
+            if self.cfg.api:
+                await system.start(self._serve_api)
             async with trio.open_nursery() as peers_nursery:
                 accept_scope = trio.CancelScope()
 
@@ -211,6 +214,16 @@ class Server:
                     self._next_rules = None
                     if record is not None:
                         await send.send(([], [], record, None))
+                ops, self._ops = self._ops, []
+                for op, box, done in ops:
+                    try:
+                        result = op(self.store, self.app.rules, time.time())
+                    except Exception as e:       # refused (OperationError) or a bug: the caller hears of it
+                        box.append(e)
+                        done.set()
+                        continue
+                    box.append(result.result)
+                    await send.send(([], [], result.record, None, done))
                 if self._expire_due:
                     self._expire_due = False
                     record = self.app.expire(time.time())
@@ -237,16 +250,18 @@ class Server:
                     group.append(recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            records = [record for _, _, record, _ in group if record is not None]
+            records = [item[2] for item in group if item[2] is not None]
             if records:
-                if self._pending or sum(len(answers) for _, answers, _, _ in group) > SMALL_GROUP:
+                if self._pending or sum(len(item[1]) for item in group) > SMALL_GROUP:
                     # under load: charge the next batch while the disk works
                     await trio.to_thread.run_sync(store.write, *records)
                 else:
                     # idle: a thread hand-off would cost more than the fsync itself
                     store.write(*records)
             ready: dict[Peer, list[bytes]] = {}
-            for batch, answers, _, events in group:
+            for batch, answers, _, events, *done in group:
+                if done:
+                    done[0].set()          # an operation, durable now
                 if events:
                     self.notifier.emit(events)
                 at = 0
@@ -259,6 +274,41 @@ class Server:
                 job = store.begin_snapshot()
                 if job is not None:
                     nursery.start_soon(trio.to_thread.run_sync, job)
+
+    async def _serve_api(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        import os
+
+        from hypercorn.config import Config as HypercornConfig
+        from hypercorn.trio import serve
+
+        from ..api.http import OperatorApi
+        tokens = list(self.cfg.api_tokens) + [t.strip() for t in os.environ.get("OCS_API_TOKENS", "").split(",")]
+        tokens = [t for t in tokens if t]
+        if not tokens:
+            log.warning("the API has no tokens (api_tokens, OCS_API_TOKENS): every request gets 401")
+        hc = HypercornConfig()
+        hc.bind = [self.cfg.api]
+        hc.accesslog = None
+        hc.errorlog = logging.getLogger("ocs.api")
+        hc.graceful_timeout = 1.0
+        async with trio.open_nursery() as n:
+            bound = await n.start(lambda task_status: serve(OperatorApi(self, tokens), hc, task_status=task_status))
+            for url in bound:
+                log.info("api listening on %s", url)
+            task_status.started(bound)
+
+    async def submit(self, op):
+        """Run `op(store, rules, now) -> operations.Done` on the charging loop,
+        between batches; return its result once its record is durable.
+        Raises what the operation raised (OperationError for a refusal)."""
+        box: list = []
+        done = trio.Event()
+        self._ops.append((op, box, done))
+        self._work.set()
+        await done.wait()
+        if isinstance(box[0], Exception):
+            raise box[0]
+        return box[0]
 
     # ------------------------------------------------------------ rules
     def _install(self, rules: RuleSet) -> dict | None:

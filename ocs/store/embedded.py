@@ -255,15 +255,19 @@ class EmbeddedStore:
 
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
-               new_sessions: list, answers: tuple[list, list] | list, usage: bytes) -> dict:
-        """The journal record of one batch: new values of every changed row."""
+               new_sessions: list, answers: tuple[list, list] | list, usage: bytes, op: dict | None = None) -> dict:
+        """The journal record of one batch (or of one operation, `op`): new
+        values of every changed row."""
         self.seq += 1
-        ds = np.unique(dirty_subs)
-        dx = np.unique(dirty_sess)
-        return {"seq": self.seq, "f": FORMAT, "rules": rules_version, "t": now,
-                "si": ds.tobytes(), "sr": self.subs[ds].tobytes(),
-                "xi": dx.tobytes(), "xr": self.sessions[dx].tobytes(),
-                "new": new_sessions, "ans": answers, "use": usage}
+        ds = np.unique(np.asarray(dirty_subs, dtype=np.int64))
+        dx = np.unique(np.asarray(dirty_sess, dtype=np.int64))
+        rec = {"seq": self.seq, "f": FORMAT, "rules": rules_version, "t": now,
+               "si": ds.tobytes(), "sr": self.subs[ds].tobytes(),
+               "xi": dx.tobytes(), "xr": self.sessions[dx].tobytes(),
+               "new": new_sessions, "ans": answers, "use": usage}
+        if op is not None:
+            rec["op"] = op
+        return rec
 
     def rules_record(self, version: str, now: float) -> dict:
         """The journal record of installing a rules version: replaying it

@@ -198,9 +198,16 @@ def _dpa(dpr: Message, host: str, realm: str) -> bytes:
 
 
 def mscc_values(answer: Message) -> dict[int, dict]:
+    """Per rating group: result, granted octets, validity, and the
+    Final-Unit-Indication: action (None: absent) and Filter-Ids."""
     out = {}
     for m in answer.multiple_services_credit_control or []:
         gsu = m.granted_service_unit
+        fui = m.final_unit_indication
+        filters = [f.decode() if isinstance(f, bytes) else f for f in (fui.filter_id or [])] if fui else []
         out[m.rating_group] = {"result": m.result_code,
-                               "granted": gsu.cc_total_octets if gsu is not None else None}
+                               "granted": gsu.cc_total_octets if gsu is not None else None,
+                               "validity": m.validity_time,
+                               "fui": fui.final_unit_action if fui is not None else None,
+                               "filters": filters}
     return out

@@ -11,12 +11,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_RULES = ROOT / "rules" / "demo"
-_LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"ocs.net: listening on 127\.0\.0\.1:(\d+)")
+_API = re.compile(r"api listening on (http://[0-9.]+:\d+)")
 
 
 class OcsProcess:
     def __init__(self, data: Path, rules: Path = DEMO_RULES, config: Path | None = None,
-                 extra: list[str] | None = None, log: Path | None = None):
+                 extra: list[str] | None = None, log: Path | None = None, fake_time: str | None = None,
+                 env: dict | None = None):
         self.data = Path(data)
         self.rules = Path(rules)
         self.config = config
@@ -24,21 +26,30 @@ class OcsProcess:
         self.log = log or self.data.with_name(self.data.name + ".log")
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.api: str | None = None        # http://HOST:PORT when started with --api
+        self.fake_time = fake_time         # "YYYY-MM-DD HH:MM:SS" UTC: the server's clock starts there (faketime)
+        self.env = env or {}
 
     def start(self, timeout: float = 60) -> "OcsProcess":
         args = [sys.executable, "-m", "ocs.cli", "serve", "--listen", "127.0.0.1:0",
                 "--data", str(self.data), "--rules", str(self.rules)] + self.extra
         if self.config:
             args += ["--config", str(self.config)]
+        env = dict(os.environ, **self.env)
+        if self.fake_time:
+            args = ["faketime", "-f", f"@{self.fake_time}"] + args
+            env["TZ"] = "UTC"
         self._log_file = open(self.log, "ab")
         start_offset = self.log.stat().st_size
-        self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log.read_bytes()[start_offset:].decode(errors="replace")
             m = _LISTENING.search(text)
             if m:
                 self.port = int(m.group(1))
+                api = _API.search(text)
+                self.api = api.group(1) if api else None
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ocs serve exited with {self.proc.returncode}:\n{text}")
