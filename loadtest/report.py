@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .histogram import LatencyHistogram, highest_equivalent
-from .sessions import N_RESULT_CODES, STAT_NAMES
+from .slots import N_RESULT_CODES, STAT_NAMES
 
 PERCENTILES = (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))
 ERROR_COUNTS = ("check_failed", "timeouts", "unmatched")

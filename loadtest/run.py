@@ -24,8 +24,9 @@ from .ccr import CcrTemplates
 from .gateway import Gateway, PeerError, now_ns
 from .histogram import LatencyHistogram
 from .scenario import Scenario, octets, to_dict
-from .sessions import (ANSWERED, CHECK_FAILED, MAX_LATENCY_NS, NEVER_NS, Q_SEND_LIMIT, Q_SENT,
-                       SENT, TIMEOUTS, UNMATCHED, Counters, Generator)
+from .sessions import Counters, Generator
+from .slots import (ANSWERED, CHECK_FAILED, MAX_LATENCY_NS, NEVER_NS, Q_SEND_LIMIT, Q_SENT, SENT,
+                    TIMEOUTS, UNMATCHED)
 
 SAMPLE_NS = 1_000_000_000
 DRAIN_POLL = 0.02
