@@ -152,6 +152,7 @@ def main(argv=None) -> int:
     if not a.quiet:
         print(result.summary())
     if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(result.to_json())
     if a.plots:
         from . import plots

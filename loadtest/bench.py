@@ -1,12 +1,21 @@
 """Benchmark: the OCS against the reference servers, written up as markdown.
 
-Each server runs as its own process on a free port; the closed-loop
-generator runs as another process, so on a 2-core machine each has a core
-(both are pinned when the machine has two or more). Every window is a fresh
-connection with its own warm-up.
+Every figure comes from `python -m loadtest` (docs/loadtest.md), run as its
+own process against each server in its own process on a free port, so on a
+2-core machine each has a core (both are pinned when there are two or more):
+
+1. closed loop, one connection, windows 1, 64 and 512 (the `closed`
+   scenario): the most each server answers on one connection;
+2. open loop, the `steady` scenario at one rate every server can sustain
+   (4 gateways, mixed sessions): latency at equal offered load, with the
+   latency CDF of all servers and each one's throughput/p99 timeline;
+3. the `ramp` scenario on ocs: where its latency leaves the floor;
+4. the `capacity` scenario against the echo server: the generator's own
+   ceiling on one core.
 
     python -m loadtest.bench --out docs/benchmarks.md [--windows 1,64,512]
         [--duration 10] [--warmup 2] [--servers ocs,pydiameter,echo]
+        [--steady-rate 2000] [--no-ramp] [--footprint-subscribers 0]
 """
 from __future__ import annotations
 
@@ -40,7 +49,7 @@ SERVERS = {
                                  "--data", "{data}", "--rules", "rules/demo"]),
     "pydiameter": Server("pydiameter", "python-diameter Node",
                          ["-m", "loadtest.reference.pydiameter_responder",
-                          "--listen", "127.0.0.1:{port}"]),
+                          "--listen", "127.0.0.1:{port}", "--peers", "8"]),
     "echo": Server("echo", "echo", ["-m", "loadtest.reference.echo",
                                     "--listen", "127.0.0.1:{port}"], relaxed=True),
 }
@@ -79,52 +88,90 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> 
     return False
 
 
-def run_generator(port: int, window: int, args, relaxed: bool, cpu) -> dict:
+def run_loadtest(port: int, flags: list[str], relaxed: bool, cpu, limit: float) -> dict:
+    """One `python -m loadtest` run; its JSON report, or {"failed": why}."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, "-m", "loadtest.closed_loop", "--target", f"127.0.0.1:{port}",
-               "--window", str(window), "--duration", str(args.duration),
-               "--warmup", str(args.warmup), "--json", out.name]
+        cmd = [sys.executable, "-m", "loadtest", "--target", f"127.0.0.1:{port}",
+               "--no-progress", "--quiet", "--json", out.name, *flags]
         if relaxed:
             cmd.append("--relaxed")
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                              timeout=args.warmup + args.duration + 120,
-                              preexec_fn=_pinned(cpu))
+                              timeout=limit + 120, preexec_fn=_pinned(cpu))
         if proc.returncode not in (0, 1):
             return {"failed": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
-        return json.loads(Path(out.name).read_text())["result"]
+        return json.loads(Path(out.name).read_text())
 
 
-def bench_server(server: Server, args, notes: list[str]) -> list[tuple[int, dict]]:
-    server_cpu, gen_cpu = _cpus(args.pin)
-    rows = []
-    with tempfile.TemporaryDirectory() as data:
-        port = free_port()
-        argv = [a.format(port=port, data=data) for a in server.argv]
-        log = open(Path(data) / "server.log", "w+")
-        proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, preexec_fn=_pinned(server_cpu))
+class Running:
+    """A server process on a free port, for the duration of a with-block."""
+
+    def __init__(self, server: Server, cpu):
+        self.server, self.cpu = server, cpu
+
+    def __enter__(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        argv = [a.format(port=self.port, data=self._tmp.name) for a in self.server.argv]
+        self._log = open(Path(self._tmp.name) / "server.log", "w+")
+        self.proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=self._log,
+                                     stderr=subprocess.STDOUT, preexec_fn=_pinned(self.cpu))
+        if not wait_listening(self.port, self.proc):
+            self._log.seek(0)
+            tail = " | ".join(self._log.read().strip().splitlines()[-3:])
+            self.__exit__()
+            raise RuntimeError(f"{self.server.label}: did not start listening ({tail})")
+        return self
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
         try:
-            if not wait_listening(port, proc):
-                log.seek(0)
-                tail = " | ".join(log.read().strip().splitlines()[-3:])
-                notes.append(f"{server.label}: did not start listening ({tail})")
-                return rows
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        self._tmp.cleanup()
+
+
+def _line(label: str, what: str, r: dict) -> str:
+    if "failed" in r:
+        return f"{label:22} {what}: failed {r['failed']}"
+    return (f"{label:22} {what}: {r['answered_per_s']:,.0f} answers/s, p99 "
+            f"{r['latency_ms']['p99']:.3f} ms, errors {r['errors']}")
+
+
+def bench_server(server: Server, args, notes: list[str]) -> dict:
+    """Every run against one server: {"closed": [(window, report)], "steady": report, ...}."""
+    server_cpu, gen_cpu = _cpus(args.pin)
+    runs: dict = {"closed": []}
+    measure = ["--warmup", str(args.warmup), "--duration", str(args.duration)]
+    limit = args.warmup + args.duration
+    try:
+        with Running(server, server_cpu) as s:
             for window in args.windows:
-                result = run_generator(port, window, args, server.relaxed, gen_cpu)
-                rows.append((window, result))
-                print(f"{server.label:22} window {window:4}: " + (
-                    f"{result['ccr_per_s']:,.0f} CCR/s, p99 {result['latency_ms']['p99']:.3f} ms,"
-                    f" errors {result['errors']}" if "failed" not in result
-                    else f"failed {result['failed']}"), flush=True)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-    return rows
+                r = run_loadtest(s.port, ["-s", "closed", "--window", str(window), *measure],
+                                 server.relaxed, gen_cpu, limit)
+                runs["closed"].append((window, r))
+                print(_line(server.label, f"closed window {window:4}", r), flush=True)
+            r = run_loadtest(s.port, ["-s", "steady", "--rate", str(args.steady_rate),
+                                      *measure], server.relaxed, gen_cpu, limit)
+            runs["steady"] = r
+            print(_line(server.label, f"steady {args.steady_rate:,}/s", r), flush=True)
+            if server.key == "ocs" and args.ramp:
+                runs["ramp"] = run_loadtest(s.port, ["-s", "ramp"], False, gen_cpu, 90)
+                print(_line(server.label, "ramp", runs["ramp"]), flush=True)
+            if server.key == "echo":
+                runs["capacity"] = run_loadtest(s.port, ["-s", "capacity", *measure], True,
+                                                gen_cpu, limit)
+                print(_line(server.label, "capacity", runs["capacity"]), flush=True)
+            if not s.alive():
+                notes.append(f"{server.label}: the server process exited during the runs")
+    except RuntimeError as exc:
+        notes.append(str(exc))
+    return runs
 
 
 def machine() -> str:
@@ -140,37 +187,6 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def render(results: dict[str, list[tuple[int, dict]]], args, notes: list[str]) -> str:
-    lines = [
-        "# Benchmarks", "",
-        f"Generated {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} by",
-        "", f"    {' '.join(shlex.quote(a) for a in args.command)}", "",
-        f"Machine: {machine()}. Server and generator are separate processes"
-        + (", each pinned to its own core." if args.pin and _cpus(True)[0] is not None
-           else ", placed by the scheduler (not pinned)."), "",
-        f"Closed loop over one connection: W requests in flight, {args.warmup:g} s warm-up "
-        f"(not counted), then {args.duration:g} s measured. Sessions are CCR-I, 3 CCR-U, "
-        "CCR-T over MSISDNs 8613900000000-8613900099999. Latency is send to answer. "
-        "Errors: check failures (wrong Session-Id / CC-Request-Number, unexpected "
-        "Result-Code), timeouts and unmatched answers. The echo server is checked by "
-        "hop-by-hop id only.", "",
-        "| server | window | answered CCR/s | p50 ms | p99 ms | errors | generator CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label, rows in results.items():
-        for window, r in rows:
-            if "failed" in r:
-                lines.append(f"| {label} | {window} | failed | | | | |")
-                continue
-            lines.append(
-                f"| {label} | {window} | {r['ccr_per_s']:,.0f} | {r['latency_ms']['p50']:.3f} "
-                f"| {r['latency_ms']['p99']:.3f} | {r['errors']} "
-                f"| {r['generator_cpu_percent']:.0f}% |")
-    if notes:
-        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench")
     p.add_argument("--out", default="docs/benchmarks.md")
@@ -179,6 +195,10 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--servers", default="ocs,pydiameter,echo",
                    help=f"comma-separated, from {', '.join(SERVERS)}")
+    p.add_argument("--steady-rate", type=int, default=2000,
+                   help="CCR/s of the open-loop comparison (every server should sustain it)")
+    p.add_argument("--no-ramp", dest="ramp", action="store_false",
+                   help="skip the 60 s ramp on ocs")
     p.add_argument("--footprint-subscribers", type=int, default=10_000_000,
                    help="subscribers for the start-up and memory measurement (0: skip it)")
     p.add_argument("--no-pin", dest="pin", action="store_false",
@@ -187,6 +207,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.windows = [int(w) for w in args.windows.split(",")]
     args.command = ["python", "-m", "loadtest.bench", *(sys.argv[1:] if argv is None else argv)]
+    args.started = datetime.datetime.now().astimezone()
+    args.machine = machine()
+    args.pinned = args.pin and _cpus(True)[0] is not None
     notes: list[str] = []
     results = {}
     for key in args.servers.split(","):
@@ -196,7 +219,9 @@ def main(argv=None) -> int:
             notes.append("ocs: skipped, `import ocs.cli` fails (server not built yet)")
             continue
         results[server.label] = bench_server(server, args, notes)
-    text = render(results, args, notes)
+    from .bench_report import render
+    out = Path(args.out)
+    text = render(results, args, notes, out.parent / out.stem)
     if args.footprint_subscribers and "ocs" in args.servers.split(","):
         from . import footprint
         rows = footprint.measure(args.footprint_subscribers)
@@ -205,10 +230,14 @@ def main(argv=None) -> int:
                  "listening log line, and VmRSS once listening. Cold means numba's on-disk cache "
                  "empty; the restart recovers every subscriber from the snapshot and journal.\n\n"
                  + footprint.render(rows))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
     print(text)
     return 0
+
+
+def command_line(args) -> str:
+    return " ".join(shlex.quote(a) for a in args.command)
 
 
 if __name__ == "__main__":

@@ -31,28 +31,42 @@ def _as_dict(report) -> dict:
     return json.loads(report.to_json())
 
 
+NINES = (0.0, 0.5, 0.9, 0.99, 0.999, 0.9999)
+
+
+def _nines(share: np.ndarray, top: float) -> np.ndarray:
+    """-log10(1 - share): the tail spread out, 90% at 1, 99% at 2, ..."""
+    with np.errstate(divide="ignore"):
+        return np.minimum(-np.log10(np.maximum(1 - share, 0)), top)
+
+
 def latency_cdf(reports: list[tuple[str, dict]], path: str) -> str:
+    """The share of answers within each latency; the y axis in nines so the
+    tail (p99, p99.9), which a linear axis squeezes into a line, is readable."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
+    top = 0.0
     for label, r in reports:
         buckets = np.array(r["histogram"], dtype=np.float64).reshape(-1, 2)
         if not len(buckets):
             continue
-        ms = buckets[:, 0] / 1e6
-        share = np.cumsum(buckets[:, 1]) / buckets[:, 1].sum()
+        total = buckets[:, 1].sum()
+        top = max(top, np.log10(total) if total > 1 else 1.0)
+        share = np.cumsum(buckets[:, 1]) / total
         lat = r["latency_ms"]
-        ax.step(ms, share, where="post",
-                label=f"{label}: p50 {lat['p50']:.2f} / p99 {lat['p99']:.2f} ms")
-    for q in (0.5, 0.9, 0.99, 0.999):
-        ax.axhline(q, color="0.85", lw=0.8, zorder=0)
-        ax.text(1.0, q, f" p{q * 100:g}", transform=ax.get_yaxis_transform(),
-                va="center", fontsize=8, color="0.4")
+        ax.step(np.concatenate([[buckets[0, 0] / 1e6], buckets[:, 0] / 1e6]),
+                _nines(np.concatenate([[0.0], share]), top), where="post",
+                label=f"{label}: p50 {lat['p50']:.2f}, p99 {lat['p99']:.2f}, "
+                      f"p99.9 {lat['p99.9']:.2f} ms")
+    ticks = [q for q in NINES if -np.log10(1 - q) <= top + 1e-9] or [0.5]
+    ax.set_yticks([-np.log10(1 - q) for q in ticks], [f"{q * 100:g}%" for q in ticks])
+    ax.set_ylim(0, max(top, 1.0) * 1.02)
     ax.set_xscale("log")
+    _plain_numbers(ax.xaxis)
     ax.set_xlabel("latency, ms (from when the request was due)")
-    ax.set_ylabel("share of answers")
-    ax.set_ylim(0, 1.01)
+    ax.set_ylabel("answers within (CDF)")
     ax.set_title("Latency CDF")
-    ax.grid(True, which="major", axis="x", color="0.9")
+    ax.grid(True, which="major", color="0.9")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -60,29 +74,47 @@ def latency_cdf(reports: list[tuple[str, dict]], path: str) -> str:
     return path
 
 
+def _plain_numbers(axis) -> None:
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def timeline(label: str, r: dict, path: str) -> str:
     plt = _pyplot()
-    rows = r["series"]
-    t = np.array([row["t"] for row in rows])
+    rows = [row for row in r["series"] if row.get("seconds", 1) > 0]
+    start = np.array([row["t"] - row.get("seconds", 1) for row in rows])
+    ends = start[-1:] + [rows[-1].get("seconds", 1)] if rows else []
+    t = np.concatenate([start, ends])  # steps: each second holds its value
+
+    def per_second(key):
+        values = [row[key] / row.get("seconds", 1) for row in rows]
+        return values + values[-1:]
+
+    def held(key):
+        values = [row[key] for row in rows]
+        return values + values[-1:]
+
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6), dpi=100)
-    top.plot(t, [row["answered"] for row in rows], label="answers/s", color="tab:blue")
-    top.plot(t, [row["sent"] for row in rows], label="requests/s", color="tab:gray", lw=0.8,
-             ls="--")
+    top.step(t, per_second("answered"), where="post", label="answers/s", color="tab:blue")
+    top.step(t, per_second("sent"), where="post", label="requests/s", color="tab:gray",
+             lw=0.8, ls="--")
     top.set_ylabel("per second")
     top.set_ylim(bottom=0)
     gateways = top.twinx()
-    gateways.step(t, [row["connected"] for row in rows], where="pre", color="tab:green",
-                  lw=0.8, label="gateways connected")
+    gateways.step(t, held("connected"), where="post", color="tab:green", lw=0.8,
+                  label="gateways connected")
     gateways.set_ylabel("gateways connected", color="tab:green")
     gateways.set_ylim(0, max(1, r["connections"]["gateways"]) * 1.1)
     lines = top.get_legend_handles_labels()
     more = gateways.get_legend_handles_labels()
     top.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
-    bottom.plot(t, [row["p99_ms"] for row in rows], label="p99", color="tab:red")
-    bottom.plot(t, [row["p50_ms"] for row in rows], label="p50", color="tab:orange")
+    bottom.step(t, held("p99_ms"), where="post", label="p99", color="tab:red")
+    bottom.step(t, held("p50_ms"), where="post", label="p50", color="tab:orange")
     bottom.set_yscale("log")
-    bottom.set_ylabel("latency per second, ms")
-    bottom.set_xlabel("seconds since traffic started")
+    _plain_numbers(bottom.yaxis)
+    bottom.set_ylabel("latency in that second, ms")
+    bottom.set_xlabel("seconds since traffic started (grey: warm-up and drain, not counted)")
     bottom.legend(loc="upper right", fontsize=8)
     for ax in (top, bottom):
         _shade_phases(ax, rows)
@@ -96,11 +128,10 @@ def timeline(label: str, r: dict, path: str) -> str:
 
 def _shade_phases(ax, rows) -> None:
     """Grey where the figures do not count: the warm-up and the drain."""
-    previous = 0.0
     for row in rows:
         if row["phase"] != "measure":
-            ax.axvspan(previous, row["t"], color="0.93", zorder=0, lw=0)
-        previous = row["t"]
+            ax.axvspan(row["t"] - row.get("seconds", 1), row["t"], color="0.93", zorder=0,
+                       lw=0)
 
 
 def write(report, prefix: str, label: str | None = None) -> list[str]:

@@ -102,6 +102,7 @@ class Conductor:
         self.storm_scope = trio.CancelScope()
         self.opened = self.closed = None
         self._last = counters.stats.copy()
+        self._last_ns = 0
         self._interval = LatencyHistogram()
 
     def idle(self, now: int) -> bool:
@@ -118,6 +119,7 @@ class Conductor:
         end = warm_end + int(load.duration * 1e9) if load.duration else NEVER_NS
         self.clock.send_until_ns = end
         next_sample = t0 + SAMPLE_NS
+        self._last_ns = t0
         phase = "warm-up"
         drain_deadline = None
         while True:
@@ -161,7 +163,9 @@ class Conductor:
         self._interval.counts[:] = c.interval
         c.interval[:] = 0
         figures = reporting.latency_figures(self._interval.counts)
-        row = {"t": round((now - t0) / 1e9, 3), "phase": phase,
+        seconds = (now - self._last_ns) / 1e9
+        self._last_ns = now
+        row = {"t": round((now - t0) / 1e9, 3), "seconds": round(seconds, 3), "phase": phase,
                "sent": int(delta[SENT]), "answered": int(delta[ANSWERED]),
                "errors": int(delta[CHECK_FAILED] + delta[TIMEOUTS] + delta[UNMATCHED]),
                "p50_ms": figures["p50"], "p99_ms": figures["p99"], "max_ms": figures["max"],

@@ -81,3 +81,17 @@ async def test_a_run_writes_the_summary_json_and_plots(tmp_path, capsys):
     written = plots.main([f"a={tmp_path / 'r.json'}", f"b={tmp_path / 'r.json'}",
                           "--out", str(tmp_path / "both")])
     assert written == 0 and (tmp_path / "both-latency.png").exists()
+    # and docs/benchmarks.md's sections from it
+    import argparse
+    import datetime
+
+    from loadtest.bench_report import render
+    args = argparse.Namespace(started=datetime.datetime.now().astimezone(), command=["x"],
+                              machine="m", pinned=False, warmup=0.2, duration=1.2,
+                              steady_rate=2000)
+    text = render({"echo": {"closed": [(8, report)], "steady": report, "ramp": report,
+                            "capacity": report}}, args, ["a note"], tmp_path / "bench")
+    assert "| echo | 8 |" in text and "## Ramp on echo" in text and "- a note" in text
+    assert "](bench/steady-latency.png)" in text
+    assert sorted(p.name for p in (tmp_path / "bench").iterdir()) == [
+        "ramp-echo-timeline.png", "steady-echo-timeline.png", "steady-latency.png"]
