@@ -103,7 +103,7 @@ async def test_events_direct_debiting_and_balance_check(server):
             build_ccr(h, f"{h};2", E, 0, msisdn, [{"rg": 10, "rsu": 8 * KB}], action=0),
             build_ccr(h, f"{h};3", E, 0, msisdn, [{"rg": 10, "rsu": 0}], action=2),
         ])
-    assert mscc_values(debit)[10] == {"result": 2001, "granted": 3 * KB}
+    assert mscc_values(debit)[10] == {"result": 2001, "granted": 3 * KB, "validity": None, "fui": None, "filters": []}
     assert mscc_values(too_much)[10]["result"] == 4012       # all or nothing: 7 KB is left
     assert check.result_code == 2001
     assert any(a.code == 422 and int.from_bytes(a.payload, "big") == 0 for a in check.avps)  # ENOUGH_CREDIT

@@ -37,8 +37,12 @@ class OcsProcess:
             args += ["--config", str(self.config)]
         env = dict(os.environ, **self.env)
         if self.fake_time:
-            args = ["faketime", "-f", f"@{self.fake_time}"] + args
-            env["TZ"] = "UTC"
+            # libfaketime preloaded into the server itself (not the `faketime`
+            # wrapper, which would stand between the test and the server's pid)
+            libs = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+            if not libs:
+                raise RuntimeError("libfaketime is not installed (Debian package faketime; `make install`)")
+            env.update(LD_PRELOAD=str(libs[0]), FAKETIME=f"@{self.fake_time}", TZ="UTC")
         self._log_file = open(self.log, "ab")
         start_offset = self.log.stat().st_size
         self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env)

@@ -1,0 +1,129 @@
+"""Rules change under load without a restart (issue: versions and hot reload).
+
+Fifty sessions report usage while the tariff doubles in the rule file, then
+while a broken file is dropped in. Every request is answered 2001; the
+broken version is refused with a log line naming the file and key, and the
+last good one keeps serving; every usage record carries the version that
+charged it, and its charge matches that version's price, read from the
+version kept in the data directory (not from the code under test).
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from decimal import Decimal
+
+import numpy as np
+import trio
+
+from ocs.gy.app import USAGE
+from ocs.store.journal import replay
+from tests.support.gy import KB, TOKEN, GySession, api_call
+from tests.support.rawclient import GyConnection
+from tests.support.server import OcsProcess
+
+PLAN = """
+[[plan]]
+id = "flat"
+timezone = "Asia/Shanghai"
+overage = {{ price = "{price}", per = "1 KB" }}
+default_grant = "10 KB"
+
+[[subscriber_range]]
+first = "8613500000000"
+last = "8613500000099"
+plan = "flat"
+balance = "1000.00"
+"""
+
+
+def write_rules(path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.rename(path)           # atomic, as an operator's deploy tool does
+
+
+async def wait_for_log(server: OcsProcess, pattern: str, timeout: float = 20) -> re.Match:
+    with trio.fail_after(timeout):
+        while True:
+            m = re.search(pattern, server.output())
+            if m:
+                return m
+            await trio.sleep(0.05)
+
+
+async def test_tariff_change_under_load_and_a_broken_file_refused(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rules(rules / "plans.toml", PLAN.format(price="0.0001"))
+    config = tmp_path / "ocs.toml"
+    config.write_text("rules_poll = 0.1\n")
+    server = OcsProcess(tmp_path / "data", rules=rules, config=config, extra=["--api", "127.0.0.1:0"],
+                        env={"OCS_API_TOKENS": TOKEN})
+    await trio.to_thread.run_sync(server.start)
+    results: dict[int, int] = {}
+    stop = trio.Event()
+    reported = [0] * 50
+
+    async def gateway(conn: GyConnection, k: int) -> None:
+        s = GySession(conn, f"86135000000{k:02d}")
+        g = await s.start(10 * KB)
+        results[g["result"]] = results.get(g["result"], 0) + 1
+        while not stop.is_set():
+            used = 3 * KB + k                        # not a whole KB: rounding is exercised
+            g = await s.update(used, 10 * KB)
+            reported[k] += used
+            results[g["result"]] = results.get(g["result"], 0) + 1
+        await s.stop()
+
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                conn = GyConnection(origin_host="pgw-reload.test.example")
+                await conn.connect(server.port, n)
+                async with trio.open_nursery() as load:
+                    for k in range(50):
+                        load.start_soon(gateway, conn, k)
+                    await trio.sleep(1.0)
+                    first = (await api_call(server.api, "GET", "/v1/rules"))[1]["version"]
+                    write_rules(rules / "plans.toml", PLAN.format(price="0.0002"))
+                    m = await wait_for_log(server, r"version (\w+) installed \(was (\w+)\)")
+                    second = m.group(1)
+                    assert m.group(2) == first
+                    await trio.sleep(1.0)
+                    (rules / "broken.toml").write_text('[[plan]]\nid = "x"\nbundle = "lots"\n')
+                    await wait_for_log(server, r"refused, version \w+ keeps serving")
+                    await trio.sleep(0.5)
+                    assert (await api_call(server.api, "GET", "/v1/rules"))[1]["version"] == second
+                    stop.set()
+                n.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
+    log = server.output()
+    assert "broken.toml: $.plan[0].bundle: 'lots' is not a volume" in log
+    assert set(results) == {2001} and sum(results.values()) > 500
+
+    # every usage row was charged at the price of the version written with it
+    price = {}
+    for version in (first, second):
+        kept = tomllib.loads((server.data / "rules" / version / "plans.toml").read_text())
+        price[version] = Decimal(kept["plan"][0]["overage"]["price"])
+    assert price == {first: Decimal("0.0001"), second: Decimal("0.0002")}
+    seen, charged_by = set(), {first: 0, second: 0}
+    total_used = 0
+    for name in ("journal.prev", "journal.old", "journal.log"):
+        path = server.data / name
+        if not path.exists():
+            continue
+        for rec in replay(path):
+            if rec["seq"] in seen or not rec["use"]:
+                continue
+            seen.add(rec["seq"])
+            rows = np.frombuffer(rec["use"], USAGE)
+            for used, charged in zip(rows["used"].tolist(), rows["charged"].tolist()):
+                kb = -(-used // KB)
+                assert Decimal(charged) / 1_000_000 == kb * price[rec["rules"]], rec["rules"]
+                charged_by[rec["rules"]] += 1
+                total_used += used
+    assert charged_by[first] > 50 and charged_by[second] > 50
+    assert total_used == sum(reported)
