@@ -22,7 +22,7 @@ FLAGS = [
      "Origin-Host pattern, {n} = gateway number (default pgw{n}.loadtest.example)"),
     ("--origin-realm", "gateways.origin_realm", str, "Origin-Realm of the gateways"),
     ("--destination-realm", "gateways.destination_realm", str, "Destination-Realm of the CCRs"),
-    ("--mode", "load.mode", str, "closed (a window of requests in flight) or open (a rate)"),
+    ("--mode", "load.mode", str, "closed: a window of requests in flight; open: a fixed rate"),
     ("--window", "load.window", int, "closed loop: requests in flight per gateway"),
     ("--sessions", "load.sessions", int, "open loop: concurrent sessions per gateway"),
     ("--rate", "load.rate", float, "open loop: CCR/s of all gateways together"),
@@ -77,7 +77,8 @@ def parser() -> argparse.ArgumentParser:
                         "matplotlib: pip install -e '.[bench]')")
     p.add_argument("--progress", action="store_true", default=None,
                    help="progress line on stderr (default: when stderr is a terminal)")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress line, even on a terminal")
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stdout")
     return p
 
