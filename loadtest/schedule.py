@@ -52,7 +52,7 @@ class Shape:
     def cuts(self, horizon: float) -> list[float]:
         """Times where the rate changes its formula, up to the horizon."""
         cuts = {0.0}
-        if 0 < self.ramp_seconds < horizon:
+        if self.ramp_seconds > 0:  # however long: the ramp's end starts the flat part
             cuts.add(self.ramp_seconds)
         if self.burst_every > 0 and self.burst_seconds > 0:
             start = self.burst_at

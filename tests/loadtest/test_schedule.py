@@ -8,6 +8,8 @@ from loadtest.schedule import Shape, build, count_by, intended_ns
 SHAPES = [
     Shape(1000),
     Shape(1000, ramp_from=100, ramp_seconds=10),
+    Shape(6000, ramp_from=100, ramp_seconds=12),  # as long as the run
+    Shape(6000, ramp_from=100, ramp_seconds=30),  # longer than the run
     Shape(500, ramp_from=2000, ramp_seconds=4),  # a ramp down
     Shape(1000, burst_rate=5000, burst_every=3, burst_seconds=0.5, burst_at=1),
     Shape(2000, ramp_from=0, ramp_seconds=5, burst_rate=8000, burst_every=2,
@@ -24,8 +26,9 @@ def test_the_count_is_the_integral_of_the_rate(shape):
     for t in (0.0, 0.3, 1.0, 2.7, 4.0, 9.99, 12.0):
         numeric = np.interp(t, ts, cumulative)
         assert count_by(plan, t) == pytest.approx(numeric, rel=1e-3, abs=10)
-    # Past the horizon the last rate holds.
-    assert count_by(plan, 13) - count_by(plan, 12) == pytest.approx(shape.base(12), rel=1e-9)
+    # Past the horizon the ramp goes on to its end, then holds; no more bursts.
+    assert count_by(plan, 13) - count_by(plan, 12) == pytest.approx(
+        (shape.base(12) + shape.base(13)) / 2, rel=1e-9)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
