@@ -89,11 +89,14 @@ class Gateway:
                         raise PeerError("connection closed before the CEA")
                     self._fill += n
                     frames, _ = codec.split_frames(memoryview(self._rx)[:self._fill])
+                start, end = frames[0]
+                cea = codec.parse_answer(self._rx[start:end].tobytes())
+            except ValueError as exc:
+                stream.socket.close()
+                raise PeerError(f"not a Diameter answer to the CER: {exc}") from None
             except BaseException:
                 stream.socket.close()
                 raise
-        start, end = frames[0]
-        cea = codec.parse_answer(self._rx[start:end].tobytes())
         if cea.command != codec.CMD_CAPABILITIES_EXCHANGE or cea.is_request:
             stream.socket.close()
             raise PeerError(f"expected a CEA, got command {cea.command}")
@@ -231,7 +234,12 @@ class Gateway:
         for i in range(count):
             start = int(self.gen.other[i])
             length = int.from_bytes(self._rx[start + 1:start + 4].tobytes(), "big")
-            msg = codec.parse_answer(self._rx[start:start + length].tobytes())
+            try:
+                msg = codec.parse_answer(self._rx[start:start + length].tobytes())
+            except ValueError:
+                self.counts.unexpected += 1
+                self._note("a malformed message")
+                continue
             if msg.command == codec.CMD_DEVICE_WATCHDOG and msg.is_request:
                 self._control.append(codec.encode_dwa(self.origin_host, self.origin_realm,
                                                       msg.hop_by_hop, msg.end_to_end))
