@@ -33,7 +33,14 @@ FRAME = np.dtype([
     ("sub_type", np.int32, (MAX_SUB_IDS,)),
     ("sub_key", np.int64, (MAX_SUB_IDS,)),     # subscriber key (rules.compile.subscriber_key) or -1
     ("top_service_id", np.int64),
+    ("apn", np.int64),            # apn_key of the Called-Station-Id; 0 absent
+    ("rat", np.int32),            # 3GPP-RAT-Type (TS 29.061); -1 absent
+    ("plmn", np.int64),           # plmn_key of 3GPP-SGSN-MCC-MNC; -1 absent
 ], align=True)
+
+AVP_CALLED_STATION_ID = 30
+AVP_SERVICE_INFORMATION, AVP_PS_INFORMATION = 873, 874      # 3GPP TS 32.299
+AVP_3GPP_RAT_TYPE, AVP_3GPP_SGSN_MCC_MNC = 21, 18           # 3GPP TS 29.061, vendor 10415
 
 
 def _kind_of(typ) -> int:
@@ -143,6 +150,78 @@ def _valid(buf, start, end, keys, kinds):
         elif k == KIND_ADDRESS:
             if n != 6 and n != 18:
                 return False
+        pos += (length + 3) & ~3
+
+
+@njit(cache=True)
+def apn_key_at(buf, off, n):
+    """The key of an APN: FNV-1a (63 bits) of its Network Identifier, lower
+    case - the labels before a ".mncNNN.mccNNN.gprs" Operator Identifier
+    (TS 23.003 section 9.1). Never 0 (0 means absent)."""
+    end = off + n
+    for i in range(off, off + n - 3):
+        if buf[i] == 46 and (buf[i + 1] | 32) == 109 and (buf[i + 2] | 32) == 110 and (buf[i + 3] | 32) == 99:
+            end = i                      # ".mnc"
+            break
+    h = np.uint64(14695981039346656037)
+    for i in range(off, end):
+        b = buf[i]
+        if 65 <= b <= 90:
+            b += 32
+        h = (h ^ np.uint64(b)) * np.uint64(1099511628211)
+    k = np.int64(h & np.uint64(0x7FFFFFFFFFFFFFFF))
+    return k if k != 0 else 1
+
+
+@njit(cache=True)
+def plmn_key_at(buf, off, n):
+    """MCC-MNC as digits ("46000", "310260") -> length << 32 | value; -1 if not 5 or 6 digits."""
+    if n != 5 and n != 6:
+        return -1
+    v = np.int64(0)
+    for i in range(off, off + n):
+        d = buf[i] - 48
+        if d < 0 or d > 9:
+            return -1
+        v = v * 10 + d
+    return (np.int64(n) << 32) | v
+
+
+def apn_key(text: str | bytes) -> int:
+    data = text.encode() if isinstance(text, str) else text
+    return int(apn_key_at(np.frombuffer(data or b"\0", np.uint8), 0, len(data)))
+
+
+def plmn_key(text: str | bytes) -> int:
+    data = text.encode() if isinstance(text, str) else text
+    return int(plmn_key_at(np.frombuffer(data or b"\0", np.uint8), 0, len(data)))
+
+
+@njit(cache=True)
+def _ps_information(buf, start, end, f):
+    """From the first PS-Information in a Service-Information (TS 32.299):
+    the first Called-Station-Id, 3GPP-RAT-Type and 3GPP-SGSN-MCC-MNC."""
+    pos = start
+    while pos < end:
+        code, length, hdr = _avp_header(buf, pos)
+        if hdr == 12 and code == AVP_PS_INFORMATION and _u32(buf, pos + 8) == c.VENDOR_3GPP:
+            p = pos + 12
+            got_apn = got_rat = got_plmn = False
+            while p < pos + length:
+                cc, ll, hh = _avp_header(buf, p)
+                n = ll - hh
+                if hh == 8 and cc == AVP_CALLED_STATION_ID and not got_apn:
+                    f["apn"] = apn_key_at(buf, p + 8, n)
+                    got_apn = True
+                elif hh == 12 and _u32(buf, p + 8) == c.VENDOR_3GPP:
+                    if cc == AVP_3GPP_RAT_TYPE and not got_rat:
+                        f["rat"] = buf[p + 12] if n == 1 else -1
+                        got_rat = True
+                    elif cc == AVP_3GPP_SGSN_MCC_MNC and not got_plmn:
+                        f["plmn"] = plmn_key_at(buf, p + 12, n)
+                        got_plmn = True
+                p += (ll + 3) & ~3
+            return
         pos += (length + 3) & ~3
 
 
@@ -282,11 +361,20 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
     f["mscc_count"] = 0
     f["action"] = -1
     f["top_service_id"] = -1
+    f["apn"] = 0
+    f["rat"] = -1
+    f["plmn"] = -1
+    top_apn = 0
+    seen_si = False
     has_top_units = False
     pos = start + 20
     while pos < end:
         code, length, hdr = _avp_header(buf, pos)
-        if hdr == 8:
+        if hdr == 12:
+            if code == AVP_SERVICE_INFORMATION and not seen_si and _u32(buf, pos + 8) == c.VENDOR_3GPP:
+                seen_si = True
+                _ps_information(buf, pos + 12, pos + length, f)
+        elif hdr == 8:
             d = pos + 8
             n = length - 8
             for k in range(_ONCE.shape[0]):
@@ -315,6 +403,8 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
                 f["action"] = action
             elif code == c.AVP_SERVICE_IDENTIFIER:
                 f["top_service_id"] = _u32(buf, d)
+            elif code == AVP_CALLED_STATION_ID and top_apn == 0:
+                top_apn = apn_key_at(buf, d, n)
             elif code == c.AVP_REQUESTED_SERVICE_UNIT or code == c.AVP_USED_SERVICE_UNIT:
                 has_top_units = True
             elif code == c.AVP_PROXY_INFO:
@@ -363,6 +453,8 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
             return -1
     if f["type"] < 1 or f["type"] > 4:
         return -1
+    if f["apn"] == 0:
+        f["apn"] = top_apn
     f["top_level"] = 1 if f["mscc_count"] == 0 else 0
     if f["mscc_count"] == 0 and has_top_units:
         if mpos >= msccs.shape[0]:

@@ -71,6 +71,7 @@ class Tables(NamedTuple):
     steps: np.ndarray
     thresholds: np.ndarray
     edges: np.ndarray
+    cond: np.ndarray          # the context values rates require, and home networks
     rated_rgs: np.ndarray
     denied_rgs: np.ndarray
     zones: np.ndarray
@@ -335,18 +336,52 @@ def _walk(T, subs, row, rg, sec, t, want, hc, hv, hold):
 
 # ---------------------------------------------------------------- money
 @njit(cache=_CACHE)
-def _rate(T, p, rg, sec):
-    """(tariff, draws from buckets) for this traffic now: FREE_RATE for
-    zero-rated traffic, -1 when the plan has no tariff."""
-    pl = T.plans[p]
+def _context_ok(T, r, subs, row, ctx):
+    """Does the rate's context hold: APN, RAT type, roaming, and the
+    subscriber's customer type, terminal type and partner."""
+    s = subs[row]
+    for k in range(5):
+        n = r["cond_count"][k]
+        if n < 0:
+            continue
+        if k == 0:
+            v = ctx[0]
+        elif k == 1:
+            v = np.int64(ctx[1])
+        elif k == 2:
+            v = np.int64(s["customer_type"])
+        elif k == 3:
+            v = np.int64(s["terminal_type"])
+        else:
+            v = np.int64(s["partner"])
+        if not _in_list(T.cond, r["cond_start"][k], n, v):
+            return False
+    if r["roaming"] >= 0:
+        pl = T.plans[s["plan"]]
+        if ctx[2] < 0 or pl["home_count"] == 0:
+            return False                     # unknown: neither at home nor roaming
+        home = _in_list(T.cond, pl["home_start"], pl["home_count"], ctx[2])
+        if home == (r["roaming"] == 1):
+            return False
+    return True
+
+
+@njit(cache=_CACHE)
+def _rate(T, subs, row, ctx, rg, sec):
+    """(tariff, draws from buckets, refused) for this traffic now: tariff
+    FREE_RATE for zero-rated traffic, -1 when the plan has no tariff. The
+    first of the plan's rates whose conditions hold applies."""
+    pl = T.plans[subs[row]["plan"]]
     for i in range(pl["rate_start"], pl["rate_start"] + pl["rate_count"]):
         r = T.rates[i]
         if r["rg_count"] >= 0 and not _in_list(T.rate_rgs, r["rg_start"], r["rg_count"], rg):
             continue
         if not _in_hours(r["hour_from"], r["hour_to"], sec):
             continue
-        return r["tariff"], r["buckets"] != 0
-    return pl["tariff"], True
+        if not _context_ok(T, r, subs, row, ctx):
+            continue
+        return r["tariff"], r["buckets"] != 0, r["deny"] != 0
+    return pl["tariff"], True, False
 
 
 @njit(cache=_CACHE)
@@ -453,10 +488,10 @@ def _debit_money(T, subs, row, ti, buckets, octets, m):
 
 
 @njit(cache=_CACHE)
-def _debit(T, subs, row, rg, t, used, m, hc, hv):
+def _debit(T, subs, row, ctx, rg, t, used, m, hc, hv):
     """Reported usage: buckets first, then money; rated as of time `t`."""
     sec = _local_sec(T, subs, row, t)
-    ti, buckets = _rate(T, subs[row]["plan"], rg, sec)
+    ti, buckets, _ = _rate(T, subs, row, ctx, rg, sec)
     got = 0
     if buckets:
         got, _, _ = _walk(T, subs, row, rg, sec, t, used, hc, hv, False)
@@ -468,7 +503,7 @@ def _debit(T, subs, row, rg, t, used, m, hc, hv):
 
 # ---------------------------------------------------------------- grants
 @njit(cache=_CACHE)
-def _grant(T, subs, row, rg, now, want, hc, hv, out):
+def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
     """Reserve up to `want` octets now. Holds go to hc/hv; `out` receives
     [granted, money, over, total, pool, fui, reason]; the caller keeps the
     bucket holds and applies the rest with `_hold`. Returns granted."""
@@ -490,7 +525,7 @@ def _grant(T, subs, row, rg, now, want, hc, hv, out):
         if room <= want:
             want, at_ceiling = room, True
     sec = _local_sec(T, subs, row, now)
-    ti, buckets = _rate(T, s["plan"], rg, sec)
+    ti, buckets, _ = _rate(T, subs, row, ctx, rg, sec)
     got, pool, full = 0, 0, 0
     if buckets:
         got, pool, full = _walk(T, subs, row, rg, sec, now, want, hc, hv, True)
@@ -556,11 +591,11 @@ def _grant(T, subs, row, rg, now, want, hc, hv, out):
 
 
 @njit(cache=_CACHE)
-def _quote(T, subs, row, rg, now, want, hc, hv):
+def _quote(T, subs, row, ctx, rg, now, want, hc, hv):
     """What `want` octets would cost now, buckets first (a price enquiry)."""
     pl = T.plans[subs[row]["plan"]]
     sec = _local_sec(T, subs, row, now)
-    ti, buckets = _rate(T, subs[row]["plan"], rg, sec)
+    ti, buckets, _ = _rate(T, subs, row, ctx, rg, sec)
     got = 0
     if buckets:
         got, _, _ = _walk(T, subs, row, rg, sec, now, want, hc, hv, True)
@@ -706,6 +741,7 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
         p = subs[sub]["plan"]
         pl = T.plans[p]
         sess = r["sess"]
+        ctx = (r["apn"], np.int64(r["rat"]), r["plmn"])
         is_event = r["type"] == EVENT_REQUEST
         action = r["action"] if is_event else -1
         ok = r["mscc_count"] == 0
@@ -727,8 +763,10 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                     t_rate = sessions[sess]["grant_t"][slot]
                     _release(subs, sessions, sub, sess, slot)
             rating = _rating(T, p, rg)
+            if rating == 0 and _rate(T, subs, sub, ctx, rg, _local_sec(T, subs, sub, now))[2]:
+                rating = END_USER_SERVICE_DENIED     # a rate refuses this traffic in this context
             if m["used"] > 0 and rating == 0:
-                _debit(T, subs, sub, rg, t_rate, m["used"], m, hc, hv)
+                _debit(T, subs, sub, ctx, rg, t_rate, m["used"], m, hc, hv)
             if m["used_time"] > 0:
                 subs[sub]["used_time"] += m["used_time"]
             result = SUCCESS
@@ -747,9 +785,9 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                     m["charged"] -= back
                 elif action == PRICE_ENQUIRY:
                     # RFC 4006 6.5: the price, nothing debited or reserved
-                    m["charged"] = _quote(T, subs, sub, rg, now, want, hc, hv)
+                    m["charged"] = _quote(T, subs, sub, ctx, rg, now, want, hc, hv)
                 else:
-                    granted = _grant(T, subs, sub, rg, now, want, hc, hv, out)
+                    granted = _grant(T, subs, sub, ctx, rg, now, want, hc, hv, out)
                     reasons |= out[6]
                     if granted == 0:
                         result = CREDIT_LIMIT_REACHED
@@ -762,7 +800,7 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                             result = CREDIT_LIMIT_REACHED
                         else:
                             m["used"] = granted
-                            _debit(T, subs, sub, rg, now, granted, m, hc, hv)
+                            _debit(T, subs, sub, ctx, rg, now, granted, m, hc, hv)
                             m["granted"] = granted
                             m["validity"] = 0
                     else:
@@ -801,7 +839,7 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
         if action == CHECK_BALANCE:
             # ENOUGH_CREDIT (0) if at least one more octet could be granted (RFC 4006 8.6)
             rg = msccs[r["mscc_start"]]["rg"] if r["mscc_count"] > 0 else -1
-            granted = _grant(T, subs, sub, rg, now, 1, hc, hv, out)
+            granted = _grant(T, subs, sub, ctx, rg, now, 1, hc, hv, out)
             _unhold(subs, sub, hc, hv, 0, 0, 0)
             r["check_balance"] = 0 if granted > 0 and out[6] & R_THROTTLED == 0 else 1
         r["result"] = SUCCESS if ok else first_fail

@@ -52,6 +52,9 @@ SUBSCRIBER = np.dtype([
     ("total_res", np.int64),
     ("notified", np.int64),       # thresholds already announced this period, one bit each
     ("last_total", np.int64),     # total_used of the period before (trial packs)
+    ("customer_type", np.int16),  # context attributes from provisioning (rule names as numbers; 0 none)
+    ("terminal_type", np.int16),
+    ("partner", np.int16),
     ("used_time", np.int64),      # seconds reported (time units are accepted, not rated)
 ], align=True)
 
@@ -111,6 +114,8 @@ PLAN = np.dtype([
     ("rg_count", np.int32),
     ("deny_start", np.int32),
     ("deny_count", np.int32),
+    ("home_start", np.int32),     # home networks (plmn keys in `cond`): others are roaming
+    ("home_count", np.int32),
 ], align=True)
 
 # A plan bucket or a pack definition: volume, which traffic, when.
@@ -130,6 +135,8 @@ BUCKET = np.dtype([
 ANY_PACK = -1
 PACK_BASE = -2
 
+# The context a rate may require: each a slice of `cond` (count -1: any).
+CONTEXT = ("apn", "rat", "customer_type", "terminal_type", "partner")
 RATE = np.dtype([
     ("rg_start", np.int32),
     ("rg_count", np.int32),       # -1: any rating group
@@ -137,6 +144,10 @@ RATE = np.dtype([
     ("hour_to", np.int32),
     ("tariff", np.int32),         # FREE_RATE: zero-rated
     ("buckets", np.int8),         # 1: the traffic draws from the buckets first
+    ("deny", np.int8),            # 1: the traffic is refused (4010)
+    ("roaming", np.int8),         # -1 any, 0 at home, 1 roaming
+    ("cond_start", np.int32, (len(CONTEXT),)),
+    ("cond_count", np.int32, (len(CONTEXT),)),
 ], align=True)
 FREE_RATE = -2                    # a rate's tariff for zero-rated traffic (-1 in a plan: no tariff)
 
@@ -192,6 +203,9 @@ REQUEST = np.dtype([
     ("mscc_count", np.int32),
     ("result", np.int32),         # top-level Result-Code decided by the engine (0: not yet)
     ("check_balance", np.int32),  # Check-Balance-Result, -1 none
+    ("apn", np.int64),            # the CCR's context (fastccr): APN key, 0 absent
+    ("rat", np.int32),            # 3GPP-RAT-Type, -1 absent
+    ("plmn", np.int64),           # serving network MCC-MNC key, -1 absent
 ], align=True)
 
 # Final-Unit-Indication in an MSCC.

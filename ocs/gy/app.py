@@ -279,11 +279,14 @@ class CreditControlApplication:
         reqs["action"] = fr["action"]
         reqs["mscc_start"] = fr["mscc_start"]
         reqs["mscc_count"] = fr["mscc_count"]
+        for name in ("apn", "rat", "plmn"):
+            reqs[name] = fr[name]
         pos = used_rows
         for i, ccr in slow.items():
             r = reqs[i]
             fr[i]["top_level"] = ccr.top_level
             r["type"], r["action"] = ccr.request_type, ccr.requested_action
+            r["apn"], r["rat"], r["plmn"] = ccr.apn, ccr.rat, ccr.plmn
             r["mscc_start"], r["mscc_count"] = pos, len(ccr.units)
             for u in ccr.units:
                 m = msccs[pos]

@@ -57,6 +57,31 @@ class CreditControlRequest:
     top_level: bool           # no MSCC: the units are at the top level (Open5GS style)
     requested_action: int = -1
     proxy_info: bytes = b""   # the Proxy-Info AVPs, echoed in the answer (RFC 6733 6.7.3)
+    apn: int = 0              # context for rates: fastccr.apn_key of the Called-Station-Id, 0 absent
+    rat: int = -1             # 3GPP-RAT-Type, -1 absent
+    plmn: int = -1            # fastccr.plmn_key of 3GPP-SGSN-MCC-MNC, -1 absent
+
+
+def _context(avps: list[A.RawAvp]) -> tuple[int, int, int]:
+    """(apn, rat, plmn) from the first PS-Information of the first
+    Service-Information (TS 32.299 7.2.158), the Called-Station-Id at the
+    top level when the PS-Information has none."""
+    from ..diameter.fastccr import apn_key, plmn_key
+    apn, rat, plmn = 0, -1, -1
+    si = next((a for a in avps if a.vendor == c.VENDOR_3GPP and a.code == 873), None)
+    ps = next((a for a in si.children or [] if a.vendor == c.VENDOR_3GPP and a.code == 874), None) if si else None
+    if ps is not None:
+        kids = ps.children or []
+        x = next((a for a in kids if a.vendor == 0 and a.code == 30), None)
+        apn = apn_key(x.data) if x is not None else 0
+        x = next((a for a in kids if a.vendor == c.VENDOR_3GPP and a.code == 21), None)
+        rat = (x.data[0] if len(x.data) == 1 else -1) if x is not None else -1
+        x = next((a for a in kids if a.vendor == c.VENDOR_3GPP and a.code == 18), None)
+        plmn = plmn_key(x.data) if x is not None else -1
+    if apn == 0:
+        x = next((a for a in avps if a.vendor == 0 and a.code == 30), None)
+        apn = apn_key(x.data) if x is not None else 0
+    return apn, rat, plmn
 
 
 def _enum(a: A.RawAvp, allowed: range) -> int:
@@ -118,7 +143,9 @@ def decode_ccr(header: Header, frame: bytes) -> CreditControlRequest:
     top_level = not units
     if top_level and (c.AVP_REQUESTED_SERVICE_UNIT in got or c.AVP_USED_SERVICE_UNIT in got):
         units.append(_service_units(got, ServiceUnits()))
+    apn, rat, plmn = _context(avps)
     return CreditControlRequest(
+        apn=apn, rat=rat, plmn=plmn,
         header=header,
         session_id=got[c.AVP_SESSION_ID][0].data,
         origin_host=got[c.AVP_ORIGIN_HOST][0].data,

@@ -54,6 +54,7 @@ class SubscriberSeed:
     pool: int | None = None         # key of the group owner whose pool it draws from
     payer: int | None = None        # key of the row paying its overage
     pool_cap: int = -1
+    attributes: tuple[int, int, int] = (0, 0, 0)    # customer type, terminal type, partner (numbers)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class RuleSet:
     groups: list[S.Group] = field(default_factory=list)
     zones: list[ZoneInfo] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)   # the source, kept with each version
+    attributes: dict[str, dict[str, int]] = field(default_factory=dict)   # attribute names -> numbers
 
     @property
     def plan_table(self) -> np.ndarray:
@@ -291,8 +293,10 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
             if s.msisdn is not None:
                 by_msisdn[s.msisdn] = (path, key, s)
             keys = [subscriber_key(t, d) for t, d, _ in ids]
+            attrs = tuple(pc.attribute(a, getattr(s, a)) if getattr(s, a) is not None else 0
+                          for a in ("customer_type", "terminal_type", "partner"))
             subscribers.append(SubscriberSeed(keys[0], ids[0][1], plan, balance, tuple(keys[1:]), zone, anchor,
-                                              pool, payer, cap))
+                                              pool, payer, cap, attrs))
         for i, r in enumerate(rf.subscriber_range):
             key = f"$.subscriber_range[{i}]"
             plan, balance = plan_of(path, key, r.plan), money_of(path, key, r.balance)
@@ -314,6 +318,7 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
     zone_table = np.zeros(max(len(zones.infos), 1), TB.ZONE)
     rs = RuleSet("", plans, plan_index, packs, pack_index, pc.tables(zone_table), pc.bucket_names, pc.filters,
                  subscribers, ranges, groups, zones.infos)
+    rs.attributes = pc.attributes
     return rs
 
 

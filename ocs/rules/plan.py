@@ -19,6 +19,9 @@ from .units import parse_money, parse_volume
 _AFTER = {"charge": TB.CHARGE, "throttle": TB.THROTTLE, "stop": TB.STOP}
 _CAP_ACTION = {"stop": TB.STOP, "throttle": TB.THROTTLE, "free": TB.FREE}
 _ROUNDING = {"per-started-unit": TB.PER_REPORT, "per-started-unit-of-period": TB.CUMULATIVE}
+RAT_TYPES = {"utran": 1, "geran": 2, "wlan": 3, "gan": 4, "hspa": 5, "eutran": 6, "virtual": 7,
+             "nb-iot": 8, "lte-m": 9, "nr": 10}          # 3GPP-RAT-Type, TS 29.061 16.4.7.2
+ATTRIBUTES = ("customer_type", "terminal_type", "partner")
 _ON = {"cap": TB.T_CAP, "throttled": TB.T_THROTTLED, "ceiling": TB.T_CEILING, "credit-exhausted": TB.T_CREDIT}
 
 
@@ -57,6 +60,20 @@ class PlanCompiler:
         self.filters: list[str] = []
         self.bucket_names: list[list[str]] = []
         self.pack_edges: set[int] = set()
+        self.cond: list[int] = []
+        # subscriber attribute names -> small numbers (0: none), shared by rates and subscribers
+        self.attributes: dict[str, dict[str, int]] = {a: {} for a in ATTRIBUTES}
+
+    def attribute(self, kind: str, name: str) -> int:
+        table = self.attributes[kind]
+        return table.setdefault(name, len(table) + 1)
+
+    def _cond(self, values) -> tuple[int, int]:
+        if values is None:
+            return 0, -1
+        start = len(self.cond)
+        self.cond.extend(values)
+        return start, len(values)
 
     # ------------------------------------------------------------ helpers
     def _err(self, path, key, msg):
@@ -247,15 +264,25 @@ class PlanCompiler:
             row["filter"] = self.filters.index(p.throttle_filter)
 
         # rates
+        from ..diameter.fastccr import apn_key, plmn_key
+        row["home_start"], row["home_count"] = self._cond([plmn_key(h) for h in p.home_networks])
         row["rate_start"], row["rate_count"] = len(self.rates), len(p.rate)
         for i, r in enumerate(p.rate):
             k = f"{key}.rate[{i}]"
             tariff = TB.FREE_RATE
-            if not r.free:
+            if r.deny:
+                tariff = -1
+            elif not r.free:
                 if r.price is None:
-                    self._err(path, k, "a rate needs a price, or free = true")
+                    self._err(path, k, "a rate needs a price, free = true, or deny = true")
                 else:
                     tariff = self._flat(path, k, r.price, r.per, r.rounding)
+            if r.roaming is not None and not p.home_networks:
+                self._err(path, f"{k}.roaming", "a roaming condition needs the plan's home_networks")
+            conds = [self._cond(None if r.apn is None else [apn_key(a) for a in r.apn]),
+                     self._cond(None if r.rat is None else [RAT_TYPES[x] for x in r.rat])]
+            conds += [self._cond(None if getattr(r, a) is None else [self.attribute(a, n) for n in getattr(r, a)])
+                      for a in ATTRIBUTES]
             frm, to = self._hours(path, f"{k}.hours", r.hours)
             if frm >= 0:
                 edges.update((frm, to))
@@ -263,7 +290,8 @@ class PlanCompiler:
             if r.rating_groups is not None:
                 self.rate_rgs.extend(r.rating_groups)
             self.rates.append((start, -1 if r.rating_groups is None else len(r.rating_groups), frm, to, tariff,
-                               int(r.buckets)))
+                               int(r.buckets), int(r.deny), -1 if r.roaming is None else int(r.roaming),
+                               [c[0] for c in conds], [c[1] for c in conds]))
 
         # thresholds
         if len(p.threshold) > TB.THRESHOLDS:
@@ -325,5 +353,5 @@ class PlanCompiler:
             bucket_rgs=ints(self.bucket_rgs), order=np.array(self.order or [0], dtype=np.int32),
             rates=arr(self.rates, TB.RATE), rate_rgs=ints(self.rate_rgs), tariffs=arr(self.tariffs, TB.TARIFF),
             steps=arr(self.steps, TB.STEP), thresholds=arr(self.thresholds, TB.THRESHOLD),
-            edges=np.array(self.edges or [0], dtype=np.int32), rated_rgs=ints(self.rated),
+            edges=np.array(self.edges or [0], dtype=np.int32), cond=ints(self.cond), rated_rgs=ints(self.rated),
             denied_rgs=ints(self.denied), zones=zones)

@@ -55,11 +55,22 @@ class Bucket(Base, kw_only=True):
     shared: bool = False                # held by the group's pool (shared plans)
 
 
+Rat = Literal["utran", "geran", "wlan", "gan", "hspa", "eutran", "virtual", "nb-iot", "lte-m", "nr"]
+Name = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
 class Rate(Base, kw_only=True):
-    """A tariff for some traffic (rating groups, hours); the first that
-    matches applies, else the plan's overage or ladder."""
+    """A tariff for some traffic, by rating groups, hours and context; the
+    first that matches applies, else the plan's overage or ladder."""
     rating_groups: list[RatingGroup] | None = None
     hours: Hours | None = None
+    apn: list[Name] | None = None       # Called-Station-Id network identifiers, e.g. "cmwap"
+    rat: list[Rat] | None = None        # 3GPP-RAT-Type
+    roaming: bool | None = None         # serving network (3GPP-SGSN-MCC-MNC) outside the plan's home_networks
+    customer_type: list[Name] | None = None    # subscriber attributes from provisioning
+    terminal_type: list[Name] | None = None
+    partner: list[Name] | None = None
+    deny: bool = False                  # refuse this traffic (4010)
     free: bool = False                  # zero-rated
     price: Money | None = None
     per: Volume = "1 KB"
@@ -111,6 +122,7 @@ class Plan(Base, kw_only=True):
     threshold: list[Threshold] = []
     rating_groups: list[RatingGroup] | None = None   # None: every rating group is rated
     denied_rating_groups: list[RatingGroup] = []     # answered 4010
+    home_networks: list[Annotated[str, Meta(pattern=r"^[0-9]{5,6}$")]] = []   # MCC-MNC; others are roaming
     default_grant: Volume = "10 MB"     # grant for an empty Requested-Service-Unit
     max_grant: Volume = "1 GB"
     validity_time: Seconds = 1800       # Validity-Time; Tcc is twice this
@@ -145,6 +157,9 @@ class Subscriber(Base, kw_only=True):
     balance: Money = "0"
     timezone: str | None = None         # None: the plan's
     since: str | None = None            # YYYY-MM-DD activation (anniversary resets)
+    customer_type: Name | None = None   # context for rates, e.g. "business"
+    terminal_type: Name | None = None   # e.g. "smartphone", "router"
+    partner: Name | None = None         # e.g. an MVNO or a sales partner
 
 
 class SubscriberRange(Base, kw_only=True):

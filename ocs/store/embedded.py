@@ -189,6 +189,7 @@ class EmbeddedStore:
                 self.explicit[alias] = row
             s = self.subs[row]
             s["plan"], s["zone"], s["pool_cap"] = seed.plan, seed.zone, seed.pool_cap
+            s["customer_type"], s["terminal_type"], s["partner"] = seed.attributes
             rows.append((row, seed))
         for row, seed in rows:      # groups, once every member has a row
             self.subs[row]["pool"] = self.explicit[seed.pool] if seed.pool is not None else row

@@ -163,6 +163,24 @@ def subscription_ids(draw):
     return Group(c.AVP_SUBSCRIPTION_ID, children=draw(st.permutations(kids)))
 
 
+apns = st.one_of(st.sampled_from(["cmnet", "CMWAP", "cmnet.mnc000.mcc460.gprs", "internet.MNC01.mcc310.gprs",
+                                  ".mnc", "", "a.mn"]), utf8)
+
+
+@st.composite
+def ps_information(draw):
+    """PS-Information (TS 32.299): the context rates match on."""
+    kids = []
+    for _ in range(draw(st.integers(0, 2))):
+        kids.append(Avp.new(30, value=draw(apns)))                                      # Called-Station-Id
+    for _ in range(draw(st.integers(0, 2))):
+        kids.append(Avp.new(21, TGPP, value=draw(st.binary(min_size=0, max_size=2))))   # 3GPP-RAT-Type
+    for _ in range(draw(st.integers(0, 2))):
+        kids.append(Avp.new(18, TGPP, value=draw(st.sampled_from(["46000", "310260", "4600", "46a00", ""]))))
+    kids += draw(st.lists(unknown_avps(), max_size=1))
+    return Group(874, TGPP, draw(st.permutations(kids)))
+
+
 @dataclass
 class Shape:
     """What a generated CCR holds that the fast path may decline (legal but rare)."""
@@ -202,8 +220,10 @@ def ccrs(draw):
     if draw(st.booleans()):
         nodes.append(Avp.new(21, TGPP, value=bytes([draw(st.integers(0, 255))])))    # 3GPP-RAT-Type
     if draw(st.booleans()):
-        ps = Group(874, TGPP, [Avp.new(30, value=draw(utf8))] + draw(st.lists(unknown_avps(), max_size=1)))
-        nodes.append(Group(873, TGPP, [ps]))                                        # Service-Information
+        nodes.append(Avp.new(30, value=draw(apns)))                                 # Called-Station-Id, top level
+    for _ in range(draw(st.sampled_from([0, 1, 1, 2]))):                           # Service-Information
+        nodes.append(Group(873, TGPP, [draw(ps_information()) for _ in range(draw(st.integers(0, 2)))]
+                           + draw(st.lists(unknown_avps(), max_size=1))))
     nodes += draw(st.lists(unknown_avps(), max_size=2))
     # a relay's Proxy-Info, to be echoed (RFC 6733 6.7.3): the full path's job
     proxies = draw(st.lists(st.builds(lambda host, state: Group(c.AVP_PROXY_INFO, children=[
@@ -377,7 +397,8 @@ def fast_view(buf, fr, rows, i) -> dict:
                 session_id=b[f["sid_off"]:f["sid_off"] + f["sid_len"]],
                 origin_host=b[f["host_off"]:f["host_off"] + f["host_len"]],
                 type=int(f["type"]), number=int(f["number"]), action=int(f["action"]),
-                keys=[int(k) for k in f["sub_key"][:f["n_sub"]]], units=units, top_level=int(f["top_level"]))
+                keys=[int(k) for k in f["sub_key"][:f["n_sub"]]], units=units, top_level=int(f["top_level"]),
+                context=(int(f["apn"]), int(f["rat"]), int(f["plmn"])))
 
 
 def subscriber_key_of(t: int, data: bytes) -> int:
@@ -396,7 +417,7 @@ def full_view(f: bytes, ccr) -> dict:
     return dict(flags=h.flags, hbh=h.hbh, e2e=h.e2e, session_id=ccr.session_id, origin_host=ccr.origin_host,
                 type=ccr.request_type, number=ccr.request_number, action=ccr.requested_action,
                 keys=[subscriber_key_of(t, d) for t, d in ccr.subscription_ids], units=units,
-                top_level=int(ccr.top_level))
+                top_level=int(ccr.top_level), context=(ccr.apn, ccr.rat, ccr.plmn))
 
 
 def assert_fits_engine(ccr) -> None:

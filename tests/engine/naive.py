@@ -29,8 +29,44 @@ SLOTS, HOLDS = 8, 4
 INF = 1 << 62
 
 
+RAT = {"utran": 1, "geran": 2, "wlan": 3, "gan": 4, "hspa": 5, "eutran": 6, "virtual": 7,
+       "nb-iot": 8, "lte-m": 9, "nr": 10}        # 3GPP-RAT-Type (TS 29.061)
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+@dataclass
+class Context:
+    """What a CCR says about where the traffic is: APN, RAT type, serving network."""
+    apn: str | None = None
+    rat: int | None = None
+    plmn: str | None = None
+
+
+def network_identifier(apn: str) -> str:
+    """The APN without its Operator Identifier (TS 23.003 9.1), lower case."""
+    low = apn.lower()
+    return low[:low.index(".mnc")] if ".mnc" in low else low
+
+
+def context_holds(rate: S.Rate, plan: S.Plan, sub: "Account", ctx: Context) -> bool:
+    if rate.apn is not None and (ctx.apn is None or network_identifier(ctx.apn)
+                                 not in {network_identifier(a) for a in rate.apn}):
+        return False
+    if rate.rat is not None and (ctx.rat is None or ctx.rat not in {RAT[r] for r in rate.rat}):
+        return False
+    for attr in ("customer_type", "terminal_type", "partner"):
+        wanted = getattr(rate, attr)
+        if wanted is not None and getattr(sub.attrs, attr) not in wanted:
+            return False
+    if rate.roaming is not None:
+        if ctx.plmn is None or not plan.home_networks:
+            return False
+        if (ctx.plmn not in plan.home_networks) != rate.roaming:
+            return False
+    return True
 
 
 def covers(rgs, hours, rg: int, sec: int) -> bool:
@@ -106,6 +142,7 @@ class Account:
     total_used: int = 0
     reopened: bool = False
     notified: set = field(default_factory=set)
+    attrs: S.Subscriber | None = None           # customer type, terminal type, partner
 
 
 @dataclass
@@ -177,16 +214,21 @@ class Ledger:
                            for s in plan.ladder], True)
         return None
 
-    def rate(self, plan: S.Plan, rg: int, sec: int):
-        """('free' | Tariff | None, draws from buckets)"""
+    def rate(self, sub: Account, ctx: Context, rg: int, sec: int):
+        """('free' | 'deny' | Tariff | None, draws from buckets)"""
+        plan = sub.plan
         for r in plan.rate:
-            if covers(r.rating_groups, r.hours, rg, sec):
+            if covers(r.rating_groups, r.hours, rg, sec) and context_holds(r, plan, sub, ctx):
+                if r.deny:
+                    return "deny", r.buckets
                 return ("free" if r.free else flat(r.price, r.per, r.rounding)), r.buckets
         return self.tariff(plan), True
 
     def mode(self, plan: S.Plan, tariff, buckets: bool) -> str:
         if tariff == "free":
             return "free"
+        if tariff == "deny":
+            tariff = None
         if not buckets and tariff is not None:
             return "charge"
         after = plan.after_bundle or ("charge" if self.tariff(plan) else "stop")
@@ -232,9 +274,9 @@ class Ledger:
         return (int(t // 1) + off) % 86400
 
     # ---- usage ----------------------------------------------------------------
-    def debit(self, sub: Account, rg: int, t: float, used: int, out: Outcome) -> None:
+    def debit(self, sub: Account, ctx: Context, rg: int, t: float, used: int, out: Outcome) -> None:
         sec = self.sec(sub, t)
-        tariff, buckets = self.rate(sub.plan, rg, sec)
+        tariff, buckets = self.rate(sub, ctx, rg, sec)
         got = 0
         if buckets:
             for acct, what, free, pooled in list(self.candidates(sub, rg, sec, t)):
@@ -265,7 +307,7 @@ class Ledger:
             out.charged += charge
 
     # ---- grants ---------------------------------------------------------------
-    def grant(self, sub: Account, rg: int, now: float, want: int) -> tuple[Reservation | None, int, set]:
+    def grant(self, sub: Account, ctx: Context, rg: int, now: float, want: int) -> tuple[Reservation | None, int, set]:
         """(reservation or None, FUI, reasons)"""
         plan = sub.plan
         reasons = set()
@@ -278,7 +320,7 @@ class Ledger:
             if room <= want:
                 want, at_ceiling = room, True
         sec = self.sec(sub, now)
-        tariff, buckets = self.rate(plan, rg, sec)
+        tariff, buckets = self.rate(sub, ctx, rg, sec)
         holds, got, pool, full = [], 0, 0, False
         if buckets:
             for acct, what, free, pooled in list(self.candidates(sub, rg, sec, now)):
@@ -369,7 +411,7 @@ class Ledger:
 
     # ---- requests ---------------------------------------------------------------
     def request(self, sub: Account, sess: int, rtype: int, msccs: list[Mscc], now: float,
-                pack_hours: list) -> tuple[int, list[Outcome]]:
+                pack_hours: list, ctx: Context = Context()) -> tuple[int, list[Outcome]]:
         if rtype == INITIAL:
             self.sessions[sess] = (sub, {})
         held = self.sessions[sess][1]
@@ -380,13 +422,15 @@ class Ledger:
             old = held.pop(m.rg, None)
             rated = plan.rating_groups is None or m.rg in plan.rating_groups
             code = DENIED if m.rg in plan.denied_rating_groups else (0 if rated else RATING_FAILED)
+            if code == 0 and self.rate(sub, ctx, m.rg, self.sec(sub, now))[0] == "deny":
+                code = DENIED
             if m.used > 0 and code == 0:
-                self.debit(sub, m.rg, old.at if old else now, m.used, out)
+                self.debit(sub, ctx, m.rg, old.at if old else now, m.used, out)
             if code:
                 out.result = code
             elif m.has_rsu and rtype != TERMINATE:
                 want = min(m.rsu or parse_volume(plan.default_grant), parse_volume(plan.max_grant))
-                r, fui, reasons = self.grant(sub, m.rg, now, want)
+                r, fui, reasons = self.grant(sub, ctx, m.rg, now, want)
                 all_reasons |= reasons
                 if r is None:
                     out.result, out.final = CREDIT_LIMIT, FUI_TERMINATE

@@ -21,6 +21,7 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from ocs.diameter.fastccr import apn_key, plmn_key
 from ocs.engine import kernel
 from ocs.engine.tables import MSCC, REQUEST, SESSION, new_table
 from ocs.rules import schema as S
@@ -53,7 +54,7 @@ class World:
         self.accounts = []
         for row, s in zip(self.rows, rule_file.subscriber):
             from ocs.rules.units import parse_money
-            self.accounts.append(N.Account(plans[s.plan], parse_money(s.balance), ZoneInfo(TZ), row=row))
+            self.accounts.append(N.Account(plans[s.plan], parse_money(s.balance), ZoneInfo(TZ), row=row, attrs=s))
         by_msisdn = {s.msisdn: a for s, a in zip(rule_file.subscriber, self.accounts)}
         for a in self.accounts:
             a.pool = a.payer = a
@@ -73,7 +74,7 @@ class World:
             if a.plan.trial_pack is not None:
                 self.ledger.buy(a, next(p for p in self.packs if p.id == a.plan.trial_pack), T0, PERIOD_END)
 
-    def charge(self, ops, now: float):
+    def charge(self, ops, now: float, ctx: N.Context = N.Context()):
         """One batch of (account, session row, type, [Mscc]) through both."""
         self.rules.set_clock(now)
         reqs = np.zeros(len(ops), REQUEST)
@@ -84,6 +85,9 @@ class World:
             r = reqs[i]
             r["sub"], r["sess"], r["type"], r["action"], r["check_balance"] = self.rows[a], sess, rtype, -1, -1
             r["mscc_start"], r["mscc_count"] = len(rows), len(msccs)
+            r["apn"] = apn_key(ctx.apn) if ctx.apn is not None else 0
+            r["rat"] = ctx.rat if ctx.rat is not None else -1
+            r["plmn"] = plmn_key(ctx.plmn) if ctx.plmn is not None else -1
             rows += msccs
         ms = np.zeros(max(len(rows), 1), MSCC)
         for j, m in enumerate(rows):
@@ -91,7 +95,7 @@ class World:
             ms[j]["rsu_octets"], ms[j]["used"] = m.rsu, m.used
         _, _, events = kernel.charge_batch(reqs, ms, self.store.subs, self.sessions, self.rules.tables, now)
         for i, (a, sess, rtype, msccs) in enumerate(ops):
-            result, outs = self.ledger.request(self.accounts[a], sess, rtype, msccs, now, self.pack_hours)
+            result, outs = self.ledger.request(self.accounts[a], sess, rtype, msccs, now, self.pack_hours, ctx)
             assert int(reqs[i]["result"]) == result, (i, result, reqs[i])
             start = int(reqs[i]["mscc_start"])
             for j, o in enumerate(outs):
@@ -176,10 +180,17 @@ def rule_files(draw):
     if draw(st.booleans()):
         plan["ceiling"] = draw(st.integers(1, 200)) * KB
     rates = []
-    for _ in range(draw(st.integers(0, 2))):
+    plan["home_networks"] = ["46000", "46002"]
+    for _ in range(draw(st.integers(0, 3))):
         r = {"rating_groups": draw(RGS), "hours": draw(st.sampled_from(HOURS)), "buckets": draw(st.booleans())}
-        if draw(st.booleans()):
+        for key, values in CONTEXT_CONDITIONS.items():
+            if draw(st.integers(0, 3)) == 0:
+                r[key] = draw(values)
+        kind = draw(st.sampled_from(["free", "price", "price", "deny"]))
+        if kind == "free":
             r["free"] = True
+        elif kind == "deny":
+            r["deny"] = True
         else:
             r["price"] = draw(money)
         rates.append(r)
@@ -202,8 +213,14 @@ def rule_files(draw):
     plan["threshold"] = thresholds
     n = draw(st.integers(2 if shared else 1, 3))
     subs = [{"msisdn": MSISDN.format(i), "plan": "p",
-             "balance": draw(st.sampled_from(["0", "0.01", "0.05", "1", "100", "100"]))}
+             "balance": draw(st.sampled_from(["0", "0.01", "0.05", "1", "100", "100"])),
+             "customer_type": draw(st.sampled_from([None, "business", "consumer"])),
+             "terminal_type": draw(st.sampled_from([None, "smartphone", "router"])),
+             "partner": draw(st.sampled_from([None, "mvno-a"]))}
             for i in range(n)]
+    for sub in subs:
+        for k in [k for k, v in sub.items() if v is None]:
+            del sub[k]
     groups = []
     if shared and n > 1:
         groups = [{"id": "g", "owner": MSISDN.format(0), "members": [MSISDN.format(i) for i in range(n)],
@@ -213,12 +230,26 @@ def rule_files(draw):
     return msgspec.convert(raw, S.RuleFile)
 
 
+CONTEXT_CONDITIONS = {
+    "apn": st.sampled_from([["cmnet"], ["cmwap", "CMNET"], ["internet"]]),
+    "rat": st.sampled_from([["eutran"], ["geran", "utran"], ["nr"]]),
+    "roaming": st.booleans(),
+    "customer_type": st.sampled_from([["business"], ["consumer", "business"]]),
+    "terminal_type": st.sampled_from([["router"], ["smartphone"]]),
+    "partner": st.just(["mvno-a"]),
+}
+CONTEXTS = st.builds(N.Context,
+                     apn=st.sampled_from([None, "cmnet", "CMWAP.mnc000.mcc460.gprs", "internet", "cmnet.mnc002.mcc460.gprs"]),
+                     rat=st.sampled_from([None, 1, 2, 6, 10]),
+                     plmn=st.sampled_from([None, "46000", "310260"]))
+
+
 # (what, account, session, rating groups, RSU, usage fraction or overshoot, seconds later)
 STEPS = st.lists(st.tuples(st.sampled_from(["ccr", "ccr", "ccr", "ccr", "buy", "reopen"]), st.integers(0, 2),
                            st.integers(0, 1), st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=2, unique=True),
                            st.sampled_from([0, 1, 3 * KB, 20 * KB, 100 * KB]),
                            st.sampled_from([0.0, 0.5, 1.0, 1.0, 1.3]),
-                           st.sampled_from([0, 1, 600, 4 * 3600, 9 * 3600])),
+                           st.sampled_from([0, 1, 600, 4 * 3600, 9 * 3600]), CONTEXTS),
                  min_size=8, max_size=40)
 
 
@@ -230,7 +261,7 @@ def test_kernel_matches_the_reference(rule_file, steps):
     open_sessions: dict[int, int] = {}          # session row -> account
     now = T0
     events = []
-    for what, a, s, rgs, rsu, usage, later in steps:
+    for what, a, s, rgs, rsu, usage, later, ctx in steps:
         now += later
         a %= n
         if what == "buy" and w.packs:
@@ -256,7 +287,7 @@ def test_kernel_matches_the_reference(rule_file, steps):
             r = held.get(rg)
             used = int(r.granted * usage) if r is not None else -1
             msccs.append(N.Mscc(rg, has_rsu=True, rsu=rsu, used=used))
-        events += w.charge([(a, sess, rtype, msccs)], now)
+        events += w.charge([(a, sess, rtype, msccs)], now, ctx)
         if rtype == N.TERMINATE:
             del open_sessions[sess]
     for sess, a in list(open_sessions.items()):

@@ -14,7 +14,7 @@ from diameter.message import Message
 from diameter.message.avp.grouped import (MultipleServicesCreditControl, RequestedServiceUnit, SubscriptionId,
                                           UsedServiceUnit)
 from diameter.message.commands.capabilities_exchange import CapabilitiesExchangeRequest
-from diameter.message.commands.credit_control import CreditControlRequest
+from diameter.message.commands.credit_control import CreditControlRequest, PsInformation, ServiceInformation
 from diameter.message.commands.device_watchdog import DeviceWatchdogAnswer
 from diameter.message.commands.disconnect_peer import DisconnectPeerRequest
 
@@ -24,9 +24,11 @@ _e2e = itertools.count(0x1000)
 
 def build_ccr(origin_host: str, session_id: str, rtype: int, number: int, msisdn: str | None,
               msccs: list[dict], realm: str = "test.example", imsi: str | None = None,
-              top: dict | None = None, action: int | None = None) -> CreditControlRequest:
+              top: dict | None = None, action: int | None = None, apn: str | None = None,
+              rat: int | None = None, plmn: str | None = None) -> CreditControlRequest:
     """A CCR. Each MSCC dict may hold rg (absent: no Rating-Group), rsu (0:
-    empty), used, used_time; `top` puts RSU/USU at the top level instead."""
+    empty), used, used_time; `top` puts RSU/USU at the top level instead.
+    apn, rat and plmn go in Service-Information/PS-Information (TS 32.299)."""
     req = CreditControlRequest()
     req.header.is_request = True
     req.header.is_proxyable = True
@@ -58,6 +60,15 @@ def build_ccr(origin_host: str, session_id: str, rtype: int, number: int, msisdn
         if m.get("used") is not None or m.get("used_time"):
             x.used_service_unit = [_used(m)]
         req.multiple_services_credit_control.append(x)
+    if apn is not None or rat is not None or plmn is not None:
+        ps = PsInformation()
+        if apn is not None:
+            ps.called_station_id = apn
+        if rat is not None:
+            ps.tgpp_rat_type = bytes([rat])
+        if plmn is not None:
+            ps.tgpp_sgsn_mcc_mnc = plmn
+        req.service_information = ServiceInformation(ps_information=ps)
     if top:
         if top.get("rsu") is not None:
             req.requested_service_unit = RequestedServiceUnit(cc_total_octets=top["rsu"]) if top["rsu"] else RequestedServiceUnit()
