@@ -20,13 +20,15 @@ from typing import Callable
 
 import numpy as np
 
-from .engine.tables import T_BUCKET, T_CAP, T_CEILING, T_CREDIT, T_SPENT, T_THROTTLED
+from datetime import date, timedelta
+
+from .engine.tables import T_BUCKET, T_CAP, T_CEILING, T_CREDIT, T_DAILY, T_SPENT, T_THROTTLED
 from .rules.compile import RuleSet
 from .rules.units import format_money
 
 log = logging.getLogger("ocs.notify")
 KINDS = {T_BUCKET: "bucket", T_SPENT: "spent", T_CAP: "cap", T_THROTTLED: "throttled",
-         T_CEILING: "ceiling", T_CREDIT: "credit-exhausted"}
+         T_CEILING: "ceiling", T_CREDIT: "credit-exhausted", T_DAILY: "daily-summary"}
 
 
 def load_sink(spec: str) -> Callable[[list[dict]], None]:
@@ -49,7 +51,7 @@ def describe(events: np.ndarray, rules: RuleSet, label: Callable[[int], str], no
     for ev in events:
         plan = rules.plans[int(ev["plan"])]
         th = plan.threshold[int(ev["threshold"])]
-        kind = KINDS[int(rules.tables.thresholds[int(rules.tables.plans[int(ev["plan"])]["thr_start"]) + int(ev["threshold"])]["kind"])]
+        kind = KINDS[rules.threshold_kind(int(ev["plan"]), int(ev["threshold"]))]
         item = {"time": when, "subscriber": label(int(ev["sub"])), "plan": plan.id, "threshold": th.name,
                 "kind": kind, "rules": rules.version}
         value = int(ev["value"])
@@ -59,6 +61,9 @@ def describe(events: np.ndarray, rules: RuleSet, label: Callable[[int], str], no
             item["octets"] = value
         if kind == "bucket":
             item["bucket"], item["percent"] = th.bucket, th.percent
+        if kind == "daily-summary":
+            item["day"] = (date(1970, 1, 1) + timedelta(days=int(ev["day"]))).isoformat()
+            item["money"] = format_money(int(ev["money"]), plan.currency)
         out.append(item)
     return out
 

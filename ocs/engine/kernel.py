@@ -35,7 +35,7 @@ from .calendar import period_of
 from .tables import (ANY_PACK, CHARGE, CUMULATIVE, EVENT, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT,
                      FUI_TERMINATE, HOLDS, MSCC, PACK_BASE, PACKS, PLAN, PLAN_BUCKETS, REQUEST,
                      SESSION, SLOT_FREE, SLOTS, STOP, SUBSCRIBER, T_BUCKET, T_CAP, T_CEILING,
-                     T_CREDIT, T_SPENT, T_THROTTLED, THROTTLE, ZONE)
+                     T_CREDIT, T_DAILY, T_SPENT, T_THROTTLED, THROTTLE, ZONE)
 
 SUCCESS = 2001
 END_USER_SERVICE_DENIED = 4010
@@ -470,8 +470,8 @@ def _caps_active(pl, payer_row):
 def _debit_money(T, subs, row, ti, buckets, octets, m):
     """Charge `octets` no bucket covered, at tariff `ti`, to the payer."""
     pl = T.plans[subs[row]["plan"]]
-    if _mode(pl, ti, buckets) != CHARGE:
-        return
+    if _mode(pl, ti, buckets) != CHARGE or ti < 0:
+        return                 # free, throttled, stopped, or no tariff for it (a deny rate)
     payer = subs[row]["payer"]
     py = subs[payer]
     charge = _cost(T, ti, py["over_used"], octets)
@@ -711,6 +711,52 @@ def _thresholds(T, subs, row, reasons, events, ne):
     return ne
 
 
+@njit(cache=_CACHE)
+def _daily(T, subs, row, events, ne):
+    """Close the row's day if its local date moved on: a daily-summary event
+    (when the plan declares one) for a day with usage, and fresh counters."""
+    s = subs[row]
+    today = T.zones[_zone(T, subs, row)]["day"]
+    if s["day"] == today:
+        return ne
+    if s["day_used"] > 0 or s["day_spent"] != 0:
+        pl = T.plans[s["plan"]]
+        for k in range(pl["thr_count"]):
+            if T.thresholds[pl["thr_start"] + k]["kind"] == T_DAILY:
+                if ne >= events.shape[0]:
+                    return ne                # no room: the day is closed in the next batch
+                ev = events[ne]
+                ev["sub"], ev["plan"], ev["threshold"] = row, s["plan"], k
+                ev["value"], ev["money"], ev["day"] = s["day_used"], s["day_spent"], s["day"]
+                ne += 1
+                break
+    s["day"] = today
+    s["day_used"] = 0
+    s["day_spent"] = 0
+    return ne
+
+
+@njit(cache=_CACHE)
+def _daily_sweep(T, subs, n, events, dirty):
+    """At local midnight: close every row's day (the summaries of rows that
+    were not charged since)."""
+    ne = 0
+    nd = 0
+    for row in range(n):
+        if subs[row]["day"] != T.zones[_zone(T, subs, row)]["day"]:
+            if subs[row]["day_used"] == 0 and subs[row]["day_spent"] == 0:
+                # nothing to sum up: not worth a journal row (a stale day with
+                # zero counters is harmless after a recovery)
+                subs[row]["day"] = T.zones[_zone(T, subs, row)]["day"]
+                continue
+            if ne >= events.shape[0] or nd >= dirty.shape[0]:
+                break
+            ne = _daily(T, subs, row, events, ne)
+            dirty[nd] = row
+            nd += 1
+    return ne, nd
+
+
 # ---------------------------------------------------------------- the batch
 @njit(cache=_CACHE)
 def _touch(T, subs, row, now, dirty, nd):
@@ -738,6 +784,7 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
             r["result"] = USER_UNKNOWN
             continue
         nds = _touch(T, subs, sub, now, dirty_subs, nds)
+        ne = _daily(T, subs, sub, events, ne)
         p = subs[sub]["plan"]
         pl = T.plans[p]
         sess = r["sess"]
@@ -769,6 +816,9 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                 _debit(T, subs, sub, ctx, rg, t_rate, m["used"], m, hc, hv)
             if m["used_time"] > 0:
                 subs[sub]["used_time"] += m["used_time"]
+            if m["used"] > 0 and rating == 0:
+                subs[sub]["day_used"] += m["used"]
+                subs[sub]["day_spent"] += m["charged"]
             result = SUCCESS
             if rating != 0:
                 result = rating
@@ -801,6 +851,8 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                         else:
                             m["used"] = granted
                             _debit(T, subs, sub, ctx, rg, now, granted, m, hc, hv)
+                            subs[sub]["day_used"] += granted
+                            subs[sub]["day_spent"] += m["charged"]
                             m["granted"] = granted
                             m["validity"] = 0
                     else:
@@ -955,6 +1007,15 @@ def rebuild_reservations(subs, sessions, n_subs: int) -> None:
     """Recount held amounts from the sessions (after the rules moved rows
     between pools or payers)."""
     _rebuild(subs, sessions, n_subs)
+
+
+def daily_sweep(subs, tables: Tables, n_subs: int, limit: int = 1 << 20):
+    """Close the day of every row whose local date has moved on; returns the
+    rows changed and the daily-summary events."""
+    events = np.zeros(limit, EVENT_DTYPE)
+    dirty = np.empty(limit, np.int64)
+    ne, nd = _daily_sweep(tables, subs, n_subs, events, dirty)
+    return dirty[:nd], events[:ne]
 
 
 def add_pack(subs, tables: Tables, row: int, pack: int, now: float) -> int:

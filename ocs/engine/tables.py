@@ -52,6 +52,9 @@ SUBSCRIBER = np.dtype([
     ("total_res", np.int64),
     ("notified", np.int64),       # thresholds already announced this period, one bit each
     ("last_total", np.int64),     # total_used of the period before (trial packs)
+    ("day", np.int64),            # local day of the daily counters
+    ("day_used", np.int64),       # octets reported that day
+    ("day_spent", np.int64),      # micro-units charged for them
     ("customer_type", np.int16),  # context attributes from provisioning (rule names as numbers; 0 none)
     ("terminal_type", np.int16),
     ("partner", np.int16),
@@ -170,7 +173,7 @@ STEP = np.dtype([
 ], align=True)
 
 # Threshold kinds; each fires once per period.
-T_BUCKET, T_SPENT, T_CAP, T_THROTTLED, T_CEILING, T_CREDIT = 0, 1, 2, 3, 4, 5
+T_BUCKET, T_SPENT, T_CAP, T_THROTTLED, T_CEILING, T_CREDIT, T_DAILY = 0, 1, 2, 3, 4, 5, 6
 THRESHOLD = np.dtype([
     ("kind", np.int8),
     ("bucket", np.int32),         # T_BUCKET: plan bucket index
@@ -181,7 +184,9 @@ EVENT = np.dtype([
     ("sub", np.int64),            # the row the threshold is about
     ("plan", np.int32),
     ("threshold", np.int32),      # index within the plan's thresholds
-    ("value", np.int64),          # the counter that crossed it
+    ("value", np.int64),          # the counter that crossed it (T_DAILY: octets that day)
+    ("money", np.int64),          # T_DAILY: micro-units charged that day
+    ("day", np.int64),            # T_DAILY: the local day summed up
 ], align=True)
 
 # The local calendar of each timezone, filled in before every batch.

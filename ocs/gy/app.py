@@ -397,6 +397,16 @@ class CreditControlApplication:
             u[name] = m[name][keep]
         return u.tobytes()
 
+    def close_days(self, now: float) -> tuple[dict | None, np.ndarray | None]:
+        """At local midnight: the daily summaries of every subscriber with
+        usage that day (journal record, events)."""
+        self.rules.set_clock(now)
+        dirty, events = kernel.daily_sweep(self.store.subs, self.rules.tables, self.store.n_subs)
+        if len(dirty) == 0:
+            return None, None
+        record = self.store.record(self.rules.version, now, dirty, [], [], [], b"")
+        return record, events if len(events) else None
+
     def expire(self, now: float) -> dict | None:
         """Release reservations of sessions silent past Tcc; the journal record, if any."""
         dirty_subs, dirty_sess = kernel.expire_sessions(self.store.subs, self.store.sessions, now)

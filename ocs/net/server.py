@@ -69,6 +69,8 @@ class Server:
         self._work = trio.Event()
         self._stopping = False
         self._expire_due = False
+        self._days_due = False
+        self._days: tuple = ()
         self.batches = 0
         self.requests = 0
         self.listening: list[tuple[str, int]] = []
@@ -229,6 +231,14 @@ class Server:
                     record = self.app.expire(time.time())
                     if record is not None:
                         await send.send(([], [], record, None))
+                if self._days_due:
+                    self._days_due = False
+                    now = time.time()
+                    record, events = self.app.close_days(now)
+                    if record is not None:
+                        described = describe(events, self.app.rules, self.store.label, now) \
+                            if events is not None and self.notifier is not None else None
+                        await send.send(([], [], record, described))
                 batch, self._pending = self._pending, []
                 if batch:
                     frames = [f for _, chunk in batch for f in chunk]
@@ -352,10 +362,17 @@ class Server:
                     self._work.set()
 
     async def _housekeeping(self) -> None:
-        """Session supervision: Tcc expiry (RFC 4006 section 13), once a second."""
+        """Once a second: session supervision (Tcc expiry, RFC 4006 section
+        13), and at each local midnight the daily summaries."""
         while True:
             await trio.sleep(1)
             self._expire_due = True
+            rules = self.app.rules
+            rules.set_clock(time.time())
+            days = (rules.version, tuple(rules.tables.zones["day"].tolist()))
+            if days != self._days:
+                self._days_due = bool(self._days)       # not at start: the rows know their day
+                self._days = days
             self._work.set()
 
 

@@ -110,8 +110,8 @@ class RuleSet:
     def today(self, zone: int) -> int:
         return int(self.tables.zones[zone]["day"])
 
-    def threshold_name(self, plan: int, k: int) -> str:
-        return self.plans[plan].threshold[k].name
+    def threshold_kind(self, plan: int, k: int) -> int:
+        return int(self.tables.thresholds[int(self.tables.plans[plan]["thr_start"]) + k]["kind"])
 
 
 def _decode(path: Path, text: bytes, errors: list[str]) -> S.RuleFile | None:

@@ -22,7 +22,8 @@ _ROUNDING = {"per-started-unit": TB.PER_REPORT, "per-started-unit-of-period": TB
 RAT_TYPES = {"utran": 1, "geran": 2, "wlan": 3, "gan": 4, "hspa": 5, "eutran": 6, "virtual": 7,
              "nb-iot": 8, "lte-m": 9, "nr": 10}          # 3GPP-RAT-Type, TS 29.061 16.4.7.2
 ATTRIBUTES = ("customer_type", "terminal_type", "partner")
-_ON = {"cap": TB.T_CAP, "throttled": TB.T_THROTTLED, "ceiling": TB.T_CEILING, "credit-exhausted": TB.T_CREDIT}
+_ON = {"cap": TB.T_CAP, "throttled": TB.T_THROTTLED, "ceiling": TB.T_CEILING, "credit-exhausted": TB.T_CREDIT,
+       "daily-summary": TB.T_DAILY}
 
 
 def where(path: Path, key: str, msg: str) -> str:

@@ -93,7 +93,7 @@ class Threshold(Base, kw_only=True):
     bucket: Id | None = None            # with percent
     percent: Annotated[int, Meta(ge=1, le=100)] | None = None
     spent: Money | None = None          # out-of-bundle charges reach this amount
-    on: Literal["cap", "throttled", "ceiling", "credit-exhausted"] | None = None
+    on: Literal["cap", "throttled", "ceiling", "credit-exhausted", "daily-summary"] | None = None
 
 
 class Plan(Base, kw_only=True):

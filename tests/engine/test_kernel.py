@@ -353,3 +353,32 @@ def test_night_bucket_is_used_only_at_night_and_validity_ends_at_the_band():
     assert w.accounts[0].used == {"bundle": 4096}
     w.charge([(0, 0, N.TERMINATE, [])], night + 900)
     w.check_accounts()
+
+
+def test_daily_summary_closes_each_day_once():
+    from ocs.engine.tables import EVENT  # noqa: F401  (the record the events come in)
+    day1 = datetime(2026, 11, 3, 20, 0, tzinfo=ZoneInfo(TZ)).timestamp()
+    w = _world({"bundle": "1 KB", "overage": {"price": "0.0003", "per": "1 KB"},
+                "threshold": [{"name": "daily", "on": "daily-summary"}]})
+    _ccr(w, N.INITIAL, 4096, now=day1)
+    w.rules.set_clock(day1)
+    reqs_events = w.charge([(0, 0, N.UPDATE, [N.Mscc(1, True, 4096, 3000)])], day1 + 60)
+    assert reqs_events == []
+    # the next day: the first charge closes yesterday: 3,000 octets, 2 KB charged = 0.0006
+    ms = np.zeros(1, MSCC)
+    ms[0]["rg"], ms[0]["service_id"], ms[0]["has_rsu"], ms[0]["rsu_octets"], ms[0]["used"] = 1, -1, 1, 4096, 1000
+    reqs = np.zeros(1, REQUEST)
+    reqs[0]["sub"], reqs[0]["sess"], reqs[0]["type"], reqs[0]["action"], reqs[0]["mscc_count"] = w.rows[0], 0, 2, -1, 1
+    reqs[0]["check_balance"], reqs[0]["rat"], reqs[0]["plmn"] = -1, -1, -1
+    day2 = day1 + 6 * 3600
+    w.rules.set_clock(day2)
+    _, _, events = kernel.charge_batch(reqs, ms, w.store.subs, w.sessions, w.rules.tables, day2)
+    assert [(int(e["value"]), int(e["money"]), int(e["day"])) for e in events] == [
+        (3000, 600, (datetime(2026, 11, 3) - datetime(1970, 1, 1)).days)]
+    # midnight again: the sweep closes day 2 without a charge
+    day3 = day2 + 24 * 3600
+    w.rules.set_clock(day3)
+    dirty, events = kernel.daily_sweep(w.store.subs, w.rules.tables, w.store.n_subs)
+    assert list(dirty) == [w.rows[0]] and [(int(e["value"]), int(e["money"])) for e in events] == [(1000, 300)]
+    dirty, events = kernel.daily_sweep(w.store.subs, w.rules.tables, w.store.n_subs)
+    assert len(dirty) == len(events) == 0
