@@ -127,3 +127,26 @@ async def test_tariff_change_under_load_and_a_broken_file_refused(tmp_path):
                 total_used += used
     assert charged_by[first] > 50 and charged_by[second] > 50
     assert total_used == sum(reported)
+
+
+async def test_sighup_reloads_when_polling_is_off(tmp_path):
+    import signal
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rules(rules / "plans.toml", PLAN.format(price="0.0001"))
+    config = tmp_path / "ocs.toml"
+    config.write_text("rules_poll = 0\n")
+    server = OcsProcess(tmp_path / "data", rules=rules, config=config, extra=["--api", "127.0.0.1:0"],
+                        env={"OCS_API_TOKENS": TOKEN})
+    await trio.to_thread.run_sync(server.start)
+    try:
+        first = (await api_call(server.api, "GET", "/v1/rules"))[1]["version"]
+        write_rules(rules / "plans.toml", PLAN.format(price="0.0005"))
+        await trio.sleep(0.5)
+        assert (await api_call(server.api, "GET", "/v1/rules"))[1]["version"] == first   # not polled
+        server.proc.send_signal(signal.SIGHUP)
+        m = await wait_for_log(server, r"version (\w+) installed \(was (\w+)\)")
+        assert m.group(2) == first
+        assert (await api_call(server.api, "GET", "/v1/rules"))[1]["version"] == m.group(1)
+    finally:
+        await trio.to_thread.run_sync(server.stop)
