@@ -15,7 +15,7 @@ own process against each server in its own process on a free port, so on a
 
     python -m loadtest.bench --out docs/benchmarks.md [--windows 1,64,512]
         [--duration 10] [--warmup 2] [--servers ocs,pydiameter,echo]
-        [--steady-rate 2000] [--no-ramp] [--footprint-subscribers 0]
+        [--steady-rate 1000] [--no-ramp] [--footprint-subscribers 0]
 """
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--servers", default="ocs,pydiameter,echo",
                    help=f"comma-separated, from {', '.join(SERVERS)}")
-    p.add_argument("--steady-rate", type=int, default=2000,
+    p.add_argument("--steady-rate", type=int, default=1000,
                    help="CCR/s of the open-loop comparison (every server should sustain it)")
     p.add_argument("--no-ramp", dest="ramp", action="store_false",
                    help="skip the 60 s ramp on ocs")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import random
 import sys
 import time
 
@@ -65,6 +66,7 @@ def make_gateways(sc: Scenario, counters: Counters, clock: Clock) -> list[Gatewa
     max_rg = max(p.rating_groups[1] for p in sc.sessions.profile)
     request = octets(sc.sessions.request_octets)
     slots = sc.load.window if sc.load.mode == "closed" else sc.load.sessions
+    draw = random.Random(sc.seed)
     gateways = []
     for i in range(k):
         lo = first + total * i // k
@@ -77,7 +79,10 @@ def make_gateways(sc: Scenario, counters: Counters, clock: Clock) -> list[Gatewa
                         expected_results=sc.judge.expect_results, request_octets=request,
                         plan_octets=octets(sc.subscribers.plan_octets),
                         timeout_ns=int(sc.load.timeout * 1e9), seed=sc.seed * 7919 + i,
-                        e2e_base=(boot & 0xFFF) << 20,  # RFC 6733 section 3
+                        # RFC 6733 section 3: the time in the high 12 bits, the
+                        # rest random, so gateways' ids do not run in step
+                        e2e_base=(boot & 0xFFF) << 20 | draw.getrandbits(20),
+                        first_hop_by_hop=draw.getrandbits(32),
                         schedule=plan, stride=k, phase=i)
         gateways.append(Gateway(i, sc.host, sc.port, host, sc.gateways.origin_realm,
                                 sc.gateways.host_ip, gen, clock, sc.load.timeout,

@@ -59,7 +59,8 @@ class Generator:
                  msisdn_lo: int, msisdn_count: int, profiles, rating_groups,
                  relaxed: bool = False, expected_results=(SUCCESS,), request_octets: int = 0,
                  plan_octets: int = 0, timeout_ns: int = 5_000_000_000, seed: int = 1,
-                 e2e_base: int = 0, schedule: np.ndarray | None = None, stride: int = 1,
+                 e2e_base: int = 0, first_hop_by_hop: int = 0,
+                 schedule: np.ndarray | None = None, stride: int = 1,
                  phase: int = 0):
         self.slots_count = slots
         self.templates = templates
@@ -73,6 +74,9 @@ class Generator:
         self.seq = np.zeros(N_SEQ, np.int64)
         self.seq[Q_SEND_LIMIT] = 1 << 62
         self.rng = np.array([seed * 0x9E3779B97F4A7C15 & (2**64 - 1)], np.uint64)
+        # Hop-by-hop ids start at a random value (RFC 6733 section 3), above
+        # the slot bits; each slot then counts its own generations.
+        self.slots[:, S_GENERATION] = first_hop_by_hop >> max(1, (slots - 1).bit_length())
         self.params = np.zeros(N_PARAMS, np.int64)
         self.params[:] = [max(1, (slots - 1).bit_length()), msisdn_lo, msisdn_count,
                           templates.msisdn_digits, int(relaxed), e2e_base, request_octets,

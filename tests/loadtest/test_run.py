@@ -117,3 +117,25 @@ async def test_a_server_dwr_is_answered_and_its_dpr_counts_against_it():
     r = await run_against(faulty_server.serve, "dpr", load__rate=2000, reconnect__delay=0.05)
     assert not r.passed and r.connections["server_disconnects"] >= 1
     assert any("DPR" in note for note in r.notes)
+
+
+def test_gateways_do_not_run_their_ids_in_step():
+    """RFC 6733 section 3: ids start at random values. Gateways counting in step
+    made the python-diameter Node, which keys requests by hop-by-hop and
+    end-to-end id across connections, send answers to the wrong gateway."""
+    from loadtest import codec
+    from loadtest.run import Clock, make_gateways
+    from loadtest.sessions import Counters
+
+    ids = []
+    for g in make_gateways(quick("closed", 1, gateways__count=3, load__window=4),
+                           Counters(), Clock()):
+        raw = g.gen.out[:g.gen.emit(0, 1 << 62)].tobytes()
+        frames, _ = codec.split_frames(raw)
+        ids.append({(codec.parse_answer(raw[a:b]).hop_by_hop,
+                     codec.parse_answer(raw[a:b]).end_to_end) for a, b in frames})
+    assert all(len(s) == 4 for s in ids)
+    assert not (ids[0] & ids[1] or ids[1] & ids[2] or ids[0] & ids[2])
+    hbh = [{h for h, _ in s} for s in ids]
+    e2e = [{e for _, e in s} for s in ids]
+    assert not (hbh[0] & hbh[1]) and not (e2e[0] & e2e[1])
