@@ -14,7 +14,7 @@ from .tables import ANNIVERSARY, DAYS, QUARTER
 _CACHE = True
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def civil(days):
     """Local day number -> (year, month, day)."""
     z = days + 719468
@@ -29,7 +29,7 @@ def civil(days):
     return y, m, d
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def day_number(y, m, d):
     """(year, month, day) -> local day number."""
     y = y - (1 if m <= 2 else 0)
@@ -41,13 +41,13 @@ def day_number(y, m, d):
     return era * 146097 + doe - 719468
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def month_days(y, m):
     ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
     return day_number(ny, nm, 1) - day_number(y, m, 1)
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _month_start(mi, anchor_day):
     """Local day a period that begins in month index `mi` starts on: the
     anchor's day of the month, or the month's last day when it is shorter."""
@@ -56,7 +56,7 @@ def _month_start(mi, anchor_day):
     return day_number(y, m, d)
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def period_of(kind, reset, length_days, plan_anchor, anchor, day, year, month, mday):
     """(period id, local day the next period starts) for local date
     (`day` = year-month-mday). `anchor` is the subscriber's activation day,

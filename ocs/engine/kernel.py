@@ -26,6 +26,7 @@ what follows (TERMINATE, or RESTRICT_ACCESS with the throttle Filter-Id).
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -55,7 +56,7 @@ BIG = 1 << 62
 # why a grant stopped short (also threshold triggers, one bit each)
 R_CREDIT, R_CAP, R_CEILING, R_THROTTLED = 1, 2, 4, 8
 
-_CACHE = True
+_CACHE = os.environ.get("OCS_NUMBA_NOCACHE") is None
 
 
 class Tables(NamedTuple):
@@ -77,12 +78,12 @@ class Tables(NamedTuple):
     zones: np.ndarray
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _ceil_div(a, b):
     return -((-a) // b)
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _in_list(lst, start, count, rg):
     for k in range(start, start + count):
         if lst[k] == rg:
@@ -90,7 +91,7 @@ def _in_list(lst, start, count, rg):
     return False
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _rating(T, p, rg):
     """0 if the plan rates `rg`; else the MSCC Result-Code (4010 or 5031)."""
     pl = T.plans[p]
@@ -101,7 +102,7 @@ def _rating(T, p, rg):
     return 0
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _in_hours(frm, to, sec):
     if frm < 0:
         return True
@@ -110,27 +111,27 @@ def _in_hours(frm, to, sec):
     return sec >= frm or sec < to          # a band across midnight, e.g. 23:00-07:00
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _covers(T, bk, rg, sec):
     if bk["rg_count"] >= 0 and not _in_list(T.bucket_rgs, bk["rg_start"], bk["rg_count"], rg):
         return False
     return _in_hours(bk["hour_from"], bk["hour_to"], sec)
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _zone(T, subs, row):
     z = subs[row]["zone"]
     return z if z >= 0 else T.plans[subs[row]["plan"]]["zone"]
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _local_sec(T, subs, row, t):
     """Local seconds since midnight at epoch time `t`."""
     off = T.zones[_zone(T, subs, row)]["offset"]
     return (np.int64(np.floor(t)) + off) % 86400
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _period(T, subs, row):
     s = subs[row]
     pl = T.plans[s["plan"]]
@@ -139,14 +140,14 @@ def _period(T, subs, row):
                      s["anchor"], zn["day"], zn["year"], zn["month"], zn["mday"])
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _period_end(T, subs, row):
     """Epoch time the row's current period ends."""
     _, next_day = _period(T, subs, row)
     return float(next_day * 86400 - T.zones[_zone(T, subs, row)]["offset"])
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _add_pack(T, subs, row, d, now):
     """Put pack definition `d` on the row (a shared pack on its pool row);
     returns the slot, or -1 when every slot is taken."""
@@ -170,12 +171,16 @@ def _add_pack(T, subs, row, d, now):
     return slot
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _rollover(T, subs, row, now):
     """Start the row's new period: counters to zero, caps and reopen reset,
     expired packs dropped, a trial pack for a new or zero-usage subscriber."""
     s = subs[row]
+    today = T.zones[_zone(T, subs, row)]["day"]
+    if s["period_day"] == today and s["period"] != NEVER:
+        return                             # periods turn only at local midnight
     pid, _ = _period(T, subs, row)
+    s["period_day"] = today
     if s["period"] == pid:
         return
     fresh = s["period"] == NEVER or s["total_used"] == 0
@@ -198,12 +203,12 @@ def _rollover(T, subs, row, now):
 
 
 # ---------------------------------------------------------------- buckets
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _cand_row(subs, row, c):
     return row if c < 8 else subs[row]["pool"]
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _cand_free(T, subs, row, c):
     """Octets candidate `c` can still give (neither used nor held)."""
     r = _cand_row(subs, row, c)
@@ -222,7 +227,7 @@ def _cand_free(T, subs, row, c):
     return avail if avail > 0 else 0
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _cand_add(subs, row, c, used, held):
     """Add to candidate `c`'s used and held octets (negative: give back)."""
     r = _cand_row(subs, row, c)
@@ -238,7 +243,7 @@ def _cand_add(subs, row, c, used, held):
         subs[row]["pool_res"] += held
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _pack_ok(T, subs, r, k, d, named, pl, rg, sec, t):
     s = subs[r]
     kd = s["k_def"][k]
@@ -254,7 +259,7 @@ def _pack_ok(T, subs, r, k, d, named, pl, rg, sec, t):
     return _covers(T, T.packs[kd], rg, sec)
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _next_pack(subs, r, pu, pf, pk):
     """The row's pack slot after (pu, pf, pk) in (valid until, valid from,
     slot) order: packs that expire first are used first. -1 when none."""
@@ -271,7 +276,7 @@ def _next_pack(subs, r, pu, pf, pk):
     return best
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _take(T, subs, row, c, want, got, hc, hv, nh, hold):
     """Take what candidate `c` can give towards `want`: (taken, holds used,
     1 if a hold was needed and none was left)."""
@@ -292,7 +297,7 @@ def _take(T, subs, row, c, want, got, hc, hv, nh, hold):
     return take, nh, 0
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _walk(T, subs, row, rg, sec, t, want, hc, hv, hold):
     """Take up to `want` octets from the buckets in the plan's order: as
     usage (hold=False) or as holds recorded in hc/hv (hold=True). Returns
@@ -335,7 +340,7 @@ def _walk(T, subs, row, rg, sec, t, want, hc, hv, hold):
 
 
 # ---------------------------------------------------------------- money
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _context_ok(T, r, subs, row, ctx):
     """Does the rate's context hold: APN, RAT type, roaming, and the
     subscriber's customer type, terminal type and partner."""
@@ -366,7 +371,7 @@ def _context_ok(T, r, subs, row, ctx):
     return True
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _rate(T, subs, row, ctx, rg, sec):
     """(tariff, draws from buckets, refused) for this traffic now: tariff
     FREE_RATE for zero-rated traffic, -1 when the plan has no tariff. The
@@ -384,7 +389,7 @@ def _rate(T, subs, row, ctx, rg, sec):
     return pl["tariff"], True, False
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _ladder(T, ti, volume):
     """What `volume` octets charged this period cost in all (a ladder)."""
     tf = T.tariffs[ti]
@@ -399,7 +404,7 @@ def _ladder(T, ti, volume):
     return st["base"]
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _cost(T, ti, basis, octets):
     """Money for `octets` more, `basis` octets having been charged already."""
     if ti < 0 or octets <= 0:
@@ -411,7 +416,7 @@ def _cost(T, ti, basis, octets):
     return _ceil_div(octets, st["unit"]) * st["price"]
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _affordable(T, ti, basis, money, want):
     """The most octets (<= want) that cost at most `money`, `basis` octets
     having been charged already."""
@@ -450,7 +455,7 @@ def _affordable(T, ti, basis, money, want):
     return want if got >= want else got
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _mode(pl, ti, buckets):
     """What happens to traffic no bucket covers: zero-rated traffic is free,
     a rate that bypasses the buckets charges its tariff, else the plan decides."""
@@ -461,12 +466,12 @@ def _mode(pl, ti, buckets):
     return pl["after_bundle"]
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _caps_active(pl, payer_row):
     return not (pl["reopen"] and payer_row["reopened"])
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _debit_money(T, subs, row, ti, buckets, octets, m):
     """Charge `octets` no bucket covered, at tariff `ti`, to the payer."""
     pl = T.plans[subs[row]["plan"]]
@@ -487,7 +492,7 @@ def _debit_money(T, subs, row, ti, buckets, octets, m):
     m["charged"] += charge
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _debit(T, subs, row, ctx, rg, t, used, m, hc, hv):
     """Reported usage: buckets first, then money; rated as of time `t`."""
     sec = _local_sec(T, subs, row, t)
@@ -502,7 +507,7 @@ def _debit(T, subs, row, ctx, rg, t, used, m, hc, hv):
 
 
 # ---------------------------------------------------------------- grants
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
     """Reserve up to `want` octets now. Holds go to hc/hv; `out` receives
     [granted, money, over, total, pool, fui, reason]; the caller keeps the
@@ -590,7 +595,7 @@ def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
     return got
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _quote(T, subs, row, ctx, rg, now, want, hc, hv):
     """What `want` octets would cost now, buckets first (a price enquiry)."""
     pl = T.plans[subs[row]["plan"]]
@@ -606,7 +611,7 @@ def _quote(T, subs, row, ctx, rg, now, want, hc, hv):
     return _cost(T, ti, py["over_used"] + py["over_res"], want - got)
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _hold(subs, row, out):
     py = subs[row]["payer"]
     subs[py]["res_money"] += out[1]
@@ -614,7 +619,7 @@ def _hold(subs, row, out):
     subs[row]["total_res"] += out[3]
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _unhold(subs, row, hc, hv, money, over, total):
     """Give back what a grant held (its bucket holds, money and counts)."""
     for k in range(HOLDS):
@@ -628,19 +633,18 @@ def _unhold(subs, row, hc, hv, money, over, total):
     subs[row]["total_res"] -= total
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _release(subs, sessions, row, sess, slot):
     x = sessions[sess]
+    # everything granted counts toward the ceiling (total_res), bucket or not
     _unhold(subs, row, x["hold_c"][slot], x["hold_v"][slot], x["res_money"][slot], x["res_over"][slot],
-            x["res_total"][slot])
+            x["granted"][slot])
     x["res_money"][slot] = 0
     x["res_over"][slot] = 0
-    x["res_total"][slot] = 0
-    x["res_pool"][slot] = 0
     x["granted"][slot] = 0
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _find_slot(sessions, sess, rg):
     for k in range(SLOTS):
         if sessions[sess]["rg"][k] == rg:
@@ -648,7 +652,7 @@ def _find_slot(sessions, sess, rg):
     return -1
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _validity(T, subs, row, now, hc):
     """Validity-Time: the plan's, cut at the next tariff or bucket band edge
     and at the end of a pack held, so usage is reported before the rate changes."""
@@ -670,7 +674,7 @@ def _validity(T, subs, row, now, hc):
 
 
 # ---------------------------------------------------------------- thresholds
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _thresholds(T, subs, row, reasons, events, ne):
     """Announce each threshold the row crossed, once per period."""
     s = subs[row]
@@ -711,7 +715,7 @@ def _thresholds(T, subs, row, reasons, events, ne):
     return ne
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _daily(T, subs, row, events, ne):
     """Close the row's day if its local date moved on: a daily-summary event
     (when the plan declares one) for a day with usage, and fresh counters."""
@@ -736,7 +740,7 @@ def _daily(T, subs, row, events, ne):
     return ne
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _daily_sweep(T, subs, n, events, dirty):
     """At local midnight: close every row's day (the summaries of rows that
     were not charged since)."""
@@ -758,23 +762,30 @@ def _daily_sweep(T, subs, n, events, dirty):
 
 
 # ---------------------------------------------------------------- the batch
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _touch(T, subs, row, now, dirty, nd):
-    for r in (row, subs[row]["pool"], subs[row]["payer"]):
-        _rollover(T, subs, r, now)
-        dirty[nd] = r
+    """Roll the rows a request may change into the current period; note them
+    for the journal (a plain subscriber is its own pool and payer)."""
+    _rollover(T, subs, row, now)
+    dirty[nd] = row
+    nd += 1
+    pool, payer = subs[row]["pool"], subs[row]["payer"]
+    if pool != row:
+        _rollover(T, subs, pool, now)
+        dirty[nd] = pool
+        nd += 1
+    if payer != row and payer != pool:
+        _rollover(T, subs, payer, now)
+        dirty[nd] = payer
         nd += 1
     return nd
 
 
-@njit(cache=_CACHE)
-def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events, counts):
+@njit(cache=_CACHE, _nrt=False)
+def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events, counts, hc, hv, out):
     nds = 0
     ndx = 0
     ne = 0
-    hc = np.empty(HOLDS, np.int8)
-    hv = np.empty(HOLDS, np.int64)
-    out = np.zeros(7, np.int64)
     for i in range(reqs.shape[0]):
         r = reqs[i]
         if r["result"] != 0:
@@ -869,8 +880,6 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                             x["grant_t"][slot] = now
                             x["res_money"][slot] = out[1]
                             x["res_over"][slot] = out[2]
-                            x["res_total"][slot] = out[3]
-                            x["res_pool"][slot] = out[4]
                             for k in range(HOLDS):
                                 x["hold_c"][slot, k] = hc[k]
                                 x["hold_v"][slot, k] = hv[k]
@@ -895,8 +904,12 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
             _unhold(subs, sub, hc, hv, 0, 0, 0)
             r["check_balance"] = 0 if granted > 0 and out[6] & R_THROTTLED == 0 else 1
         r["result"] = SUCCESS if ok else first_fail
-        for row in (sub, subs[sub]["pool"], subs[sub]["payer"]):
-            ne = _thresholds(T, subs, row, reasons if row == sub else 0, events, ne)
+        ne = _thresholds(T, subs, sub, reasons, events, ne)
+        pool, payer = subs[sub]["pool"], subs[sub]["payer"]
+        if pool != sub:
+            ne = _thresholds(T, subs, pool, 0, events, ne)
+        if payer != sub and payer != pool:
+            ne = _thresholds(T, subs, payer, 0, events, ne)
         if sess >= 0:
             dirty_sess[ndx] = sess
             ndx += 1
@@ -907,7 +920,7 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
     counts[0], counts[1], counts[2] = nds, ndx, ne
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _close_session(subs, sessions, sess):
     sub = sessions[sess]["sub"]
     for k in range(SLOTS):
@@ -917,7 +930,7 @@ def _close_session(subs, sessions, sess):
     sessions[sess]["sub"] = -1
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _expire(subs, sessions, now, dirty_subs, dirty_sess):
     n = 0
     nd = 0
@@ -935,7 +948,7 @@ def _expire(subs, sessions, now, dirty_subs, dirty_sess):
     return n, nd
 
 
-@njit(cache=_CACHE)
+@njit(cache=_CACHE, _nrt=False)
 def _rebuild(subs, sessions, n_subs):
     """Recount every row's held amounts from the open sessions."""
     for r in range(n_subs):
@@ -962,7 +975,7 @@ def _rebuild(subs, sessions, n_subs):
             py = subs[row]["payer"]
             subs[py]["res_money"] += sessions[x]["res_money"][slot]
             subs[py]["over_res"] += sessions[x]["res_over"][slot]
-            subs[row]["total_res"] += sessions[x]["res_total"][slot]
+            subs[row]["total_res"] += sessions[x]["granted"][slot]
 
 
 def _check(arr: np.ndarray, dtype: np.dtype, name: str) -> None:
@@ -984,7 +997,12 @@ def charge_batch(reqs, msccs, subs, sessions, tables: Tables, now: float):
     dirty_sess = np.empty(n, np.int64)
     events = np.zeros(8 * n + 64, EVENT_DTYPE)
     counts = np.zeros(3, np.int64)
-    _charge(reqs, msccs, subs, sessions, tables, float(now), dirty_subs, dirty_sess, events, counts)
+    # scratch for one grant; the kernels run without numba's reference counting
+    # (they allocate nothing), which would otherwise cost more than the charging
+    hc = np.empty(HOLDS, np.int8)
+    hv = np.empty(HOLDS, np.int64)
+    out = np.zeros(7, np.int64)
+    _charge(reqs, msccs, subs, sessions, tables, float(now), dirty_subs, dirty_sess, events, counts, hc, hv, out)
     nds, ndx, ne = counts
     return dirty_subs[:nds], dirty_sess[:ndx], events[:ne]
 

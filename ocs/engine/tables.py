@@ -36,6 +36,7 @@ SUBSCRIBER = np.dtype([
     ("pool_res", np.int64),
     ("balance", np.int64),        # micro-units; below 0 only by over-reported usage or postpaid
     ("period", np.int64),         # the period these counters belong to
+    ("period_day", np.int64),     # the local day `period` was last found current (periods turn at midnight)
     ("b_used", np.int64, (PLAN_BUCKETS,)),   # octets taken from each plan bucket this period
     ("b_res", np.int64, (PLAN_BUCKETS,)),    # octets held by open reservations
     ("k_def", np.int32, (PACKS,)),           # pack definition; -1: empty slot
@@ -70,8 +71,6 @@ SESSION = np.dtype([
     ("grant_t", np.float64, (SLOTS,)),       # when the grant was made: its usage is rated then
     ("res_money", np.int64, (SLOTS,)),
     ("res_over", np.int64, (SLOTS,)),
-    ("res_total", np.int64, (SLOTS,)),
-    ("res_pool", np.int64, (SLOTS,)),
     ("hold_c", np.int8, (SLOTS, HOLDS)),     # candidate number per hold; -1 none
     ("hold_v", np.int64, (SLOTS, HOLDS)),
 ], align=True)
