@@ -187,6 +187,13 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def source() -> str:
+    """The commit measured, "-dirty" when the working tree has uncommitted changes."""
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "unknown (not a git checkout)"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench")
     p.add_argument("--out", default="docs/benchmarks.md")
@@ -209,6 +216,7 @@ def main(argv=None) -> int:
     args.command = ["python", "-m", "loadtest.bench", *(sys.argv[1:] if argv is None else argv)]
     args.started = datetime.datetime.now().astimezone()
     args.machine = machine()
+    args.source = source()
     args.pinned = args.pin and _cpus(True)[0] is not None
     notes: list[str] = []
     results = {}

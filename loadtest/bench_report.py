@@ -49,9 +49,9 @@ def _knee(r: dict) -> str:
     top = max(row["answered"] for row in rows)
     return (f"p99 floor {floor:.2f} ms; the most answers in one second with p99 within "
             f"twice that and no error: **{max(calm, default=0):,}**; the most in any "
-            f"second: {top:,}. Errors at the top of the ramp are expected: it goes on past "
-            "what the server can answer, and requests that wait longer than the timeout "
-            "count as timeouts.")
+            f"second: {top:,}. The ramp may go on past what the server can answer: then "
+            "requests that wait longer than the timeout count as timeouts and fail the "
+            "run, as they should.")
 
 
 def render(results: dict, args, notes: list[str], plot_dir: Path) -> str:
@@ -64,7 +64,7 @@ def render(results: dict, args, notes: list[str], plot_dir: Path) -> str:
         f"Generated {args.started:%Y-%m-%d %H:%M %Z} by", "",
         "    " + " ".join(args.command), "",
         f"Machine: {args.machine}. Server and load generator are separate processes, "
-        f"{pinning}.", "",
+        f"{pinning}. Source: `{args.source}`.", "",
         "Every figure is from `python -m loadtest` (docs/loadtest.md). A run passes when "
         "every answer passed its checks (Session-Id, CC-Request-Number, Result-Code, one "
         "MSCC per rating group asked for, no grant beyond the request or the plan) and "

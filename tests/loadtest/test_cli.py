@@ -87,7 +87,7 @@ async def test_a_run_writes_the_summary_json_and_plots(tmp_path, capsys):
 
     from loadtest.bench_report import render
     args = argparse.Namespace(started=datetime.datetime.now().astimezone(), command=["x"],
-                              machine="m", pinned=False, warmup=0.2, duration=1.2,
+                              machine="m", pinned=False, warmup=0.2, duration=1.2, source="abc",
                               steady_rate=2000)
     text = render({"echo": {"closed": [(8, report)], "steady": report, "ramp": report,
                             "capacity": report}}, args, ["a note"], tmp_path / "bench")
