@@ -41,6 +41,7 @@ class Peer:
         self.outstanding = 0
         self.wake_writer = trio.Event()
         self.room = trio.Event()
+        self.send_lock = trio.Lock()      # the writer and the closing handler both flush
 
     def deliver(self, answers: list[bytes]) -> None:
         self.conn.send(b"".join(answers))
@@ -152,8 +153,8 @@ class Server:
                             break
                 await _flush(peer)
                 n.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+            pass    # the peer is gone; nothing of it may stop the server
         finally:
             self.peers.discard(peer)
             if peer.conn.close_reason:
@@ -193,12 +194,18 @@ class Server:
             peer.wake_writer.set()
 
     async def _writer(self, peer: Peer) -> None:
-        while True:
-            await peer.wake_writer.wait()
-            peer.wake_writer = trio.Event()
-            if peer.outstanding == 0 and peer.conn.dpa_pending:
-                peer.conn.send_pending_dpa()
-            await _flush(peer)
+        try:
+            while True:
+                await peer.wake_writer.wait()
+                peer.wake_writer = trio.Event()
+                if peer.outstanding == 0 and peer.conn.dpa_pending:
+                    peer.conn.send_pending_dpa()
+                await _flush(peer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            # the peer went away (a reset, a close): the reader sees it too;
+            # this must not escape the peer's nursery and stop the server
+            peer.conn.state = State.CLOSED
+            peer.conn.close_reason = peer.conn.close_reason or f"connection lost while sending: {e!r}"
 
     # ------------------------------------------------------------ charging
     async def _charging_loop(self) -> None:
@@ -377,6 +384,7 @@ class Server:
 
 
 async def _flush(peer: Peer) -> None:
-    data = peer.conn.data_to_send()
-    if data:
-        await peer.stream.send_all(data)
+    async with peer.send_lock:
+        data = peer.conn.data_to_send()
+        if data:
+            await peer.stream.send_all(data)

@@ -8,6 +8,7 @@ one twice.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -26,7 +27,9 @@ _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder()
 
 
-FORMAT = 2     # of snapshots and journal records; bumped when a table's dtype changes
+# Of snapshots and journal records: a digest of the row layouts, so a data
+# directory written with other tables is refused rather than misread.
+FORMAT = "3-" + hashlib.sha256(repr((SUBSCRIBER.descr, SESSION.descr)).encode()).hexdigest()[:8]
 
 
 class StoreFormatError(Exception):
@@ -393,8 +396,8 @@ class EmbeddedStore:
         self.seq = meta["seq"]
         subs = np.load(snap / "subs.npy")
         if subs.dtype != SUBSCRIBER or meta.get("format") != FORMAT:
-            raise StoreFormatError(f"{snap}: written by an older version of ocs (format {meta.get('format', 1)}, "
-                                   f"this one reads {FORMAT}); start from an empty data directory")
+            raise StoreFormatError(f"{snap}: written with other tables (format {meta.get('format', 1)}, "
+                                   f"this version reads {FORMAT}); start from an empty data directory")
         self.n_subs = meta["n_subs"]
         self.subs = new_subscribers(max(self.n_subs, 1024))
         self.subs[:self.n_subs] = subs

@@ -63,9 +63,8 @@ STORMS = dict(gateways__count=4, load__duration=2.0, reconnect__every=0.5,
               reconnect__at=0.3, reconnect__delay=0.1)
 
 
-# Found by this harness: ocs serve exits when a gateway leaves under load
+# Found by this harness: ocs serve used to exit when a gateway left under load
 # (BrokenResourceError or BusyResourceError out of ocs/net/server.py).
-@pytest.mark.xfail(reason="ocs serve can exit when gateways leave under load", strict=False)
 @pytest.mark.parametrize("graceful", [True, False], ids=["dpr", "reset"])
 async def test_ocs_survives_reconnect_storms(tmp_path, graceful):
     with OcsProcess(tmp_path / "data") as server:
