@@ -27,11 +27,11 @@ def warm_up(rules) -> None:
     the first connection is accepted."""
     import numpy as np
     from .engine import kernel
-    from .engine.tables import MSCC, REQUEST, SESSION, SUBSCRIBER, new_table
-    subs, sessions = new_table(SUBSCRIBER, 1), new_table(SESSION, 1)
-    kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), subs, sessions, rules.tables, 0.0)
-    kernel.expire_sessions(subs, sessions, 0.0, 1)
-    kernel.rebuild_reservations(subs, sessions, 0)
+    from .engine.tables import MSCC, REQUEST, SESSION, SPONSOR, SUBSCRIBER, new_table
+    subs, sessions, spons = new_table(SUBSCRIBER, 1), new_table(SESSION, 1), np.zeros(1, SPONSOR)
+    kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), subs, sessions, spons, rules.tables, 0.0)
+    kernel.expire_sessions(subs, sessions, spons, 0.0, 1)
+    kernel.rebuild_reservations(subs, sessions, spons, 0)
     from .diameter import fastcca, fastccr
     buf, frames, msccs, _ = fastccr.decode_batch([bytes(20)], MSCC)
     fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
@@ -44,6 +44,7 @@ def cmd_serve(args) -> int:
     from .gy.app import CreditControlApplication
     from .net.server import Server
     from .notify import Notifier, load_sink
+    from .usage import UsageLog
     from .rules.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError
 
@@ -77,13 +78,16 @@ def cmd_serve(args) -> int:
         print(e, file=sys.stderr)
         return 2
     notifier = Notifier(cfg.notifications or Path(cfg.data) / "notifications.jsonl", sink)
+    usage = UsageLog(Path(cfg.data) / "usage", installer.ruleset, store.label,
+                     lambda row: int(store.subs[row]["plan"]))
+    usage.catch_up([Path(cfg.data) / n for n in ("journal.prev", "journal.old", "journal.log")])
     identity = LocalIdentity(origin_host=cfg.origin_host, origin_realm=cfg.origin_realm,
                              host_ip_addresses=tuple(cfg.host_ip_addresses), vendor_id=cfg.vendor_id,
                              product_name=cfg.product_name)
     ccfh = {"TERMINATE": c.CCFH_TERMINATE, "CONTINUE": c.CCFH_CONTINUE,
             "RETRY_AND_TERMINATE": c.CCFH_RETRY_AND_TERMINATE}[cfg.failure_handling]
     app = CreditControlApplication(store, rules, identity, ccfh)
-    server = Server(cfg, app, store, identity, PeerPolicy(cfg.peers), installer, notifier)
+    server = Server(cfg, app, store, identity, PeerPolicy(cfg.peers), installer, notifier, usage)
     host, port = split_hostport(cfg.listen)
     log.info("rules %s version %s; %d subscribers; ready in %.2f s",
              cfg.rules, rules.version, store.n_subs, time.monotonic() - started)
@@ -135,6 +139,38 @@ def cmd_subscriber_show(args) -> int:
     return 0
 
 
+def cmd_sponsor_report(args) -> int:
+    from .rules.install import Installer
+    from .settlement import SettlementError, as_csv, report
+    from .store.embedded import EmbeddedStore, StoreFormatError
+    from .usage import read_usage
+    cfg = load_config(args.config)
+    store = EmbeddedStore(args.data or cfg.data)
+    installer = Installer(store)
+    try:
+        store.open(readonly=True, on_rules=installer.replay)
+        rules = installer.ruleset(store.rules_version) if store.rules_version else \
+            _load_rules_or_exit(args.rules or cfg.rules)
+    except (FileNotFoundError, RuleError, StoreFormatError) as e:
+        print(e, file=sys.stderr)
+        return 1
+    account = None
+    if args.sponsor in store.sponsor_ids and args.sponsor in rules.sponsor_index:
+        sp = rules.sponsors[rules.sponsor_index[args.sponsor]]
+        a = store.sponsors[store.sponsor_ids.index(args.sponsor)]
+        if sp.period == "month" and int(a["period"]) > 0:
+            month = int(a["period"])
+            account = {"period": f"{month // 12:04d}-{month % 12 + 1:02d}", "used": int(a["used"]),
+                       "spent": int(a["spent"])}
+    try:
+        rep = report(args.sponsor, args.period, read_usage(store.dir / "usage"), rules, account)
+    except SettlementError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(as_csv(rep) if args.format == "csv" else json.dumps(rep, indent=2), end="" if args.format == "csv" else "\n")
+    return 0 if rep["reconciled"] else 3
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ocs", description="Online charging system: a Diameter Gy server")
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,6 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--rules", help="rules directory (default from --config, else rules/demo)")
     show.add_argument("--config", help="TOML configuration file")
     show.set_defaults(func=cmd_subscriber_show)
+
+    spn = sub.add_parser("sponsor", help="sponsored data")
+    spns = spn.add_subparsers(dest="sponsor_command", required=True)
+    rep = spns.add_parser("report", help="a sponsor's settlement for a month, reconciled (exit 3 if it does not)")
+    rep.add_argument("sponsor", help="the sponsor contract id")
+    rep.add_argument("--period", required=True, help="YYYY-MM, in the sponsor's timezone")
+    rep.add_argument("--format", choices=("json", "csv"), default="json", help="output format (default json)")
+    rep.add_argument("--data", help="data directory (default from --config, else ./data)")
+    rep.add_argument("--rules", help="rules directory, when the data directory keeps none")
+    rep.add_argument("--config", help="TOML configuration file")
+    rep.set_defaults(func=cmd_sponsor_report)
 
     args = p.parse_args(argv)
     return args.func(args)

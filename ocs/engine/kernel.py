@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from . import sponsor as SP
 from .calendar import period_of
 from .tables import (ANY_PACK, CHARGE, CUMULATIVE, EVENT, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT,
                      FUI_TERMINATE, HOLDS, MSCC, PACK_BASE, PACKS, PLAN, PLAN_BUCKETS, REQUEST,
@@ -72,7 +73,9 @@ class Tables(NamedTuple):
     steps: np.ndarray
     thresholds: np.ndarray
     edges: np.ndarray
-    cond: np.ndarray          # the context values rates require, and home networks
+    cond: np.ndarray          # the context values rates require, home networks, contract lists
+    contracts: np.ndarray     # sponsor contracts (row 0 with unit 0 when there are none)
+    elig: np.ndarray          # rows eligible for contracts that list subscribers
     rated_rgs: np.ndarray
     denied_rgs: np.ndarray
     zones: np.ndarray
@@ -634,8 +637,15 @@ def _unhold(subs, row, hc, hv, money, over, total):
 
 
 @njit(cache=_CACHE, _nrt=False)
-def _release(subs, sessions, row, sess, slot):
+def _release(subs, sessions, spons, row, sess, slot):
     x = sessions[sess]
+    k = x["sp"][slot]
+    if k >= 0:
+        spons[k]["res_octets"] -= x["sp_octets"][slot]
+        spons[k]["res_money"] -= x["sp_money"][slot]
+        x["sp"][slot] = -1
+        x["sp_octets"][slot] = 0
+        x["sp_money"][slot] = 0
     # everything granted counts toward the ceiling (total_res), bucket or not
     _unhold(subs, row, x["hold_c"][slot], x["hold_v"][slot], x["res_money"][slot], x["res_over"][slot],
             x["granted"][slot])
@@ -761,6 +771,88 @@ def _daily_sweep(T, subs, n, events, dirty):
     return ne, nd
 
 
+# ---------------------------------------------------------------- sponsors
+@njit(cache=_CACHE, _nrt=False)
+def _sp_debit(T, subs, spons, row, ctx, rg, sid, t, used, m, hc, hv):
+    """Reported usage: a contract that covers it pays first, within its
+    budget; the rest goes to the contract's fallback (the subscriber's
+    normal charging when it is CHARGE; refused or throttled traffic is not
+    charged), or to normal charging when no contract covers it."""
+    k = SP.contract_for(T, subs, row, ctx[0], rg, sid, t)
+    if k < 0:
+        _debit(T, subs, row, ctx, rg, t, used, m, hc, hv)
+        return False
+    SP.roll(T, spons, k)
+    take, money = SP.room(T, spons, k, used)
+    spons[k]["used"] += take
+    spons[k]["spent"] += money
+    m["sponsor"] = k
+    m["sponsored"] += take
+    m["sponsor_charged"] += money
+    subs[row]["total_used"] += take
+    if used - take > 0:
+        if T.contracts[k]["fallback"] == CHARGE:
+            _debit(T, subs, row, ctx, rg, t, used - take, m, hc, hv)
+        else:
+            subs[row]["total_used"] += used - take
+    return True
+
+
+@njit(cache=_CACHE, _nrt=False)
+def _sp_grant(T, subs, spons, row, ctx, rg, sid, now, want, hc, hv, out, sp):
+    """`_grant` with sponsorship: the contract's budget first, then its
+    fallback. sp receives [contract, octets, money] held from the sponsor."""
+    sp[0], sp[1], sp[2] = -1, 0, 0
+    k = SP.contract_for(T, subs, row, ctx[0], rg, sid, now)
+    if k < 0:
+        return _grant(T, subs, row, ctx, rg, now, want, hc, hv, out)
+    SP.roll(T, spons, k)
+    s = subs[row]
+    pl = T.plans[s["plan"]]
+    at_ceiling = False
+    if pl["ceiling"] >= 0:
+        room = pl["ceiling"] - s["total_used"] - s["total_res"]
+        room = room if room > 0 else 0
+        if room <= want:
+            want, at_ceiling = room, True
+    v, money = SP.room(T, spons, k, want)
+    spons[k]["res_octets"] += v
+    spons[k]["res_money"] += money
+    sp[0], sp[1], sp[2] = k, v, money
+    c = T.contracts[k]
+    granted = v
+    if want - v > 0 and c["fallback"] == CHARGE:
+        g = _grant(T, subs, row, ctx, rg, now, want - v, hc, hv, out)
+        if g == 0 and v > 0:
+            out[5] = FUI_TERMINATE        # the sponsor's part is all there is
+        granted = v + g
+    else:
+        for i in range(HOLDS):
+            hc[i] = -1
+            hv[i] = 0
+        for i in range(7):
+            out[i] = 0
+        if want - v > 0 and c["fallback"] == STOP:
+            out[5] = FUI_TERMINATE        # the traffic is refused once the budget is spent
+        elif want - v > 0:                # THROTTLE
+            out[5] = FUI_RESTRICT
+            if v == 0:
+                granted = want - v        # throttled quota, free
+    if at_ceiling and granted == want:
+        out[5] = FUI_TERMINATE
+    out[0] = granted
+    out[3] = granted
+    return granted
+
+
+@njit(cache=_CACHE, _nrt=False)
+def _sp_unhold(spons, sp):
+    if sp[0] >= 0:
+        spons[sp[0]]["res_octets"] -= sp[1]
+        spons[sp[0]]["res_money"] -= sp[2]
+        sp[0] = -1
+
+
 # ---------------------------------------------------------------- the batch
 @njit(cache=_CACHE, _nrt=False)
 def _touch(T, subs, row, now, dirty, nd):
@@ -782,10 +874,11 @@ def _touch(T, subs, row, now, dirty, nd):
 
 
 @njit(cache=_CACHE, _nrt=False)
-def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events, counts, hc, hv, out):
+def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, events, counts, hc, hv, out, sp):
     nds = 0
     ndx = 0
     ne = 0
+    sponsored = 0
     for i in range(reqs.shape[0]):
         r = reqs[i]
         if r["result"] != 0:
@@ -813,18 +906,22 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
             m["filter"] = -1
             m["charged"] = 0
             m["from_bundle"] = 0
+            m["sponsor"] = -1
+            m["sponsored"] = 0
+            m["sponsor_charged"] = 0
+            sid = m["service_id"]
             slot = -1
             t_rate = now
             if not is_event:
                 slot = _find_slot(sessions, sess, rg)
                 if slot >= 0:
                     t_rate = sessions[sess]["grant_t"][slot]
-                    _release(subs, sessions, sub, sess, slot)
+                    _release(subs, sessions, spons, sub, sess, slot)
             rating = _rating(T, p, rg)
             if rating == 0 and _rate(T, subs, sub, ctx, rg, _local_sec(T, subs, sub, now))[2]:
                 rating = END_USER_SERVICE_DENIED     # a rate refuses this traffic in this context
             if m["used"] > 0 and rating == 0:
-                _debit(T, subs, sub, ctx, rg, t_rate, m["used"], m, hc, hv)
+                sponsored += _sp_debit(T, subs, spons, sub, ctx, rg, sid, t_rate, m["used"], m, hc, hv)
             if m["used_time"] > 0:
                 subs[sub]["used_time"] += m["used_time"]
             if m["used"] > 0 and rating == 0:
@@ -848,20 +945,23 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                     # RFC 4006 6.5: the price, nothing debited or reserved
                     m["charged"] = _quote(T, subs, sub, ctx, rg, now, want, hc, hv)
                 else:
-                    granted = _grant(T, subs, sub, ctx, rg, now, want, hc, hv, out)
+                    granted = _sp_grant(T, subs, spons, sub, ctx, rg, sid, now, want, hc, hv, out, sp)
+                    sponsored += sp[0] >= 0
                     reasons |= out[6]
                     if granted == 0:
                         result = CREDIT_LIMIT_REACHED
                         m["final"] = FUI_TERMINATE
                         _unhold(subs, sub, hc, hv, 0, 0, 0)
+                        _sp_unhold(spons, sp)
                     elif is_event:
                         _unhold(subs, sub, hc, hv, 0, 0, 0)
+                        _sp_unhold(spons, sp)
                         if granted < want:
                             # direct debiting is all or nothing (RFC 4006 section 6.3)
                             result = CREDIT_LIMIT_REACHED
                         else:
                             m["used"] = granted
-                            _debit(T, subs, sub, ctx, rg, now, granted, m, hc, hv)
+                            _sp_debit(T, subs, spons, sub, ctx, rg, sid, now, granted, m, hc, hv)
                             subs[sub]["day_used"] += granted
                             subs[sub]["day_spent"] += m["charged"]
                             m["granted"] = granted
@@ -872,6 +972,7 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                         if slot < 0:
                             result = RESOURCES_EXCEEDED
                             _unhold(subs, sub, hc, hv, 0, 0, 0)
+                            _sp_unhold(spons, sp)
                         else:
                             x = sessions[sess]
                             _hold(subs, sub, out)
@@ -880,6 +981,7 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                             x["grant_t"][slot] = now
                             x["res_money"][slot] = out[1]
                             x["res_over"][slot] = out[2]
+                            x["sp"][slot], x["sp_octets"][slot], x["sp_money"][slot] = sp[0], sp[1], sp[2]
                             for k in range(HOLDS):
                                 x["hold_c"][slot, k] = hc[k]
                                 x["hold_v"][slot, k] = hv[k]
@@ -890,6 +992,10 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
                             slot = -2  # keep
                     if m["final"] == FUI_RESTRICT:
                         m["filter"] = pl["filter"]
+                        if sp[0] >= 0 and T.contracts[sp[0]]["filter"] >= 0 and \
+                                T.contracts[sp[0]]["fallback"] == THROTTLE:
+                            m["filter"] = T.contracts[sp[0]]["filter"]
+                    sp[0] = -1
             if slot >= 0:
                 sessions[sess]["rg"][slot] = SLOT_FREE
             m["result"] = result
@@ -914,24 +1020,24 @@ def _charge(reqs, msccs, subs, sessions, T, now, dirty_subs, dirty_sess, events,
             dirty_sess[ndx] = sess
             ndx += 1
             if r["type"] == TERMINATION_REQUEST:
-                _close_session(subs, sessions, sess)
+                _close_session(subs, sessions, spons, sess)
             else:
                 sessions[sess]["expiry"] = now + 2.0 * pl["validity"]
-    counts[0], counts[1], counts[2] = nds, ndx, ne
+    counts[0], counts[1], counts[2], counts[3] = nds, ndx, ne, sponsored
 
 
 @njit(cache=_CACHE, _nrt=False)
-def _close_session(subs, sessions, sess):
+def _close_session(subs, sessions, spons, sess):
     sub = sessions[sess]["sub"]
     for k in range(SLOTS):
         if sessions[sess]["rg"][k] != SLOT_FREE:
-            _release(subs, sessions, sub, sess, k)
+            _release(subs, sessions, spons, sub, sess, k)
             sessions[sess]["rg"][k] = SLOT_FREE
     sessions[sess]["sub"] = -1
 
 
 @njit(cache=_CACHE, _nrt=False)
-def _expire(subs, sessions, now, dirty_subs, dirty_sess):
+def _expire(subs, sessions, spons, now, dirty_subs, dirty_sess):
     n = 0
     nd = 0
     for s in range(sessions.shape[0]):
@@ -942,15 +1048,18 @@ def _expire(subs, sessions, now, dirty_subs, dirty_sess):
                 nd += 1
             dirty_sess[n] = s
             n += 1
-            _close_session(subs, sessions, s)
+            _close_session(subs, sessions, spons, s)
             if n == dirty_sess.shape[0]:
                 break
     return n, nd
 
 
 @njit(cache=_CACHE, _nrt=False)
-def _rebuild(subs, sessions, n_subs):
-    """Recount every row's held amounts from the open sessions."""
+def _rebuild(subs, sessions, spons, n_subs):
+    """Recount every row's (and sponsor's) held amounts from the open sessions."""
+    for k in range(spons.shape[0]):
+        spons[k]["res_octets"] = 0
+        spons[k]["res_money"] = 0
     for r in range(n_subs):
         s = subs[r]
         for i in range(PLAN_BUCKETS):
@@ -972,6 +1081,10 @@ def _rebuild(subs, sessions, n_subs):
                 c = sessions[x]["hold_c"][slot, k]
                 if c >= 0:
                     _cand_add(subs, row, c, 0, sessions[x]["hold_v"][slot, k])
+            k = sessions[x]["sp"][slot]
+            if 0 <= k < spons.shape[0]:
+                spons[k]["res_octets"] += sessions[x]["sp_octets"][slot]
+                spons[k]["res_money"] += sessions[x]["sp_money"][slot]
             py = subs[row]["payer"]
             subs[py]["res_money"] += sessions[x]["res_money"][slot]
             subs[py]["over_res"] += sessions[x]["res_over"][slot]
@@ -983,9 +1096,10 @@ def _check(arr: np.ndarray, dtype: np.dtype, name: str) -> None:
         raise TypeError(f"{name} has dtype {arr.dtype}, expected the {name} table dtype")
 
 
-def charge_batch(reqs, msccs, subs, sessions, tables: Tables, now: float):
+def charge_batch(reqs, msccs, subs, sessions, spons, tables: Tables, now: float):
     """Rate, debit and reserve a batch; returns the subscriber and session
-    rows it changed (for the journal) and the thresholds it crossed."""
+    rows it changed (for the journal), the thresholds it crossed, and
+    whether any sponsor's account changed."""
     _check(reqs, REQUEST, "REQUEST")
     _check(msccs, MSCC, "MSCC")
     _check(subs, SUBSCRIBER, "SUBSCRIBER")
@@ -996,35 +1110,37 @@ def charge_batch(reqs, msccs, subs, sessions, tables: Tables, now: float):
     dirty_subs = np.empty(3 * n, np.int64)
     dirty_sess = np.empty(n, np.int64)
     events = np.zeros(8 * n + 64, EVENT_DTYPE)
-    counts = np.zeros(3, np.int64)
+    counts = np.zeros(4, np.int64)
     # scratch for one grant; the kernels run without numba's reference counting
     # (they allocate nothing), which would otherwise cost more than the charging
     hc = np.empty(HOLDS, np.int8)
     hv = np.empty(HOLDS, np.int64)
     out = np.zeros(7, np.int64)
-    _charge(reqs, msccs, subs, sessions, tables, float(now), dirty_subs, dirty_sess, events, counts, hc, hv, out)
-    nds, ndx, ne = counts
-    return dirty_subs[:nds], dirty_sess[:ndx], events[:ne]
+    sp = np.zeros(3, np.int64)
+    _charge(reqs, msccs, subs, sessions, spons, tables, float(now), dirty_subs, dirty_sess, events, counts,
+            hc, hv, out, sp)
+    nds, ndx, ne, sponsored = counts
+    return dirty_subs[:nds], dirty_sess[:ndx], events[:ne], bool(sponsored)
 
 
-def expire_sessions(subs, sessions, now: float, limit: int = 65536):
+def expire_sessions(subs, sessions, spons, now: float, limit: int = 65536):
     """Release the reservations of sessions past their Tcc deadline
     (RFC 4006 section 13); returns the changed subscriber and session rows."""
     dirty_subs = np.empty(3 * limit, np.int64)
     dirty_sess = np.empty(limit, np.int64)
-    n, nd = _expire(subs, sessions, float(now), dirty_subs, dirty_sess)
+    n, nd = _expire(subs, sessions, spons, float(now), dirty_subs, dirty_sess)
     return dirty_subs[:nd], dirty_sess[:n]
 
 
-def close_session(subs, sessions, sess: int) -> None:
+def close_session(subs, sessions, spons, sess: int) -> None:
     """Release every reservation of a session and free its row."""
-    _close_session(subs, sessions, sess)
+    _close_session(subs, sessions, spons, sess)
 
 
-def rebuild_reservations(subs, sessions, n_subs: int) -> None:
+def rebuild_reservations(subs, sessions, spons, n_subs: int) -> None:
     """Recount held amounts from the sessions (after the rules moved rows
-    between pools or payers)."""
-    _rebuild(subs, sessions, n_subs)
+    between pools or payers, or sponsors between contracts)."""
+    _rebuild(subs, sessions, spons, n_subs)
 
 
 def daily_sweep(subs, tables: Tables, n_subs: int, limit: int = 1 << 20):

@@ -71,6 +71,9 @@ SESSION = np.dtype([
     ("grant_t", np.float64, (SLOTS,)),       # when the grant was made: its usage is rated then
     ("res_money", np.int64, (SLOTS,)),
     ("res_over", np.int64, (SLOTS,)),
+    ("sp", np.int32, (SLOTS,)),              # sponsor contract holding part of the grant; -1 none
+    ("sp_octets", np.int64, (SLOTS,)),       # octets held from the sponsor's budget
+    ("sp_money", np.int64, (SLOTS,)),        # the sponsor's micro-units they would cost
     ("hold_c", np.int8, (SLOTS, HOLDS)),     # candidate number per hold; -1 none
     ("hold_v", np.int64, (SLOTS, HOLDS)),
 ], align=True)
@@ -231,6 +234,39 @@ MSCC = np.dtype([
     ("validity", np.int32),
     ("charged", np.int64),        # micro-units debited for the reported usage
     ("from_bundle", np.int64),    # octets of the reported usage taken from buckets and packs
+    ("sponsor", np.int32),        # contract that paid part of the reported usage; -1 none
+    ("sponsored", np.int64),      # octets of it the sponsor paid
+    ("sponsor_charged", np.int64),   # micro-units billed to the sponsor for them
+], align=True)
+
+# A sponsor contract (rules): who pays for which traffic, up to what budget.
+CONTRACT = np.dtype([
+    ("zone", np.int32),
+    ("period_kind", np.int8),
+    ("fallback", np.int8),        # CHARGE (the subscriber pays), STOP (denied) or THROTTLE
+    ("period_days", np.int32),
+    ("period_anchor", np.int32),
+    ("budget_money", np.int64),   # micro-units per period; -1: a volume budget
+    ("budget_volume", np.int64),  # octets per period; -1: a money budget
+    ("price", np.int64),          # what the sponsor is billed, per started unit of each report
+    ("unit", np.int64),
+    ("rg_start", np.int32), ("rg_count", np.int32),       # in `cond`; count -1: any
+    ("sid_start", np.int32), ("sid_count", np.int32),
+    ("apn_start", np.int32), ("apn_count", np.int32),
+    ("plan_start", np.int32), ("plan_count", np.int32),   # eligible plans
+    ("elig_start", np.int32), ("elig_count", np.int32),   # eligible rows, in `elig`
+    ("valid_from", np.float64),
+    ("valid_until", np.float64),
+    ("filter", np.int32),
+], align=True)
+
+# A sponsor's account for its current period (the store keeps it).
+SPONSOR = np.dtype([
+    ("period", np.int64),
+    ("used", np.int64),           # octets paid this period
+    ("spent", np.int64),          # micro-units billed this period
+    ("res_octets", np.int64),     # held by open grants
+    ("res_money", np.int64),
 ], align=True)
 
 
@@ -240,6 +276,7 @@ def new_table(dtype: np.dtype, n: int) -> np.ndarray:
         t["sub"] = -1
         t["rg"] = SLOT_FREE
         t["hold_c"] = -1
+        t["sp"] = -1
     if dtype is SUBSCRIBER:
         t["k_def"] = -1
         t["zone"] = -1

@@ -28,8 +28,11 @@ from . import cca as CCA
 from .ccr import CreditControlRequest, decode_ccr
 
 _SUB_KINDS = {c.END_USER_E164: E164, c.END_USER_IMSI: IMSI}
+# One usage row per reported MSCC, journaled with its batch (docs/usage.md).
 USAGE = np.dtype([("req", np.int32), ("sub", np.int64), ("rg", np.int64), ("used", np.int64),
-                  ("used_time", np.int64), ("from_bundle", np.int64), ("charged", np.int64)])
+                  ("used_time", np.int64), ("from_bundle", np.int64), ("charged", np.int64),
+                  ("sess", np.int64), ("service_id", np.int64), ("sponsor", np.int32),
+                  ("sponsored", np.int64), ("sponsor_charged", np.int64)])
 
 
 @dataclass
@@ -303,8 +306,8 @@ class CreditControlApplication:
         sess_n, number_n = numbers
         store.sessions["last_number"][sess_n[sess_n >= 0]] = number_n[sess_n >= 0]
         rules.set_clock(now)
-        dirty_subs, dirty_sess, events = kernel.charge_batch(reqs, msccs, store.subs, store.sessions,
-                                                             rules.tables, now)
+        dirty_subs, dirty_sess, events, sponsored = kernel.charge_batch(
+            reqs, msccs, store.subs, store.sessions, store.sponsors, rules.tables, now)
 
         fast_sel = np.array([i for i in charged if i not in slow], dtype=np.int64)
         if len(fast_sel):
@@ -330,13 +333,18 @@ class CreditControlApplication:
         sess = reqs["sess"][sel]
         failed_initial = sess[(reqs["type"][sel] == c.INITIAL_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]
         for row in failed_initial.tolist():
-            kernel.close_session(store.subs, store.sessions, row)
+            kernel.close_session(store.subs, store.sessions, store.sponsors, row)
         sess = sess[sess >= 0]
         closed = sess[store.sessions["sub"][sess] < 0]
         if len(closed):
             dirty_sess = np.concatenate([dirty_sess, closed])
-        record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered,
-                              self._usage(reqs, msccs, sel))
+        usage = self._usage(reqs, msccs, sel)
+        record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered, usage,
+                              sponsors=sponsored)
+        if usage:
+            # the Session-Id of each usage row, for usage records and sponsor settlement
+            rows = np.frombuffer(usage, USAGE)["sess"].tolist()
+            record["ss"] = [store.session_meta[x][0] if x >= 0 and store.session_meta[x] else b"" for x in rows]
         for row in set(closed.tolist()):
             store.release_session_row(row)
         return record, events if len(events) else None
@@ -393,7 +401,9 @@ class CreditControlApplication:
         u = np.zeros(int(keep.sum()), USAGE)
         u["req"] = req_of[keep]
         u["sub"] = reqs["sub"][req_of[keep]]
-        for name in ("rg", "used", "used_time", "from_bundle", "charged"):
+        u["sess"] = reqs["sess"][req_of[keep]]
+        for name in ("rg", "used", "used_time", "from_bundle", "charged", "service_id", "sponsor", "sponsored",
+                     "sponsor_charged"):
             u[name] = m[name][keep]
         return u.tobytes()
 
@@ -409,9 +419,10 @@ class CreditControlApplication:
 
     def expire(self, now: float) -> dict | None:
         """Release reservations of sessions silent past Tcc; the journal record, if any."""
-        dirty_subs, dirty_sess = kernel.expire_sessions(self.store.subs, self.store.sessions, now)
+        dirty_subs, dirty_sess = kernel.expire_sessions(self.store.subs, self.store.sessions, self.store.sponsors, now)
         if len(dirty_sess) == 0:
             return None
+        # sponsors' held amounts are recounted from the sessions at start: not journaled here
         record = self.store.record(self.rules.version, now, dirty_subs, dirty_sess, [], [], b"")
         for sess in dirty_sess:
             self.store.release_session_row(int(sess))

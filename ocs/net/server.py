@@ -53,10 +53,11 @@ class Peer:
 class Server:
     def __init__(self, cfg: Config, app: CreditControlApplication, store: EmbeddedStore,
                  identity: LocalIdentity, policy: PeerPolicy, installer: Installer | None = None,
-                 notifier: Notifier | None = None):
+                 notifier: Notifier | None = None, usage=None):
         self.cfg = cfg
         self.installer = installer or Installer(store)
         self.notifier = notifier
+        self.usage = usage                    # ocs.usage.UsageLog: usage records after each durable group
         self.watch = RulesWatch(cfg.rules, app.rules.version)
         self._next_rules: RuleSet | None = None
         self._ops: list[tuple] = []           # operations waiting for the charging loop
@@ -271,10 +272,10 @@ class Server:
             if records:
                 if self._pending or sum(len(item[1]) for item in group) > SMALL_GROUP:
                     # under load: charge the next batch while the disk works
-                    await trio.to_thread.run_sync(store.write, *records)
+                    await trio.to_thread.run_sync(self._persist, records)
                 else:
                     # idle: a thread hand-off would cost more than the fsync itself
-                    store.write(*records)
+                    self._persist(records)
             ready: dict[Peer, list[bytes]] = {}
             for batch, answers, _, events, *done in group:
                 if done:
@@ -313,6 +314,12 @@ class Server:
             for url in bound:
                 log.info("api listening on %s", url)
             task_status.started(bound)
+
+    def _persist(self, records: list[dict]) -> None:
+        """The journal write (durable), then the usage records it holds."""
+        self.store.write(*records)
+        if self.usage is not None:
+            self.usage.write(records)
 
     async def submit(self, op):
         """Run `op(store, rules, now) -> operations.Done` on the charging loop,

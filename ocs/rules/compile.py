@@ -90,6 +90,14 @@ class RuleSet:
     zones: list[ZoneInfo] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)   # the source, kept with each version
     attributes: dict[str, dict[str, int]] = field(default_factory=dict)   # attribute names -> numbers
+    sponsors: list[S.Sponsor] = field(default_factory=list)
+    sponsor_index: dict[str, int] = field(default_factory=dict)
+    elig_keys: list[int] = field(default_factory=list)   # subscriber keys behind tables.elig
+
+    def resolve(self, lookup) -> None:
+        """Contracts that list subscribers: their rows, once provisioned."""
+        for i, key in enumerate(self.elig_keys):
+            self.tables.elig[i] = lookup(key)
 
     @property
     def plan_table(self) -> np.ndarray:
@@ -319,6 +327,19 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
     rs = RuleSet("", plans, plan_index, packs, pack_index, pc.tables(zone_table), pc.bucket_names, pc.filters,
                  subscribers, ranges, groups, zones.infos)
     rs.attributes = pc.attributes
+    sponsors: list[S.Sponsor] = []
+    for path, rf in decoded:
+        for i, sp in enumerate(rf.sponsor):
+            if sp.id in rs.sponsor_index:
+                errors.append(where(path, f"$.sponsor[{i}].id", f"sponsor {sp.id!r} is defined twice"))
+                continue
+            pc.add_sponsor(path, f"$.sponsor[{i}]", sp, plan_index)
+            rs.sponsor_index[sp.id] = len(sponsors)
+            sponsors.append(sp)
+    rs.sponsors = sponsors
+    rs.elig_keys = list(pc.elig_keys)
+    rs.tables = pc.tables(np.zeros(max(len(zones.infos), 1), TB.ZONE))    # sponsors may add zones
+    rs.zones = zones.infos
     return rs
 
 

@@ -49,7 +49,9 @@ class Installer:
                 migrate(store.subs[:store.n_subs], store.sessions, old, rules)
         new = store.sync_rules(rules, rules.today)
         store.subs["period_day"][:store.n_subs] = -1     # plans and timezones may have changed: look again
-        kernel.rebuild_reservations(store.subs, store.sessions, store.n_subs)
+        store.sync_sponsors([sp.id for sp in rules.sponsors])
+        rules.resolve(store.lookup)
+        kernel.rebuild_reservations(store.subs, store.sessions, store.sponsors, store.n_subs)
         store.rules_version = rules.version
         return new
 

@@ -62,6 +62,8 @@ class PlanCompiler:
         self.bucket_names: list[list[str]] = []
         self.pack_edges: set[int] = set()
         self.cond: list[int] = []
+        self.contracts: list = []
+        self.elig_keys: list[int] = []       # subscriber keys; rows once installed
         # subscriber attribute names -> small numbers (0: none), shared by rates and subscribers
         self.attributes: dict[str, dict[str, int]] = {a: {} for a in ATTRIBUTES}
 
@@ -343,6 +345,71 @@ class PlanCompiler:
         self.bucket_names.append(names)
         return True
 
+    def add_sponsor(self, path: Path, key: str, sp: S.Sponsor, plan_index: dict[str, int]) -> None:
+        """A sponsor contract as a CONTRACT row (after the plans)."""
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        from ..diameter.fastccr import apn_key
+        from .compile import E164, subscriber_key
+        row = np.zeros(1, TB.CONTRACT)[0]
+        try:
+            row["zone"] = self.zones.index(sp.timezone)
+            tz = ZoneInfo(sp.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            self._err(path, f"{key}.timezone", f"unknown timezone {sp.timezone!r}")
+            tz = ZoneInfo("UTC")
+        row["period_kind"] = {"month": TB.MONTH, "quarter": TB.QUARTER, "days": TB.DAYS}[sp.period]
+        row["period_days"] = sp.period_days or 1
+        if sp.period == "days" and sp.period_days is None:
+            self._err(path, f"{key}.period_days", "a period of days needs period_days")
+        b = sp.budget
+        if (b.money is None) == (b.volume is None):
+            self._err(path, f"{key}.budget", "a budget is either money or volume")
+        row["budget_money"] = self._money(path, f"{key}.budget.money", b.money, -1)
+        row["budget_volume"] = self._volume(path, f"{key}.budget.volume", b.volume, -1)
+        row["price"] = self._money(path, f"{key}.price", sp.price)
+        row["unit"] = max(self._volume(path, f"{key}.per", sp.per, 1), 1)
+        if row["budget_money"] >= 0 and row["price"] <= 0:
+            self._err(path, f"{key}.price", "a money budget needs a price > 0")
+        if not sp.rating_groups and not sp.service_ids:
+            self._err(path, key, "a contract names the traffic it pays for: rating_groups and/or service_ids")
+        row["rg_start"], row["rg_count"] = self._cond(sp.rating_groups)
+        row["sid_start"], row["sid_count"] = self._cond(sp.service_ids)
+        row["apn_start"], row["apn_count"] = self._cond(None if sp.apn is None else [apn_key(a) for a in sp.apn])
+        plans = []
+        for i, pid in enumerate(sp.plans or []):
+            if pid not in plan_index:
+                self._err(path, f"{key}.plans[{i}]", f"no plan {pid!r} is defined")
+            plans.append(plan_index.get(pid, -1))
+        row["plan_start"], row["plan_count"] = self._cond(None if sp.plans is None else plans)
+        if sp.subscribers is None:
+            row["elig_start"], row["elig_count"] = 0, -1
+        else:
+            row["elig_start"], row["elig_count"] = len(self.elig_keys), len(sp.subscribers)
+            self.elig_keys.extend(subscriber_key(E164, d) for d in sp.subscribers)
+        bounds = []
+        for name, text, default in (("valid_from", sp.valid_from, -1e300), ("valid_until", sp.valid_until, 1e300)):
+            if text is None:
+                bounds.append(default)
+                continue
+            try:
+                day = datetime.fromisoformat(text).replace(tzinfo=tz)
+                bounds.append(day.timestamp())
+            except ValueError:
+                self._err(path, f"{key}.{name}", f"{text!r} is not a date YYYY-MM-DD")
+                bounds.append(default)
+        row["valid_from"], row["valid_until"] = bounds
+        row["fallback"] = {"charge": TB.CHARGE, "deny": TB.STOP, "throttle": TB.THROTTLE}[sp.fallback]
+        row["filter"] = -1
+        if sp.fallback == "throttle" and sp.throttle_filter is None:
+            self._err(path, f"{key}.throttle_filter", "a contract that throttles names its throttle profile (Filter-Id)")
+        if sp.throttle_filter is not None:
+            if sp.throttle_filter not in self.filters:
+                self.filters.append(sp.throttle_filter)
+            row["filter"] = self.filters.index(sp.throttle_filter)
+        self.contracts.append(row)
+
     def tables(self, zones: np.ndarray) -> Tables:
         def arr(items, dtype):
             # never empty: a kernel may index row 0 of a table no plan uses
@@ -354,5 +421,7 @@ class PlanCompiler:
             bucket_rgs=ints(self.bucket_rgs), order=np.array(self.order or [0], dtype=np.int32),
             rates=arr(self.rates, TB.RATE), rate_rgs=ints(self.rate_rgs), tariffs=arr(self.tariffs, TB.TARIFF),
             steps=arr(self.steps, TB.STEP), thresholds=arr(self.thresholds, TB.THRESHOLD),
-            edges=np.array(self.edges or [0], dtype=np.int32), cond=ints(self.cond), rated_rgs=ints(self.rated),
+            edges=np.array(self.edges or [0], dtype=np.int32), cond=ints(self.cond),
+            contracts=arr(self.contracts, TB.CONTRACT), elig=np.full(max(len(self.elig_keys), 1), -1, np.int64),
+            rated_rgs=ints(self.rated),
             denied_rgs=ints(self.denied), zones=zones)

@@ -171,7 +171,35 @@ class SubscriberRange(Base, kw_only=True):
     balance: Money = "0"
 
 
+class Budget(Base, kw_only=True):
+    money: Money | None = None          # in the sponsor's currency, per period
+    volume: Volume | None = None
+
+
+class Sponsor(Base, kw_only=True):
+    """A business paying for its users' traffic to its app (docs/sponsors.md)."""
+    id: Id
+    name: str = ""
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "CNY"
+    timezone: str = "UTC"
+    period: Literal["month", "quarter", "days"] = "month"
+    period_days: Annotated[int, Meta(ge=1, le=3660)] | None = None
+    budget: Budget
+    price: Money = "0"                  # what the sponsor is billed per `per` (per started unit of each report)
+    per: Volume = "1 KB"
+    rating_groups: list[RatingGroup] = []
+    service_ids: list[Annotated[int, Meta(ge=0, le=0xFFFFFFFF)]] = []
+    apn: list[Name] | None = None
+    plans: list[Id] | None = None       # eligibility: None everyone
+    subscribers: list[Digits] | None = None
+    valid_from: str | None = None       # YYYY-MM-DD, local; inclusive
+    valid_until: str | None = None      # YYYY-MM-DD, local; exclusive
+    fallback: Literal["charge", "deny", "throttle"] = "charge"
+    throttle_filter: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+
+
 class RuleFile(Base, kw_only=True):
+    sponsor: list[Sponsor] = []
     plan: list[Plan] = []
     pack: list[Pack] = []
     group: list[Group] = []

@@ -63,6 +63,17 @@ def kept_versions(data_dir: str | Path) -> list[str]:
 
 
 def migrate(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: RuleSet) -> None:
+    _migrate_rows(subs, sessions, old, new)
+    # sponsor holds follow their contract by id; an ended contract's holds go
+    contract_map = np.array([new.sponsor_index.get(sp.id, -1) for sp in old.sponsors] + [-1], dtype=np.int32)
+    held = sessions["sp"]
+    sessions["sp"] = np.where(held >= 0, contract_map[np.maximum(held, 0)], -1)
+    gone = (held >= 0) & (sessions["sp"] < 0)
+    sessions["sp_octets"][gone] = 0
+    sessions["sp_money"][gone] = 0
+
+
+def _migrate_rows(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: RuleSet) -> None:
     """Re-index rows (`subs` = the provisioned rows) and sessions from `old`
     to `new`, in place. Raises RuleError, changing nothing, if `new` lacks
     a plan or pack in use."""

@@ -18,7 +18,7 @@ import msgspec
 import numpy as np
 
 from ..engine.kernel import NEVER
-from ..engine.tables import SESSION, SUBSCRIBER, new_table
+from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
 from .journal import Journal, replay
 
@@ -29,7 +29,7 @@ _dec = msgspec.msgpack.Decoder()
 
 # Of snapshots and journal records: a digest of the row layouts, so a data
 # directory written with other tables is refused rather than misread.
-FORMAT = "3-" + hashlib.sha256(repr((SUBSCRIBER.descr, SESSION.descr)).encode()).hexdigest()[:8]
+FORMAT = "3-" + hashlib.sha256(repr((SUBSCRIBER.descr, SESSION.descr, SPONSOR.descr)).encode()).hexdigest()[:8]
 
 
 class StoreFormatError(Exception):
@@ -67,6 +67,8 @@ class EmbeddedStore:
         self.seq = 0
         self.journal: Journal | None = None
         self.rules_version = ""           # the rules version the rows are indexed by
+        self.sponsors = np.zeros(0, SPONSOR)      # one account per sponsor contract, in the rules' order
+        self.sponsor_ids: list[str] = []
         self._on_rules = None
 
     # ------------------------------------------------------------ lifecycle
@@ -167,6 +169,17 @@ class EmbeddedStore:
         block["anchor"] = anchor
         block["plan"] = plan
 
+    def sync_sponsors(self, ids: list[str]) -> None:
+        """One account per contract of the rules, carried over by id (a
+        contract that ends takes its account with it; its usage records stay)."""
+        grown = np.zeros(len(ids), SPONSOR)
+        for i, sid in enumerate(ids):
+            if sid in self.sponsor_ids:
+                grown[i] = self.sponsors[self.sponsor_ids.index(sid)]
+            else:
+                grown[i]["period"] = NEVER
+        self.sponsors, self.sponsor_ids = grown, list(ids)
+
     def sync_rules(self, rules: RuleSet, today) -> int:
         """Provision what the rules declare and the store lacks; set every
         subscriber's plan, timezone, group and sub-cap from the rules.
@@ -259,7 +272,8 @@ class EmbeddedStore:
 
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
-               new_sessions: list, answers: tuple[list, list] | list, usage: bytes, op: dict | None = None) -> dict:
+               new_sessions: list, answers: tuple[list, list] | list, usage: bytes, op: dict | None = None,
+               sponsors: bool = False) -> dict:
         """The journal record of one batch (or of one operation, `op`): new
         values of every changed row."""
         self.seq += 1
@@ -271,6 +285,9 @@ class EmbeddedStore:
                "new": new_sessions, "ans": answers, "use": usage}
         if op is not None:
             rec["op"] = op
+        if sponsors:
+            rec["sp"] = self.sponsors.tobytes()
+            rec["spi"] = list(self.sponsor_ids)
         return rec
 
     def rules_record(self, version: str, now: float) -> dict:
@@ -313,6 +330,9 @@ class EmbeddedStore:
         self.sessions[xi] = np.frombuffer(rec["xr"], SESSION)
         for row in xi[self.sessions[xi]["sub"] < 0]:
             self.release_session_row(int(row))
+        if "sp" in rec:
+            self.sponsors = np.frombuffer(rec["sp"], SPONSOR).copy()
+            self.sponsor_ids = list(rec["spi"])
         if rec["ans"]:
             self.remember_answers(*rec["ans"])
 
@@ -323,7 +343,8 @@ class EmbeddedStore:
                 "subs": self.subs[:self.n_subs].copy(), "sessions": self.sessions.copy(),
                 "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
                 "ranges": list(self.ranges), "session_meta": list(self.session_meta),
-                "rules_version": self.rules_version}
+                "rules_version": self.rules_version, "sponsors": self.sponsors.copy(),
+                "sponsor_ids": list(self.sponsor_ids)}
 
     def _write_snapshot(self, state: dict) -> None:
         tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
@@ -331,7 +352,8 @@ class EmbeddedStore:
         tmp.mkdir()
         np.save(tmp / "subs.npy", state["subs"])
         np.save(tmp / "sessions.npy", state["sessions"])
-        meta = {k: v for k, v in state.items() if k not in ("subs", "sessions")}
+        np.save(tmp / "sponsors.npy", state["sponsors"])
+        meta = {k: v for k, v in state.items() if k not in ("subs", "sessions", "sponsors")}
         (tmp / "meta.msgpack").write_bytes(_enc.encode(meta))
         for f in tmp.iterdir():
             _fsync_file(f)
@@ -406,6 +428,8 @@ class EmbeddedStore:
         self.labels = {k: v for k, v in meta["labels"]}
         self.ranges = [tuple(r) for r in meta["ranges"]]
         self.rules_version = meta.get("rules_version", "")
+        self.sponsors = np.load(snap / "sponsors.npy")
+        self.sponsor_ids = list(meta["sponsor_ids"])
         self.sessions = np.load(snap / "sessions.npy")
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}

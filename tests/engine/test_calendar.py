@@ -69,7 +69,7 @@ def _one(world: World, now: float, used: int, rsu: int = 1024, rtype: int = 2):
     ms[0]["rg"], ms[0]["service_id"], ms[0]["has_rsu"], ms[0]["rsu_octets"], ms[0]["used"] = 1, -1, 1, rsu, used
     if rtype == 1:
         world.sessions[0]["sub"] = world.rows[0]
-    kernel.charge_batch(reqs, ms, world.store.subs, world.sessions, world.rules.tables, now)
+    kernel.charge_batch(reqs, ms, world.store.subs, world.sessions, world.store.sponsors, world.rules.tables, now)
     return ms[0]
 
 

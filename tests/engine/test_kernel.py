@@ -48,6 +48,8 @@ class World:
         self.rules.set_clock(T0)
         self.store = EmbeddedStore("/nonexistent")
         self.store.sync_rules(self.rules, self.rules.today)
+        self.store.sync_sponsors([sp.id for sp in self.rules.sponsors])
+        self.rules.resolve(self.store.lookup)
         self.rows = [self.store.lookup(subscriber_key(E164, s.msisdn)) for s in rule_file.subscriber]
         self.sessions = new_table(SESSION, 16)
         plans = {p.id: p for p in rule_file.plan}
@@ -93,7 +95,8 @@ class World:
         for j, m in enumerate(rows):
             ms[j]["rg"], ms[j]["service_id"], ms[j]["has_rsu"] = m.rg, -1, m.has_rsu
             ms[j]["rsu_octets"], ms[j]["used"] = m.rsu, m.used
-        _, _, events = kernel.charge_batch(reqs, ms, self.store.subs, self.sessions, self.rules.tables, now)
+        _, _, events, _ = kernel.charge_batch(reqs, ms, self.store.subs, self.sessions, self.store.sponsors,
+                                              self.rules.tables, now)
         for i, (a, sess, rtype, msccs) in enumerate(ops):
             result, outs = self.ledger.request(self.accounts[a], sess, rtype, msccs, now, self.pack_hours, ctx)
             assert int(reqs[i]["result"]) == result, (i, result, reqs[i])
@@ -372,7 +375,7 @@ def test_daily_summary_closes_each_day_once():
     reqs[0]["check_balance"], reqs[0]["rat"], reqs[0]["plmn"] = -1, -1, -1
     day2 = day1 + 6 * 3600
     w.rules.set_clock(day2)
-    _, _, events = kernel.charge_batch(reqs, ms, w.store.subs, w.sessions, w.rules.tables, day2)
+    _, _, events, _ = kernel.charge_batch(reqs, ms, w.store.subs, w.sessions, w.store.sponsors, w.rules.tables, day2)
     assert [(int(e["value"]), int(e["money"]), int(e["day"])) for e in events] == [
         (3000, 600, (datetime(2026, 11, 3) - datetime(1970, 1, 1)).days)]
     # midnight again: the sweep closes day 2 without a charge
