@@ -9,6 +9,7 @@ the journal sequence number and the rules version that charged it.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -47,30 +48,60 @@ _dec = msgspec.json.Decoder(UsageRecord)
 
 
 def records_of(rec: dict, rules: RuleSet, label: Callable[[int], str], plan_of: Callable[[int], int]) -> list[UsageRecord]:
+    """The usage records of one journal record, as Structs."""
+    return [_dec.decode(line) for line in lines_of(rec, rules, label, plan_of, {}, {})]
+
+
+def lines_of(rec: dict, rules: RuleSet, label: Callable[[int], str], plan_of: Callable[[int], int],
+             labels: dict, money: dict) -> list[bytes]:
+    """The usage records of one journal record as JSON lines (the fields of
+    UsageRecord, in order). Built with bytes formatting, not per-row
+    objects: this runs for every report at full load. `labels` and `money`
+    are caches the caller keeps."""
     from .gy.app import USAGE
     if not rec.get("use"):
         return []
     rows = np.frombuffer(rec["use"], USAGE)
-    sids = rec.get("ss") or [b""] * len(rows)
-    when = datetime.fromtimestamp(rec["t"], timezone.utc).isoformat(timespec="milliseconds")
+    n = len(rows)
+    sids = rec.get("ss") or [b""] * n
+    when = datetime.fromtimestamp(rec["t"], timezone.utc).isoformat(timespec="milliseconds").encode()
+    head = b'{"seq":%d,"time":"%s","rules":"%s","session":' % (rec["seq"], when, rec["rules"].encode())
+    cols = [rows[name].tolist() for name in ("sub", "rg", "used", "used_time", "from_bundle", "charged",
+                                             "service_id", "sponsor", "sponsored", "sponsor_charged")]
+    fmt = head + (b'%s,"subscriber":%s,"rating_group":%s,"service_id":%s,"octets":%d,"seconds":%d,'
+                  b'"from_buckets":%d,"charged":"%s","charged_micro":%d,"currency":"%s",%s')
+    none = b'"sponsor":null,"sponsored_octets":0,"sponsor_charged":null,"sponsor_charged_micro":0}'
     out = []
-    for u, sid in zip(rows.tolist(), sids):
-        (_, sub, rg, used, used_time, from_buckets, charged, _, service_id, sponsor, sponsored, sp_charged) = u
-        p = plan_of(sub)
-        currency = rules.plans[p].currency if 0 <= p < len(rules.plans) else "CNY"
-        r = UsageRecord(seq=rec["seq"], time=when, rules=rec["rules"], session=sid.decode("utf-8", "replace"),
-                        subscriber=label(sub), rating_group=rg if rg >= 0 else None,
-                        service_id=service_id if service_id >= 0 else None, octets=max(used, 0), seconds=used_time,
-                        from_buckets=from_buckets, charged=format_money(charged, currency), charged_micro=charged,
-                        currency=currency)
-        if sponsor >= 0 and sponsor < len(rules.sponsors):
+    for i, (sub, rg, used, secs, fb, charged, svc, sponsor, sponsored, sp_charged) in enumerate(zip(*cols)):
+        who = labels.get(sub)
+        if who is None:
+            p = plan_of(sub)
+            currency = rules.plans[p].currency if 0 <= p < len(rules.plans) else "CNY"
+            who = labels[sub] = (_enc.encode(label(sub)), currency, currency.encode())
+        m = money.get((charged, who[1]))
+        if m is None:
+            m = money[(charged, who[1])] = format_money(charged, who[1]).encode()
+        sid = sids[i]
+        sid = b'"%s"' % sid if _PLAIN(sid) else _enc.encode(sid.decode("utf-8", "replace"))
+        tail = none
+        if 0 <= sponsor < len(rules.sponsors):
             sp = rules.sponsors[sponsor]
-            r.sponsor = sp.id
-            r.sponsored_octets = sponsored
-            r.sponsor_charged = format_money(sp_charged, sp.currency)
-            r.sponsor_charged_micro = sp_charged
-        out.append(r)
+            tail = b'"sponsor":"%s","sponsored_octets":%d,"sponsor_charged":"%s","sponsor_charged_micro":%d}' % (
+                sp.id.encode(), sponsored, format_money(sp_charged, sp.currency).encode(), sp_charged)
+        out.append(fmt % (sid, who[0], _INT(rg), _INT(svc), used if used > 0 else 0, secs, fb, m, charged, who[2], tail))
     return out
+
+
+_UNPLAIN = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
+
+
+def _PLAIN(sid: bytes) -> bool:
+    """A Session-Id that is its own JSON string (printable ASCII, no quote or backslash)."""
+    return _UNPLAIN.search(sid) is None
+
+
+def _INT(v: int) -> bytes:
+    return b"%d" % v if v >= 0 else b"null"
 
 
 class UsageLog:
@@ -82,6 +113,9 @@ class UsageLog:
         self.label = label
         self.plan_of = plan_of
         self.last_seq = self._last_seq()
+        self._labels: dict = {}       # row -> (JSON label, currency): rows keep their identity
+        self._money: dict = {}        # (micro-units, currency) -> text
+        self._version = ""
 
     def _last_seq(self) -> int:
         """The last journal record written whole. A file cut by a crash loses
@@ -113,9 +147,13 @@ class UsageLog:
             if rec["seq"] <= self.last_seq or not rec.get("use"):
                 continue
             day = datetime.fromtimestamp(rec["t"], timezone.utc).date().isoformat()
-            lines = by_day.setdefault(day, [])
-            for r in records_of(rec, self.ruleset(rec["rules"]), self.label, self.plan_of):
-                lines.append(_enc.encode(r))
+            if rec["rules"] != self._version:      # a new version may move rows between plans
+                self._labels.clear()
+                self._version = rec["rules"]
+            if len(self._money) > 100_000:
+                self._money.clear()
+            by_day.setdefault(day, []).extend(
+                lines_of(rec, self.ruleset(rec["rules"]), self.label, self.plan_of, self._labels, self._money))
         for day, lines in by_day.items():
             if lines:
                 with (self.dir / f"{day}.jsonl").open("ab") as f:

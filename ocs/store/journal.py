@@ -1,7 +1,10 @@
 """The append-only journal: one write and one fsync per group of batches,
 before their answers leave.
 
-A record is `length (u32) | crc32 (u32) | msgpack payload`. The file is
+A record is `length (u32) | crc32 (u32) | payload`, the payload msgpack,
+deflated (zlib level 1; the top bit of the length says so): the rows a
+batch changed are mostly zeros (free slots, no packs), and the fsync'd
+bytes per request are what the disk's throughput divides. The file is
 preallocated in large steps and written in place, so an fdatasync does not
 also have to commit a new file size (on ext4 a small appending write plus
 fdatasync measured 1.8 ms; in place, 0.2 ms). The unwritten rest of the file
@@ -21,6 +24,7 @@ from typing import Iterator
 import msgspec
 
 _FRAME = struct.Struct(">II")
+_DEFLATED = 0x80000000
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder()
 PREALLOCATE = 64 << 20
@@ -50,8 +54,8 @@ class Journal:
         returns the bytes written."""
         parts = []
         for record in records:
-            payload = _enc.encode(record)
-            parts.append(_FRAME.pack(len(payload), zlib.crc32(payload)))
+            payload = zlib.compress(_enc.encode(record), 1)      # releases the GIL
+            parts.append(_FRAME.pack(len(payload) | _DEFLATED, zlib.crc32(payload)))
             parts.append(payload)
         data = b"".join(parts)
         if self.end + len(data) > self.allocated:
@@ -77,10 +81,13 @@ def _records(data: bytes) -> Iterator[tuple[int, dict]]:
     pos = 0
     while pos + _FRAME.size <= len(data):
         length, crc = _FRAME.unpack_from(data, pos)
+        deflated = length & _DEFLATED
+        length &= ~_DEFLATED
         start, end = pos + _FRAME.size, pos + _FRAME.size + length
         if length == 0 or end > len(data) or zlib.crc32(data[start:end]) != crc:
             return
-        yield end, _dec.decode(data[start:end])
+        payload = data[start:end]
+        yield end, _dec.decode(zlib.decompress(payload) if deflated else payload)
         pos = end
 
 
