@@ -153,6 +153,9 @@ class Reservation:
     money: int = 0
     over: int = 0
     pool: int = 0
+    sp: str | None = None         # the sponsor contract holding part of it
+    sp_octets: int = 0
+    sp_money: int = 0
 
 
 @dataclass
@@ -161,6 +164,7 @@ class Mscc:
     has_rsu: bool = True
     rsu: int = 0
     used: int = -1
+    sid: int = -1                 # Service-Identifier
 
 
 @dataclass
@@ -172,13 +176,51 @@ class Outcome:
     charged: int = 0
     from_buckets: int = 0
     validity: int = 0
+    sponsor: str | None = None
+    sponsored: int = 0
+    sponsor_charged: int = 0
 
 
 class Ledger:
-    def __init__(self, accounts: list[Account]):
+    def __init__(self, accounts: list[Account], sponsors: list[S.Sponsor] = ()):
         self.accounts = accounts
         self.sessions: dict[int, tuple[Account, dict]] = {}     # row -> (subscriber, rg -> Reservation)
         self.events: list[tuple[int, str]] = []
+        self.sponsors = list(sponsors)
+        self.paid = {sp.id: [0, 0] for sp in self.sponsors}     # contract -> [octets, micro-units] this period
+
+    # ---- sponsors (docs/sponsors.md) ---------------------------------------------
+    def contract_for(self, sub: Account, ctx: Context, rg: int, sid: int, t: float) -> S.Sponsor | None:
+        for sp in self.sponsors:
+            tz = ZoneInfo(sp.timezone)
+            start = datetime.fromisoformat(sp.valid_from).replace(tzinfo=tz).timestamp() if sp.valid_from else -INF
+            end = datetime.fromisoformat(sp.valid_until).replace(tzinfo=tz).timestamp() if sp.valid_until else INF
+            if not start <= t < end:
+                continue
+            if rg not in sp.rating_groups and not (sid >= 0 and sid in sp.service_ids):
+                continue
+            if sp.apn is not None and (ctx.apn is None or network_identifier(ctx.apn)
+                                       not in {network_identifier(a) for a in sp.apn}):
+                continue
+            if sp.plans is not None and sub.plan.id not in sp.plans:
+                continue
+            if sp.subscribers is not None and (sub.attrs is None or sub.attrs.msisdn not in sp.subscribers):
+                continue
+            return sp
+        return None
+
+    def sponsor_room(self, sp: S.Sponsor, want: int) -> tuple[int, int]:
+        """(octets, micro-units) of `want` the budget still pays for."""
+        held = [r for r in self.reservations() if r.sp == sp.id]
+        v = want
+        if sp.budget.volume is not None:
+            v = min(v, parse_volume(sp.budget.volume) - self.paid[sp.id][0] - sum(r.sp_octets for r in held))
+        price, unit = parse_money(sp.price), parse_volume(sp.per)
+        if sp.budget.money is not None:
+            left = parse_money(sp.budget.money) - self.paid[sp.id][1] - sum(r.sp_money for r in held)
+            v = min(v, (left // price) * unit if left > 0 else 0)
+        v = max(v, 0)
+        return v, ceil_div(v, unit) * price
 
     # ---- what is held ---------------------------------------------------------
     def reservations(self):
@@ -274,6 +316,52 @@ class Ledger:
         return (int(t // 1) + off) % 86400
 
     # ---- usage ----------------------------------------------------------------
+    def sp_debit(self, sub: Account, ctx: Context, rg: int, sid: int, t: float, used: int, out: Outcome) -> None:
+        sp = self.contract_for(sub, ctx, rg, sid, t)
+        if sp is None:
+            return self.debit(sub, ctx, rg, t, used, out)
+        take, money = self.sponsor_room(sp, used)
+        self.paid[sp.id][0] += take
+        self.paid[sp.id][1] += money
+        out.sponsor, out.sponsored, out.sponsor_charged = sp.id, out.sponsored + take, out.sponsor_charged + money
+        sub.total_used += take
+        if used - take > 0:
+            if sp.fallback == "charge":
+                self.debit(sub, ctx, rg, t, used - take, out)
+            else:
+                sub.total_used += used - take
+
+    def sp_grant(self, sub: Account, ctx: Context, rg: int, sid: int, now: float, want: int):
+        sp = self.contract_for(sub, ctx, rg, sid, now)
+        if sp is None:
+            return self.grant(sub, ctx, rg, now, want)
+        at_ceiling = False
+        if sub.plan.ceiling is not None:
+            room = max(parse_volume(sub.plan.ceiling) - sub.total_used - self.held_by(sub, "granted"), 0)
+            if room <= want:
+                want, at_ceiling = room, True
+        v, money = self.sponsor_room(sp, want)
+        reasons: set = set()
+        fui = NONE
+        r = Reservation(v, now, [], sp=sp.id, sp_octets=v, sp_money=money)
+        if want - v > 0 and sp.fallback == "charge":
+            # the rest, as if unsponsored (the ceiling's room was taken above)
+            normal, fui, reasons = self.grant(sub, ctx, rg, now, want - v)
+            if normal is not None:
+                r.granted, r.holds, r.money, r.over, r.pool = v + normal.granted, normal.holds, normal.money, \
+                    normal.over, normal.pool
+            elif v > 0:
+                fui = FUI_TERMINATE
+        elif want - v > 0 and sp.fallback == "deny":
+            fui = FUI_TERMINATE
+        elif want - v > 0:
+            fui = FUI_RESTRICT
+            if v == 0:
+                r.granted = want
+        if at_ceiling and r.granted == want:
+            fui = FUI_TERMINATE
+        return (r if r.granted > 0 else None), fui, reasons
+
     def debit(self, sub: Account, ctx: Context, rg: int, t: float, used: int, out: Outcome) -> None:
         sec = self.sec(sub, t)
         tariff, buckets = self.rate(sub, ctx, rg, sec)
@@ -425,12 +513,12 @@ class Ledger:
             if code == 0 and self.rate(sub, ctx, m.rg, self.sec(sub, now))[0] == "deny":
                 code = DENIED
             if m.used > 0 and code == 0:
-                self.debit(sub, ctx, m.rg, old.at if old else now, m.used, out)
+                self.sp_debit(sub, ctx, m.rg, m.sid, old.at if old else now, m.used, out)
             if code:
                 out.result = code
             elif m.has_rsu and rtype != TERMINATE:
                 want = min(m.rsu or parse_volume(plan.default_grant), parse_volume(plan.max_grant))
-                r, fui, reasons = self.grant(sub, ctx, m.rg, now, want)
+                r, fui, reasons = self.sp_grant(sub, ctx, m.rg, m.sid, now, want)
                 all_reasons |= reasons
                 if r is None:
                     out.result, out.final = CREDIT_LIMIT, FUI_TERMINATE
@@ -442,6 +530,9 @@ class Ledger:
                     out.validity = self.validity(sub, now, r, pack_hours)
                 if out.final == FUI_RESTRICT:
                     out.filter = plan.throttle_filter
+                    sp = self.contract_for(sub, ctx, m.rg, m.sid, now)
+                    if r is not None and r.sp is not None and sp.fallback == "throttle" and sp.throttle_filter:
+                        out.filter = sp.throttle_filter
             outs.append(out)
         results = [o.result for o in outs]
         result = SUCCESS if not results or SUCCESS in results else results[0]

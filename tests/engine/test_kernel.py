@@ -67,7 +67,7 @@ class World:
                 a.pool = owner
                 a.payer = owner if g.billing == "owner" else a
                 a.pool_cap = parse_volume(g.sub_caps[m]) if m in g.sub_caps else -1
-        self.ledger = N.Ledger(self.accounts)
+        self.ledger = N.Ledger(self.accounts, rule_file.sponsor)
         self.packs = rule_file.pack
         self.pack_hours = [p.hours for p in rule_file.pack]
         # every row's first period begins now (trial packs are given then)
@@ -95,6 +95,7 @@ class World:
         for j, m in enumerate(rows):
             ms[j]["rg"], ms[j]["service_id"], ms[j]["has_rsu"] = m.rg, -1, m.has_rsu
             ms[j]["rsu_octets"], ms[j]["used"] = m.rsu, m.used
+            ms[j]["service_id"] = m.sid
         _, _, events, _ = kernel.charge_batch(reqs, ms, self.store.subs, self.sessions, self.store.sponsors,
                                               self.rules.tables, now)
         for i, (a, sess, rtype, msccs) in enumerate(ops):
@@ -104,9 +105,12 @@ class World:
             for j, o in enumerate(outs):
                 m = ms[start + j]
                 fid = self.rules.filters[int(m["filter"])] if m["filter"] >= 0 else None
+                sponsor = self.rules.sponsors[int(m["sponsor"])].id if m["sponsor"] >= 0 else None
                 got = (int(m["result"]), int(m["granted"]), int(m["final"]), fid, int(m["charged"]),
-                       int(m["from_bundle"]))
-                want = (o.result, o.granted, o.final, o.filter, o.charged, o.from_buckets)
+                       int(m["from_bundle"]), sponsor if m["sponsored"] or m["sponsor_charged"] else None,
+                       int(m["sponsored"]), int(m["sponsor_charged"]))
+                want = (o.result, o.granted, o.final, o.filter, o.charged, o.from_buckets,
+                        o.sponsor if o.sponsored or o.sponsor_charged else None, o.sponsored, o.sponsor_charged)
                 assert got == want, (rtype, msccs[j], got, want)
                 if o.granted >= 0:
                     assert int(m["validity"]) == o.validity
@@ -123,6 +127,10 @@ class World:
             names = self.rules.bucket_names[int(s["plan"])]
             for i, name in enumerate(names):
                 assert int(s["b_used"][i]) == a.used.get(name, 0), (row, name)
+        for k, sp in enumerate(self.rules.sponsors):
+            a = self.store.sponsors[k]
+            assert [int(a["used"]), int(a["spent"])] == self.ledger.paid[sp.id], sp.id
+            assert int(a["res_octets"]) == int(a["res_money"]) == 0
         # nothing is held once every session has ended
         assert not self.ledger.sessions
         for field in ("b_res", "k_res", "res_money", "over_res", "total_res", "pool_res"):
@@ -229,7 +237,27 @@ def rule_files(draw):
         groups = [{"id": "g", "owner": MSISDN.format(0), "members": [MSISDN.format(i) for i in range(n)],
                    "billing": draw(st.sampled_from(["owner", "member"])),
                    "sub_caps": {MSISDN.format(n - 1): draw(st.integers(0, 60)) * KB} if draw(st.booleans()) else {}}]
-    raw = {"plan": [plan], "pack": packs, "subscriber": subs, "group": groups}
+    sponsors = []
+    for i in range(draw(st.sampled_from([0, 0, 1, 2]))):
+        sp = {"id": f"sp{i}", "timezone": TZ, "price": draw(st.sampled_from(["0.0001", "0.001", "0.000001"])),
+              "per": draw(st.sampled_from(["1 B", "1 KB", "1000 B"])),
+              "rating_groups": draw(st.sampled_from([[1], [2], [1, 2], []])),
+              "service_ids": draw(st.sampled_from([[], [7]])),
+              "fallback": draw(st.sampled_from(["charge", "charge", "deny", "throttle"])),
+              "throttle_filter": "sp-thr"}
+        if not sp["rating_groups"] and not sp["service_ids"]:
+            sp["rating_groups"] = [0]
+        if draw(st.booleans()):
+            sp["budget"] = {"money": draw(st.sampled_from(["0.001", "0.01", "0.05"]))}
+        else:
+            sp["budget"] = {"volume": draw(st.integers(0, 60)) * KB}
+        for key, values in (("apn", st.just(["cmnet"])), ("plans", st.just(["p"])),
+                            ("subscribers", st.just([MSISDN.format(0)])),
+                            ("valid_until", st.just("2026-11-10")), ("valid_from", st.just("2026-11-04"))):
+            if draw(st.integers(0, 4)) == 0:
+                sp[key] = draw(values)
+        sponsors.append(sp)
+    raw = {"plan": [plan], "pack": packs, "subscriber": subs, "group": groups, "sponsor": sponsors}
     return msgspec.convert(raw, S.RuleFile)
 
 
@@ -289,7 +317,7 @@ def test_kernel_matches_the_reference(rule_file, steps):
         for rg in rgs:
             r = held.get(rg)
             used = int(r.granted * usage) if r is not None else -1
-            msccs.append(N.Mscc(rg, has_rsu=True, rsu=rsu, used=used))
+            msccs.append(N.Mscc(rg, has_rsu=True, rsu=rsu, used=used, sid=7 if rg == 0 else -1))
         events += w.charge([(a, sess, rtype, msccs)], now, ctx)
         if rtype == N.TERMINATE:
             del open_sessions[sess]
@@ -301,6 +329,7 @@ def test_kernel_matches_the_reference(rule_file, steps):
         event(f"threshold {name}")
     event("money charged" if any(a.spent for a in w.accounts) else "no money charged")
     event("pool drawn" if any(a.pool_used for a in w.accounts) else "no pool")
+    event("sponsor paid" if any(v[0] for v in w.ledger.paid.values()) else "no sponsor paid")
 
 
 # ---- examples: the boundaries, by hand ----------------------------------------------
