@@ -68,6 +68,11 @@ def cmd_serve(args) -> int:
     except (RuleError, StoreFormatError) as e:
         print(e, file=sys.stderr)
         return 2
+    # usage records the journal holds beyond the last one written (before a
+    # snapshot retires that journal)
+    usage = UsageLog(Path(cfg.data) / "usage", installer.ruleset, store.label,
+                     lambda row: int(store.subs[row]["plan"]))
+    usage.catch_up([Path(cfg.data) / n for n in ("journal.prev", "journal.old", "journal.log")])
     if new or was != rules.version or store.snapshot_unfinished:
         store.snapshot()
     warm_up(rules)
@@ -78,9 +83,6 @@ def cmd_serve(args) -> int:
         print(e, file=sys.stderr)
         return 2
     notifier = Notifier(cfg.notifications or Path(cfg.data) / "notifications.jsonl", sink)
-    usage = UsageLog(Path(cfg.data) / "usage", installer.ruleset, store.label,
-                     lambda row: int(store.subs[row]["plan"]))
-    usage.catch_up([Path(cfg.data) / n for n in ("journal.prev", "journal.old", "journal.log")])
     identity = LocalIdentity(origin_host=cfg.origin_host, origin_realm=cfg.origin_realm,
                              host_ip_addresses=tuple(cfg.host_ip_addresses), vendor_id=cfg.vendor_id,
                              product_name=cfg.product_name)

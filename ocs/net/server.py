@@ -215,6 +215,9 @@ class Server:
         charging does not wait for the disk."""
         send, recv = trio.open_memory_channel(4)
         async with trio.open_nursery() as n:
+            self._usage_send, usage_recv = trio.open_memory_channel(256)
+            if self.usage is not None:
+                n.start_soon(self._usage_writer, usage_recv)
             n.start_soon(self._committer, recv, n)
             while True:
                 await self._work.wait()
@@ -272,10 +275,10 @@ class Server:
             if records:
                 if self._pending or sum(len(item[1]) for item in group) > SMALL_GROUP:
                     # under load: charge the next batch while the disk works
-                    await trio.to_thread.run_sync(self._persist, records)
+                    await trio.to_thread.run_sync(store.write, *records)
                 else:
                     # idle: a thread hand-off would cost more than the fsync itself
-                    self._persist(records)
+                    store.write(*records)
             ready: dict[Peer, list[bytes]] = {}
             for batch, answers, _, events, *done in group:
                 if done:
@@ -288,6 +291,8 @@ class Server:
                     at += len(chunk)
             for peer, answers in ready.items():
                 peer.deliver(answers)
+            if self.usage is not None and records:
+                await self._usage_send.send(records)     # after the answers: not on their path
             if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
                 job = store.begin_snapshot()
                 if job is not None:
@@ -315,11 +320,17 @@ class Server:
                 log.info("api listening on %s", url)
             task_status.started(bound)
 
-    def _persist(self, records: list[dict]) -> None:
-        """The journal write (durable), then the usage records it holds."""
-        self.store.write(*records)
-        if self.usage is not None:
-            self.usage.write(records)
+    async def _usage_writer(self, recv: trio.MemoryReceiveChannel) -> None:
+        """Usage records of what the committer made durable, in a worker
+        thread, behind the answers. Whatever a crash leaves unwritten is
+        written at the next start from the journal (UsageLog.catch_up)."""
+        async for records in recv:
+            while True:
+                try:
+                    records = records + recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            await trio.to_thread.run_sync(self.usage.write, records)
 
     async def submit(self, op):
         """Run `op(store, rules, now) -> operations.Done` on the charging loop,

@@ -159,3 +159,12 @@ async def test_kill_minus_nine_under_load(tmp_path):
         assert state["balance_micro"] == balance, s.msisdn
         assert state["reservations"] == [] and state["bundle"]["reserved_octets"] == 0, s.msisdn
         assert state["reserved_money"] in ("0", "0.00"), s.msisdn
+    # every answered report has exactly one usage record, across the kills (docs/usage.md)
+    import json
+    octets: dict[str, int] = {}
+    for f in sorted((server.data / "usage").glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            octets[r["subscriber"]] = octets.get(r["subscriber"], 0) + r["octets"]
+    for s in subs:
+        assert octets.get(s.msisdn, 0) == sum(s.reports), s.msisdn
