@@ -76,7 +76,6 @@ def cmd_serve(args) -> int:
     if new or was != rules.version or store.snapshot_unfinished:
         store.snapshot()
     warm_up(rules)
-    notifier = None
     try:
         sink = load_sink(cfg.notification_sink) if cfg.notification_sink else None
     except ValueError as e:
@@ -111,20 +110,29 @@ def cmd_rules_check(args) -> int:
     return 0
 
 
-def cmd_subscriber_show(args) -> int:
-    from .store.embedded import EmbeddedStore, StoreFormatError
-    from .store.views import subscriber_view
+def _open_readonly(args):
+    """The store as it is on disk (also beside a running server), and the
+    rules its rows are indexed by: the kept version, else the directory's.
+    (None, None) after printing why not."""
     from .rules.install import Installer
+    from .store.embedded import EmbeddedStore, StoreFormatError
     cfg = load_config(args.config)
     store = EmbeddedStore(args.data or cfg.data)
     installer = Installer(store)
     try:
         store.open(readonly=True, on_rules=installer.replay)
-        # the rules the stored rows are indexed by: the kept version, else the directory's
         rules = installer.ruleset(store.rules_version) if store.rules_version else \
             _load_rules_or_exit(args.rules or cfg.rules)
     except (FileNotFoundError, RuleError, StoreFormatError) as e:
         print(e, file=sys.stderr)
+        return None, None
+    return store, rules
+
+
+def cmd_subscriber_show(args) -> int:
+    from .store.views import subscriber_view
+    store, rules = _open_readonly(args)
+    if store is None:
         return 1
     kind = IMSI if args.imsi else E164
     views = []
@@ -142,19 +150,10 @@ def cmd_subscriber_show(args) -> int:
 
 
 def cmd_sponsor_report(args) -> int:
-    from .rules.install import Installer
     from .settlement import SettlementError, as_csv, report
-    from .store.embedded import EmbeddedStore, StoreFormatError
     from .usage import read_usage
-    cfg = load_config(args.config)
-    store = EmbeddedStore(args.data or cfg.data)
-    installer = Installer(store)
-    try:
-        store.open(readonly=True, on_rules=installer.replay)
-        rules = installer.ruleset(store.rules_version) if store.rules_version else \
-            _load_rules_or_exit(args.rules or cfg.rules)
-    except (FileNotFoundError, RuleError, StoreFormatError) as e:
-        print(e, file=sys.stderr)
+    store, rules = _open_readonly(args)
+    if store is None:
         return 1
     account = None
     if args.sponsor in store.sponsor_ids and args.sponsor in rules.sponsor_index:

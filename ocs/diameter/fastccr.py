@@ -178,13 +178,8 @@ def plmn_key_at(buf, off, n):
     """MCC-MNC as digits ("46000", "310260") -> length << 32 | value; -1 if not 5 or 6 digits."""
     if n != 5 and n != 6:
         return -1
-    v = np.int64(0)
-    for i in range(off, off + n):
-        d = buf[i] - 48
-        if d < 0 or d > 9:
-            return -1
-        v = v * 10 + d
-    return (np.int64(n) << 32) | v
+    v = _decimal(buf, off, n)
+    return (np.int64(n) << 32) | v if v >= 0 else -1
 
 
 def apn_key(text: str | bytes) -> int:
@@ -275,16 +270,23 @@ def _units(buf, start, end):
 
 
 @njit(cache=True)
-def _digits_key(buf, off, n, kind):
-    if n < 1 or n > 15:
-        return -1
+def _decimal(buf, off, n):
+    """The value of n ASCII digits; -1 if any is not a digit."""
     v = np.int64(0)
     for i in range(off, off + n):
         d = buf[i] - 48
         if d < 0 or d > 9:
             return -1
         v = v * 10 + d
-    return (np.int64(kind) << 56) | (np.int64(n) << 50) | v
+    return v
+
+
+@njit(cache=True)
+def _digits_key(buf, off, n, kind):
+    if n < 1 or n > 15:
+        return -1
+    v = _decimal(buf, off, n)
+    return (np.int64(kind) << 56) | (np.int64(n) << 50) | v if v >= 0 else -1
 
 
 # Top-level CCR AVPs (vendor 0) with at most one occurrence; the first eight are required.

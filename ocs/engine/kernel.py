@@ -34,7 +34,7 @@ from numba import njit
 
 from . import sponsor as SP
 from .calendar import period_of
-from .tables import (ANY_PACK, CHARGE, CUMULATIVE, EVENT, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT,
+from .tables import (ANY_PACK, CHARGE, CUMULATIVE, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT,
                      FUI_TERMINATE, HOLDS, MSCC, PACK_BASE, PACKS, PLAN, PLAN_BUCKETS, REQUEST,
                      SESSION, SLOT_FREE, SLOTS, STOP, SUBSCRIBER, T_BUCKET, T_CAP, T_CEILING,
                      T_CREDIT, T_DAILY, T_SPENT, T_THROTTLED, THROTTLE, ZONE)
@@ -52,7 +52,7 @@ REFUND_ACCOUNT = 1
 CHECK_BALANCE = 2
 PRICE_ENQUIRY = 3
 
-NEVER = -(1 << 62)            # the period of a row that has never been charged
+NEVER = -(1 << 31) + 1        # the period of a row that has never been charged (an int32)
 BIG = 1 << 62
 # why a grant stopped short (also threshold triggers, one bit each)
 R_CREDIT, R_CAP, R_CEILING, R_THROTTLED = 1, 2, 4, 8
@@ -187,7 +187,6 @@ def _rollover(T, subs, row, now):
     if s["period"] == pid:
         return
     fresh = s["period"] == NEVER or s["total_used"] == 0
-    s["last_total"] = s["total_used"]
     s["period"] = pid
     for i in range(PLAN_BUCKETS):
         s["b_used"][i] = 0
@@ -1043,9 +1042,10 @@ def _expire(subs, sessions, spons, now, dirty_subs, dirty_sess):
     for s in range(sessions.shape[0]):
         if sessions[s]["sub"] >= 0 and sessions[s]["expiry"] <= now:
             row = sessions[s]["sub"]
-            for r in (row, subs[row]["pool"], subs[row]["payer"]):
-                dirty_subs[nd] = r
-                nd += 1
+            dirty_subs[nd] = row
+            dirty_subs[nd + 1] = subs[row]["pool"]
+            dirty_subs[nd + 2] = subs[row]["payer"]
+            nd += 3
             dirty_sess[n] = s
             n += 1
             _close_session(subs, sessions, spons, s)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from numba import njit
 
 from .calendar import period_of

@@ -29,22 +29,23 @@ SUBSCRIBER = np.dtype([
     ("reopened", np.int8),        # the caps are lifted for this period (reopen on request)
     ("zone", np.int16),           # -1: the plan's timezone
     ("anchor", np.int32),         # local day number of activation (anniversary periods)
-    ("payer", np.int64),          # row whose money pays this row's overage
-    ("pool", np.int64),           # row holding the shared buckets this row draws from
+    ("payer", np.int32),          # row whose money pays this row's overage
+    ("pool", np.int32),           # row holding the shared buckets this row draws from
+    ("day", np.int32),            # local day of the daily counters (day_used, day_spent)
     ("pool_cap", np.int64),       # a member's sub-cap on the pool per period, octets; -1 none
     ("pool_used", np.int64),      # octets this member took from the pool this period
     ("pool_res", np.int64),
     ("balance", np.int64),        # micro-units; below 0 only by over-reported usage or postpaid
-    ("period", np.int64),         # the period these counters belong to
-    ("period_day", np.int64),     # the local day `period` was last found current (periods turn at midnight)
+    ("period", np.int32),         # the period these counters belong to
+    ("period_day", np.int32),     # the local day `period` was last found current (periods turn at midnight)
     ("b_used", np.int64, (PLAN_BUCKETS,)),   # octets taken from each plan bucket this period
     ("b_res", np.int64, (PLAN_BUCKETS,)),    # octets held by open reservations
     ("k_def", np.int32, (PACKS,)),           # pack definition; -1: empty slot
     ("k_vol", np.int64, (PACKS,)),
     ("k_used", np.int64, (PACKS,)),
     ("k_res", np.int64, (PACKS,)),
-    ("k_from", np.float64, (PACKS,)),        # validity window, epoch seconds
-    ("k_until", np.float64, (PACKS,)),
+    ("k_from", np.float64, (PACKS,)),        # bought at (exactly: usage granted before it is not the pack's)
+    ("k_until", np.uint32, (PACKS,)),        # valid until, whole epoch seconds
     ("over_used", np.int64),      # octets charged as money this period (caps, ladders)
     ("over_res", np.int64),
     ("spent", np.int64),          # micro-units charged this period
@@ -52,8 +53,6 @@ SUBSCRIBER = np.dtype([
     ("total_used", np.int64),     # every octet this period (the absolute ceiling)
     ("total_res", np.int64),
     ("notified", np.int64),       # thresholds already announced this period, one bit each
-    ("last_total", np.int64),     # total_used of the period before (trial packs)
-    ("day", np.int64),            # local day of the daily counters
     ("day_used", np.int64),       # octets reported that day
     ("day_spent", np.int64),      # micro-units charged for them
     ("customer_type", np.int16),  # context attributes from provisioning (rule names as numbers; 0 none)

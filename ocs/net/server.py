@@ -368,7 +368,6 @@ class Server:
         hup = trio.Event()
 
         async def on_signal():
-            nonlocal hup
             with trio.open_signal_receiver(signal.SIGHUP) as signals:
                 async for _ in signals:
                     log.info("SIGHUP: reloading rules from %s", self.cfg.rules)

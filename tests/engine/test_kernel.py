@@ -388,7 +388,6 @@ def test_night_bucket_is_used_only_at_night_and_validity_ends_at_the_band():
 
 
 def test_daily_summary_closes_each_day_once():
-    from ocs.engine.tables import EVENT  # noqa: F401  (the record the events come in)
     day1 = datetime(2026, 11, 3, 20, 0, tzinfo=ZoneInfo(TZ)).timestamp()
     w = _world({"bundle": "1 KB", "overage": {"price": "0.0003", "per": "1 KB"},
                 "threshold": [{"name": "daily", "on": "daily-summary"}]})

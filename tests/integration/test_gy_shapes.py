@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from diameter.message.constants import AVP_CC_TOTAL_OCTETS, AVP_GRANTED_SERVICE_UNIT
 
 from tests.support.rawclient import GyConnection, build_ccr, mscc_values
 from tests.support.server import OcsProcess, show_subscriber

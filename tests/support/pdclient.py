@@ -5,7 +5,7 @@ import itertools
 import logging
 
 from diameter.message.commands.credit_control import CreditControlRequest
-from diameter.message.constants import (APP_DIAMETER_CREDIT_CONTROL_APPLICATION, E_CC_REQUEST_TYPE_INITIAL_REQUEST,
+from diameter.message.constants import (APP_DIAMETER_CREDIT_CONTROL_APPLICATION,
                                         E_SUBSCRIPTION_ID_TYPE_END_USER_E164)
 from diameter.message.avp.grouped import (MultipleServicesCreditControl, RequestedServiceUnit, SubscriptionId,
                                           UsedServiceUnit)

@@ -7,7 +7,6 @@ retransmit with the T-flag after a reconnect (RFC 6733 section 5.5.4).
 from __future__ import annotations
 
 import itertools
-import struct
 
 import trio
 from diameter.message import Message
@@ -16,7 +15,6 @@ from diameter.message.avp.grouped import (MultipleServicesCreditControl, Request
 from diameter.message.commands.capabilities_exchange import CapabilitiesExchangeRequest
 from diameter.message.commands.credit_control import CreditControlRequest, PsInformation, ServiceInformation
 from diameter.message.commands.device_watchdog import DeviceWatchdogAnswer
-from diameter.message.commands.disconnect_peer import DisconnectPeerRequest
 
 CCR_CODE, CER_CODE, DWR_CODE, DPR_CODE = 272, 257, 280, 282
 _e2e = itertools.count(0x1000)
