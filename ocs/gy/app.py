@@ -41,6 +41,7 @@ class BatchResult:
     record: dict | None           # the journal record; None if nothing changed
     results: list[int]            # top-level Result-Code per request (for metrics)
     events: np.ndarray | None = None   # thresholds crossed (EVENT rows), announced once durable
+    types: np.ndarray | None = None    # CC-Request-Type per request (metrics); 0 when unreadable
 
 
 def _slow_keys(ccr: CreditControlRequest) -> list[int]:
@@ -205,7 +206,10 @@ class CreditControlApplication:
         for i, j in copies:
             answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
             results[i] = results[j]
-        return BatchResult(answers, record, results, events)
+        types = np.where(fr["fallback"] == 0, fr["type"], 0)
+        for i, ccr in slow.items():
+            types[i] = ccr.request_type
+        return BatchResult(answers, record, results, events, types)
 
     def _answer_repeats(self, frames, charged, reopened, fr, msccs, slow, req_sess, answers, results):
         """A CCR-U/T carrying the CC-Request-Number its session last had is a

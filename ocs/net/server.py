@@ -20,6 +20,7 @@ import trio
 from ..config import Config, PeerPolicy
 from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
 from ..gy.app import CreditControlApplication
+from ..metrics import Metrics
 from ..notify import Notifier, describe
 from ..rules.compile import RuleError, RuleSet
 from ..rules.install import Installer
@@ -58,6 +59,7 @@ class Server:
         self.installer = installer or Installer(store)
         self.notifier = notifier
         self.usage = usage                    # ocs.usage.UsageLog: usage records after each durable group
+        self.metrics = Metrics()
         self.watch = RulesWatch(cfg.rules, app.rules.version)
         self._next_rules: RuleSet | None = None
         self._ops: list[tuple] = []           # operations waiting for the charging loop
@@ -255,6 +257,7 @@ class Server:
                     frames = [f for _, chunk in batch for f in chunk]
                     now = time.time()
                     result = self.app.process(frames, now)
+                    self.metrics.count(result.types, result.results)
                     events = None
                     if result.events is not None and self.notifier is not None:
                         events = describe(result.events, self.app.rules, self.store.label, now)
@@ -273,12 +276,14 @@ class Server:
                     break
             records = [item[2] for item in group if item[2] is not None]
             if records:
+                started = time.perf_counter()
                 if self._pending or sum(len(item[1]) for item in group) > SMALL_GROUP:
                     # under load: charge the next batch while the disk works
                     await trio.to_thread.run_sync(store.write, *records)
                 else:
                     # idle: a thread hand-off would cost more than the fsync itself
                     store.write(*records)
+                self.metrics.journal_seconds.observe(time.perf_counter() - started)
             ready: dict[Peer, list[bytes]] = {}
             for batch, answers, _, events, *done in group:
                 if done:
