@@ -15,9 +15,9 @@ import time
 from typing import Awaitable, Callable
 
 import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..gy import operations as ops
-from ..metrics import CONTENT_TYPE_LATEST
 from ..rules.compile import E164, subscriber_key
 from ..store.views import subscriber_view
 
