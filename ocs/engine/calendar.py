@@ -75,3 +75,10 @@ def period_of(kind, reset, length_days, plan_anchor, anchor, day, year, month, m
             mi -= 1
     n = (mi - ami) // span
     return n, _month_start(ami + (n + 1) * span, aday)
+
+
+@njit(cache=_CACHE, _nrt=False)
+def zone_of(T, subs, row):
+    """The timezone (zone table index) of a subscriber row: its own, else its plan's."""
+    z = subs[row]["zone"]
+    return z if z >= 0 else T.plans[subs[row]["plan"]]["zone"]

@@ -33,11 +33,13 @@ import numpy as np
 from numba import njit
 
 from . import sponsor as SP
-from .calendar import period_of
-from .tables import (ANY_PACK, CHARGE, CUMULATIVE, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT,
-                     FUI_TERMINATE, HOLDS, MSCC, PACK_BASE, PACKS, PLAN, PLAN_BUCKETS, REQUEST,
-                     SESSION, SLOT_FREE, SLOTS, STOP, SUBSCRIBER, T_BUCKET, T_CAP, T_CEILING,
-                     T_CREDIT, T_DAILY, T_SPENT, T_THROTTLED, THROTTLE, ZONE)
+from .buckets import _cand_add, _cand_row, _in_hours, _in_list, _walk
+from .calendar import period_of, zone_of as _zone
+from .notices import R_CAP, R_CEILING, R_CREDIT, R_THROTTLED, _daily, _daily_sweep, _thresholds
+from .tables import (CHARGE, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT, FUI_TERMINATE, HOLDS,
+                     MSCC, PACKS, PLAN, PLAN_BUCKETS, REQUEST, SESSION, SLOT_FREE, SLOTS,
+                     STOP, SUBSCRIBER, THROTTLE, ZONE)
+from .tariff import BIG, _affordable, _cost
 
 SUCCESS = 2001
 END_USER_SERVICE_DENIED = 4010
@@ -53,9 +55,7 @@ CHECK_BALANCE = 2
 PRICE_ENQUIRY = 3
 
 NEVER = -(1 << 31) + 1        # the period of a row that has never been charged (an int32)
-BIG = 1 << 62
-# why a grant stopped short (also threshold triggers, one bit each)
-R_CREDIT, R_CAP, R_CEILING, R_THROTTLED = 1, 2, 4, 8
+# R_* (notices): why a grant stopped short, which some thresholds announce
 
 _CACHE = os.environ.get("OCS_NUMBA_NOCACHE") is None
 
@@ -82,19 +82,6 @@ class Tables(NamedTuple):
 
 
 @njit(cache=_CACHE, _nrt=False)
-def _ceil_div(a, b):
-    return -((-a) // b)
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _in_list(lst, start, count, rg):
-    for k in range(start, start + count):
-        if lst[k] == rg:
-            return True
-    return False
-
-
-@njit(cache=_CACHE, _nrt=False)
 def _rating(T, p, rg):
     """0 if the plan rates `rg`; else the MSCC Result-Code (4010 or 5031)."""
     pl = T.plans[p]
@@ -103,28 +90,6 @@ def _rating(T, p, rg):
     if pl["all_rgs"] == 0 and not _in_list(T.rated_rgs, pl["rg_start"], pl["rg_count"], rg):
         return RATING_FAILED
     return 0
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _in_hours(frm, to, sec):
-    if frm < 0:
-        return True
-    if frm <= to:
-        return frm <= sec < to
-    return sec >= frm or sec < to          # a band across midnight, e.g. 23:00-07:00
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _covers(T, bk, rg, sec):
-    if bk["rg_count"] >= 0 and not _in_list(T.bucket_rgs, bk["rg_start"], bk["rg_count"], rg):
-        return False
-    return _in_hours(bk["hour_from"], bk["hour_to"], sec)
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _zone(T, subs, row):
-    z = subs[row]["zone"]
-    return z if z >= 0 else T.plans[subs[row]["plan"]]["zone"]
 
 
 @njit(cache=_CACHE, _nrt=False)
@@ -204,143 +169,6 @@ def _rollover(T, subs, row, now):
         _add_pack(T, subs, row, trial, now)
 
 
-# ---------------------------------------------------------------- buckets
-@njit(cache=_CACHE, _nrt=False)
-def _cand_row(subs, row, c):
-    return row if c < 8 else subs[row]["pool"]
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _cand_free(T, subs, row, c):
-    """Octets candidate `c` can still give (neither used nor held)."""
-    r = _cand_row(subs, row, c)
-    s = subs[r]
-    i = c % 8
-    if i < PLAN_BUCKETS:
-        pl = T.plans[s["plan"]]
-        avail = T.buckets[pl["bucket_start"] + i]["volume"] - s["b_used"][i] - s["b_res"][i]
-    else:
-        k = i - PLAN_BUCKETS
-        avail = s["k_vol"][k] - s["k_used"][k] - s["k_res"][k]
-    if c >= 8 and subs[row]["pool_cap"] >= 0:
-        room = subs[row]["pool_cap"] - subs[row]["pool_used"] - subs[row]["pool_res"]
-        if room < avail:
-            avail = room
-    return avail if avail > 0 else 0
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _cand_add(subs, row, c, used, held):
-    """Add to candidate `c`'s used and held octets (negative: give back)."""
-    r = _cand_row(subs, row, c)
-    i = c % 8
-    if i < PLAN_BUCKETS:
-        subs[r]["b_used"][i] += used
-        subs[r]["b_res"][i] += held
-    else:
-        subs[r]["k_used"][i - PLAN_BUCKETS] += used
-        subs[r]["k_res"][i - PLAN_BUCKETS] += held
-    if c >= 8:
-        subs[row]["pool_used"] += used
-        subs[row]["pool_res"] += held
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _pack_ok(T, subs, r, k, d, named, pl, rg, sec, t):
-    s = subs[r]
-    kd = s["k_def"][k]
-    if kd < 0 or (d >= 0 and kd != d):
-        return False
-    if d < 0 and named:
-        # ANY_PACK: only packs the order does not name
-        for e in range(pl["order_start"], pl["order_start"] + pl["order_count"]):
-            if T.order[e] == PACK_BASE - kd:
-                return False
-    if not (s["k_from"][k] <= t < s["k_until"][k]):
-        return False
-    return _covers(T, T.packs[kd], rg, sec)
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _next_pack(subs, r, pu, pf, pk):
-    """The row's pack slot after (pu, pf, pk) in (valid until, valid from,
-    slot) order: packs that expire first are used first. -1 when none."""
-    s = subs[r]
-    best = -1
-    bu, bf = 0.0, 0.0
-    for k in range(PACKS):
-        if s["k_def"][k] < 0:
-            continue
-        u, f = s["k_until"][k], s["k_from"][k]
-        after = u > pu or (u == pu and (f > pf or (f == pf and k > pk)))
-        if after and (best < 0 or u < bu or (u == bu and (f < bf or (f == bf and k < best)))):
-            best, bu, bf = k, u, f
-    return best
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _take(T, subs, row, c, want, got, hc, hv, nh, hold):
-    """Take what candidate `c` can give towards `want`: (taken, holds used,
-    1 if a hold was needed and none was left)."""
-    take = _cand_free(T, subs, row, c)
-    if take > want - got:
-        take = want - got
-    if take <= 0:
-        return 0, nh, 0
-    if hold:
-        if nh == HOLDS:
-            return 0, nh, 1
-        hc[nh] = c
-        hv[nh] = take
-        nh += 1
-        _cand_add(subs, row, c, 0, take)
-    else:
-        _cand_add(subs, row, c, take, 0)
-    return take, nh, 0
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _walk(T, subs, row, rg, sec, t, want, hc, hv, hold):
-    """Take up to `want` octets from the buckets in the plan's order: as
-    usage (hold=False) or as holds recorded in hc/hv (hold=True). Returns
-    (octets taken, octets of them from the pool, 1 if the holds ran out)."""
-    pl = T.plans[subs[row]["plan"]]
-    pool = subs[row]["pool"]
-    got = 0
-    from_pool = 0
-    nh = 0
-    for e in range(pl["order_start"], pl["order_start"] + pl["order_count"]):
-        if got >= want:
-            break
-        entry = T.order[e]
-        if entry >= 0:
-            bk = T.buckets[pl["bucket_start"] + entry]
-            if not _covers(T, bk, rg, sec):
-                continue
-            c = entry + 8 if bk["shared"] else entry
-            take, nh, full = _take(T, subs, row, c, want, got, hc, hv, nh, hold)
-            if full:
-                return got, from_pool, 1
-            got += take
-            from_pool += take if c >= 8 else 0
-            continue
-        d = PACK_BASE - entry if entry <= PACK_BASE else -1
-        for side in range(2):            # the row's own packs, then its pool's shared ones
-            r = row if side == 0 else pool
-            k = _next_pack(subs, r, -1.0, -1.0, -1)
-            while k >= 0 and got < want:
-                kd = subs[r]["k_def"][k]
-                if T.packs[kd]["shared"] == side and _pack_ok(T, subs, r, k, d, entry == ANY_PACK, pl, rg, sec, t):
-                    c = side * 8 + PLAN_BUCKETS + k
-                    take, nh, full = _take(T, subs, row, c, want, got, hc, hv, nh, hold)
-                    if full:
-                        return got, from_pool, 1
-                    got += take
-                    from_pool += take if c >= 8 else 0
-                k = _next_pack(subs, r, subs[r]["k_until"][k], subs[r]["k_from"][k], k)
-    return got, from_pool, 0
-
-
 # ---------------------------------------------------------------- money
 @njit(cache=_CACHE, _nrt=False)
 def _context_ok(T, r, subs, row, ctx):
@@ -389,72 +217,6 @@ def _rate(T, subs, row, ctx, rg, sec):
             continue
         return r["tariff"], r["buckets"] != 0, r["deny"] != 0
     return pl["tariff"], True, False
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _ladder(T, ti, volume):
-    """What `volume` octets charged this period cost in all (a ladder)."""
-    tf = T.tariffs[ti]
-    k = tf["step_start"]
-    for j in range(tf["step_start"], tf["step_start"] + tf["step_count"]):
-        if T.steps[j]["start"] <= volume:
-            k = j
-    st = T.steps[k]
-    extra = volume - st["start"]
-    if st["price"] > 0 and extra > 0:
-        return st["base"] + _ceil_div(extra, st["unit"]) * st["price"]
-    return st["base"]
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _cost(T, ti, basis, octets):
-    """Money for `octets` more, `basis` octets having been charged already."""
-    if ti < 0 or octets <= 0:
-        return 0
-    tf = T.tariffs[ti]
-    if tf["rounding"] == CUMULATIVE:
-        return _ladder(T, ti, basis + octets) - _ladder(T, ti, basis)
-    st = T.steps[tf["step_start"]]
-    return _ceil_div(octets, st["unit"]) * st["price"]
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _affordable(T, ti, basis, money, want):
-    """The most octets (<= want) that cost at most `money`, `basis` octets
-    having been charged already."""
-    if ti < 0 or T.tariffs[ti]["free"] or want <= 0 or money >= BIG:
-        return want                        # BIG: no limit (postpaid)
-    if money <= 0:
-        return 0
-    tf = T.tariffs[ti]
-    if tf["rounding"] != CUMULATIVE:
-        st = T.steps[tf["step_start"]]
-        can = (money // st["price"]) * st["unit"]
-        return want if can >= want else can
-    # the ladder's total is non-decreasing: find the largest V with L(V) <= budget
-    budget = _ladder(T, ti, basis) + money
-    best = basis
-    first, last = tf["step_start"], tf["step_start"] + tf["step_count"]
-    for j in range(first, last):
-        st = T.steps[j]
-        end = T.steps[j + 1]["start"] if j + 1 < last else BIG
-        if end <= basis:
-            continue
-        lo = st["start"] if st["start"] > basis else basis
-        if _ladder(T, ti, lo) > budget:
-            break                          # a flat jump it cannot pay for
-        if st["price"] == 0:
-            top = end - 1
-        else:
-            top = st["start"] + ((budget - st["base"]) // st["price"]) * st["unit"]
-            if top > end - 1:
-                top = end - 1
-        if top > best:
-            best = top
-        if top < end - 1:
-            break
-    got = best - basis
-    return want if got >= want else got
 
 
 @njit(cache=_CACHE, _nrt=False)
@@ -510,6 +272,19 @@ def _debit(T, subs, row, ctx, rg, t, used, m, hc, hv):
 
 # ---------------------------------------------------------------- grants
 @njit(cache=_CACHE, _nrt=False)
+def _ceiling_room(T, subs, row, want):
+    """(want within the plan's absolute ceiling, whether the ceiling is what
+    limits it); want 0 when the ceiling is reached."""
+    s = subs[row]
+    ceiling = T.plans[s["plan"]]["ceiling"]
+    if ceiling < 0:
+        return want, False
+    room = ceiling - s["total_used"] - s["total_res"]
+    room = room if room > 0 else 0
+    return (room, True) if room <= want else (want, False)
+
+
+@njit(cache=_CACHE, _nrt=False)
 def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
     """Reserve up to `want` octets now. Holds go to hc/hv; `out` receives
     [granted, money, over, total, pool, fui, reason]; the caller keeps the
@@ -523,14 +298,10 @@ def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
     pl = T.plans[s["plan"]]
     reason = 0
     fui = FUI_NONE
-    at_ceiling = False
-    if pl["ceiling"] >= 0:
-        room = pl["ceiling"] - s["total_used"] - s["total_res"]
-        if room <= 0:
-            out[5], out[6] = FUI_TERMINATE, R_CEILING
-            return 0
-        if room <= want:
-            want, at_ceiling = room, True
+    want, at_ceiling = _ceiling_room(T, subs, row, want)
+    if want == 0 and at_ceiling:
+        out[5], out[6] = FUI_TERMINATE, R_CEILING
+        return 0
     sec = _local_sec(T, subs, row, now)
     ti, buckets, _ = _rate(T, subs, row, ctx, rg, sec)
     got, pool, full = 0, 0, 0
@@ -682,94 +453,6 @@ def _validity(T, subs, row, now, hc):
     return v
 
 
-# ---------------------------------------------------------------- thresholds
-@njit(cache=_CACHE, _nrt=False)
-def _thresholds(T, subs, row, reasons, events, ne):
-    """Announce each threshold the row crossed, once per period."""
-    s = subs[row]
-    p = s["plan"]
-    pl = T.plans[p]
-    for k in range(pl["thr_count"]):
-        bit = np.int64(1) << k
-        if s["notified"] & bit:
-            continue
-        th = T.thresholds[pl["thr_start"] + k]
-        kind = th["kind"]
-        value = np.int64(0)
-        hit = False
-        if kind == T_BUCKET:
-            vol = T.buckets[pl["bucket_start"] + th["bucket"]]["volume"]
-            value = s["b_used"][th["bucket"]]
-            hit = vol > 0 and value * 100 >= th["value"] * vol
-        elif kind == T_SPENT:
-            value = s["spent"]
-            hit = value >= th["value"]
-        elif kind == T_CAP:
-            hit = (reasons & R_CAP) != 0
-            value = s["spent"]
-        elif kind == T_THROTTLED:
-            hit = (reasons & R_THROTTLED) != 0
-            value = s["total_used"]
-        elif kind == T_CEILING:
-            hit = (reasons & R_CEILING) != 0
-            value = s["total_used"]
-        elif kind == T_CREDIT:
-            hit = (reasons & R_CREDIT) != 0
-            value = s["balance"]
-        if hit and ne < events.shape[0]:
-            s["notified"] |= bit
-            ev = events[ne]
-            ev["sub"], ev["plan"], ev["threshold"], ev["value"] = row, p, k, value
-            ne += 1
-    return ne
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _daily(T, subs, row, events, ne):
-    """Close the row's day if its local date moved on: a daily-summary event
-    (when the plan declares one) for a day with usage, and fresh counters."""
-    s = subs[row]
-    today = T.zones[_zone(T, subs, row)]["day"]
-    if s["day"] == today:
-        return ne
-    if s["day_used"] > 0 or s["day_spent"] != 0:
-        pl = T.plans[s["plan"]]
-        for k in range(pl["thr_count"]):
-            if T.thresholds[pl["thr_start"] + k]["kind"] == T_DAILY:
-                if ne >= events.shape[0]:
-                    return ne                # no room: the day is closed in the next batch
-                ev = events[ne]
-                ev["sub"], ev["plan"], ev["threshold"] = row, s["plan"], k
-                ev["value"], ev["money"], ev["day"] = s["day_used"], s["day_spent"], s["day"]
-                ne += 1
-                break
-    s["day"] = today
-    s["day_used"] = 0
-    s["day_spent"] = 0
-    return ne
-
-
-@njit(cache=_CACHE, _nrt=False)
-def _daily_sweep(T, subs, n, events, dirty):
-    """At local midnight: close every row's day (the summaries of rows that
-    were not charged since)."""
-    ne = 0
-    nd = 0
-    for row in range(n):
-        if subs[row]["day"] != T.zones[_zone(T, subs, row)]["day"]:
-            if subs[row]["day_used"] == 0 and subs[row]["day_spent"] == 0:
-                # nothing to sum up: not worth a journal row (a stale day with
-                # zero counters is harmless after a recovery)
-                subs[row]["day"] = T.zones[_zone(T, subs, row)]["day"]
-                continue
-            if ne >= events.shape[0] or nd >= dirty.shape[0]:
-                break
-            ne = _daily(T, subs, row, events, ne)
-            dirty[nd] = row
-            nd += 1
-    return ne, nd
-
-
 # ---------------------------------------------------------------- sponsors
 @njit(cache=_CACHE, _nrt=False)
 def _sp_debit(T, subs, spons, row, ctx, rg, sid, t, used, m, hc, hv):
@@ -806,14 +489,7 @@ def _sp_grant(T, subs, spons, row, ctx, rg, sid, now, want, hc, hv, out, sp):
     if k < 0:
         return _grant(T, subs, row, ctx, rg, now, want, hc, hv, out)
     SP.roll(T, spons, k)
-    s = subs[row]
-    pl = T.plans[s["plan"]]
-    at_ceiling = False
-    if pl["ceiling"] >= 0:
-        room = pl["ceiling"] - s["total_used"] - s["total_res"]
-        room = room if room > 0 else 0
-        if room <= want:
-            want, at_ceiling = room, True
+    want, at_ceiling = _ceiling_room(T, subs, row, want)
     v, money = SP.room(T, spons, k, want)
     spons[k]["res_octets"] += v
     spons[k]["res_money"] += money
