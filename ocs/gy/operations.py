@@ -7,7 +7,7 @@ it is durable before it is confirmed and replayed after a crash.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..engine import kernel
 from ..rules.compile import RuleSet
@@ -28,6 +28,9 @@ class OperationError(Exception):
 class Done:
     result: dict
     record: dict
+    # subscriber rows whose live sessions the gateway should re-authorize now
+    # (a Gy Re-Auth-Request, sent by the server once the record is durable)
+    reauth: list[int] = field(default_factory=list)
 
 
 def _rows(store: EmbeddedStore, row: int) -> list[int]:
@@ -69,7 +72,7 @@ def buy_pack(store: EmbeddedStore, rules: RuleSet, row: int, pack_id: str, now: 
               "valid_from": float(h["k_from"][slot]), "valid_until": float(h["k_until"][slot]),
               "balance": format_money(int(p["balance"]), plan.currency)}
     op = {"op": "gift-pack" if gift else "buy-pack", "sub": store.label(row), "pack": pack_id, "price": price}
-    return Done(result, store.record(rules.version, now, _rows(store, row), [], [], [], b"", op))
+    return Done(result, store.record(rules.version, now, _rows(store, row), [], [], [], b"", op), [row])
 
 
 def reopen(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> Done:
@@ -83,7 +86,7 @@ def reopen(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> Done:
     store.subs[payer]["reopened"] = 1
     op = {"op": "reopen", "sub": store.label(row)}
     return Done({"subscriber": store.label(row), "reopened": True},
-                store.record(rules.version, now, _rows(store, row), [], [], [], b"", op))
+                store.record(rules.version, now, _rows(store, row), [], [], [], b"", op), [row])
 
 
 def top_up(store: EmbeddedStore, rules: RuleSet, row: int, amount: str, now: float) -> Done:
@@ -97,4 +100,4 @@ def top_up(store: EmbeddedStore, rules: RuleSet, row: int, amount: str, now: flo
     store.subs[row]["balance"] += micro
     op = {"op": "top-up", "sub": store.label(row), "amount": micro}
     return Done({"subscriber": store.label(row), "balance": format_money(int(store.subs[row]["balance"]), plan.currency)},
-                store.record(rules.version, now, [row], [], [], [], b"", op))
+                store.record(rules.version, now, [row], [], [], [], b"", op), [row])
