@@ -48,6 +48,8 @@ class Config(Base, kw_only=True):
     rules_poll: Annotated[float, Meta(ge=0)] = 1.0           # seconds between looks at the rules; 0: SIGHUP only
     notifications: str | None = None     # JSON-lines file of threshold events; default DATA/notifications.jsonl
     notification_sink: str | None = None  # "module:callable" also given every batch of events
+    reauth: bool = True                  # send Re-Auth-Requests when a change affects a live session
+    reauth_timeout: Annotated[float, Meta(gt=0)] = 10.0      # seconds to wait for a RAA
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -28,6 +28,8 @@ class Metrics:
         self.peers = Gauge("ocs_peers", "Connected Diameter peers by state", ["state"], registry=r)
         self.sessions = Gauge("ocs_open_sessions", "Open credit-control sessions", registry=r)
         self.reservations = Gauge("ocs_reservations", "Rating-group reservations held by open sessions", registry=r)
+        self.reauth = Counter("ocs_reauth_requests", "Re-Auth-Requests sent to gateways, by the Result-Code of "
+                              "their RAA (or timeout, no_peer)", ["result"], registry=r)
         self.rules = Gauge("ocs_rules_info", "The rules version in force", ["version"], registry=r)
 
     def count(self, types: np.ndarray, results: list[int]) -> None:

@@ -72,7 +72,7 @@ def answer_header(req: Header, body_len: int, error: bool = False) -> bytes:
     return A.header(flags, req.code, req.app, req.hbh, req.e2e, body_len)
 
 
-def _top_level(frame: bytes):
+def top_level_avps(frame: bytes):
     """(code, start, end) of each top-level base AVP, read leniently: stops
     at the first AVP whose length cannot be trusted."""
     pos, end = c.HEADER_LEN, len(frame)
@@ -89,7 +89,7 @@ def _top_level(frame: bytes):
 
 def find_session_id(frame: bytes) -> bytes | None:
     """The Session-Id of a request, read leniently for error answers."""
-    for code, start, end in _top_level(frame):
+    for code, start, end in top_level_avps(frame):
         if code == c.AVP_SESSION_ID:
             return frame[start + 8:end]
     return None
@@ -98,7 +98,7 @@ def find_session_id(frame: bytes) -> bytes | None:
 def proxy_infos(frame: bytes) -> bytes:
     """The request's Proxy-Info AVPs as received, for its answer (RFC 6733
     6.7.3: relays need them back, in the same order)."""
-    out = [frame[s:e] + b"\0" * ((-(e - s)) & 3) for code, s, e in _top_level(frame) if code == c.AVP_PROXY_INFO]
+    out = [frame[s:e] + b"\0" * ((-(e - s)) & 3) for code, s, e in top_level_avps(frame) if code == c.AVP_PROXY_INFO]
     return b"".join(out)
 
 

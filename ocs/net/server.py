@@ -14,11 +14,15 @@ import logging
 import math
 import signal
 import time
+from functools import partial
 
+import numpy as np
 import trio
 
 from ..config import Config, PeerPolicy
 from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
+from ..diameter import constants as c
+from ..gy import reauth
 from ..gy.app import CreditControlApplication
 from ..metrics import Metrics
 from ..notify import Notifier, describe
@@ -43,6 +47,8 @@ class Peer:
         self.wake_writer = trio.Event()
         self.room = trio.Event()
         self.send_lock = trio.Lock()      # the writer and the closing handler both flush
+        self.rars: dict[int, tuple[bytes, float]] = {}    # our Re-Auth-Requests: hop-by-hop -> (Session-Id, sent)
+        self.rar_sessions: set[bytes] = set()
 
     def deliver(self, answers: list[bytes]) -> None:
         self.conn.send(b"".join(answers))
@@ -190,7 +196,8 @@ class Server:
                     peer.outstanding += len(frames)
                     self._pending.append((peer, frames))
                     self._work.set()
-                conn.app_answers.clear()   # no application answers are expected yet
+                if conn.app_answers:
+                    self._on_answers(peer)
             conn.handle_timer(now)
             if conn.dpa_pending and peer.outstanding == 0:
                 conn.send_pending_dpa()
@@ -225,20 +232,24 @@ class Server:
                 await self._work.wait()
                 self._work = trio.Event()
                 if self._next_rules is not None:
-                    record = self._install(self._next_rules)
+                    installed = self._install(self._next_rules)
                     self._next_rules = None
-                    if record is not None:
-                        await send.send(([], [], record, None))
+                    if installed is not None:
+                        await send.send(([], [], *installed))
                 ops, self._ops = self._ops, []
                 for op, box, done in ops:
                     try:
                         result = op(self.store, self.app.rules, time.time())
                     except Exception as e:       # refused (OperationError) or a bug: the caller hears of it
                         box.append(e)
-                        done.set()
+                        if done is None:
+                            log.exception("internal operation failed")
+                        else:
+                            done.set()
                         continue
                     box.append(result.result)
-                    await send.send(([], [], result.record, None, done))
+                    sessions = reauth.sessions_of(self.store, result.reauth) if result.reauth else None
+                    await send.send(([], [], result.record, None, done, sessions))
                 if self._expire_due:
                     self._expire_due = False
                     record = self.app.expire(time.time())
@@ -285,9 +296,13 @@ class Server:
                     store.write(*records)
                 self.metrics.journal_seconds.observe(time.perf_counter() - started)
             ready: dict[Peer, list[bytes]] = {}
+            changed = []
             for batch, answers, _, events, *done in group:
                 if done:
-                    done[0].set()          # an operation, durable now
+                    if done[0] is not None:
+                        done[0].set()          # an operation, durable now
+                    if done[1] is not None and len(done[1]):
+                        changed.append(done[1])
                 if events:
                     self.notifier.emit(events)
                 at = 0
@@ -296,6 +311,8 @@ class Server:
                     at += len(chunk)
             for peer, answers in ready.items():
                 peer.deliver(answers)
+            if changed and self.cfg.reauth:
+                self._reauthorize(np.unique(np.concatenate(changed)))
             if self.usage is not None and records:
                 await self._usage_send.send(records)     # after the answers: not on their path
             if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
@@ -351,8 +368,9 @@ class Server:
         return box[0]
 
     # ------------------------------------------------------------ rules
-    def _install(self, rules: RuleSet) -> dict | None:
-        """Between two batches: install the new version, or keep the old one."""
+    def _install(self, rules: RuleSet) -> tuple | None:
+        """Between two batches: install the new version, or keep the old one.
+        Returns (journal record, None, None, sessions to re-authorize)."""
         now = time.time()
         old = self.app.rules
         try:
@@ -364,7 +382,11 @@ class Server:
         self.app.set_rules(rules)
         self.watch.installed(rules.version)
         log.info("rules %s: version %s installed (was %s)", self.cfg.rules, rules.version, old.version)
-        return self.store.rules_record(rules.version, now)
+        sessions = reauth.sessions_changed_by(self.store, old, rules)
+        if len(sessions):
+            log.info("rules version %s changes the charging of %d open sessions: re-authorizing them",
+                     rules.version, len(sessions))
+        return self.store.rules_record(rules.version, now), None, None, sessions
 
     async def _rules_reload(self) -> None:
         """Reload on SIGHUP, and when the rule files change (polled). The new
@@ -390,12 +412,68 @@ class Server:
                     self._next_rules = candidate
                     self._work.set()
 
+    # ------------------------------------------------------------ re-auth
+    def _reauthorize(self, sessions: np.ndarray) -> None:
+        """A Re-Auth-Request (RFC 4006 5.5) for each open session, to the
+        peer whose Origin-Host opened it; its gateway answers with a RAA and
+        a CCR-UPDATE. Sessions whose peer is not connected are counted, not
+        queued: their gateway re-authorizes at its next report anyway."""
+        by_host = {p.conn.peer_host.encode(): p for p in self.peers
+                   if p.conn.state is State.OPEN and p.conn.peer_host}
+        now = trio.current_time()
+        for row in sessions.tolist():
+            meta = self.store.session_meta[row]
+            if meta is None:
+                continue
+            sid, host = meta
+            peer = by_host.get(host)
+            if peer is None:
+                self.metrics.reauth.labels("no_peer").inc()
+                continue
+            if sid in peer.rar_sessions:
+                continue            # one outstanding RAR per session is enough
+            hbh, e2e = peer.conn.new_ids()
+            peer.conn.send(reauth.rar(self.identity.origin_avps, hbh, e2e, sid, host, peer.conn.peer_realm))
+            peer.rars[hbh] = (sid, now)
+            peer.rar_sessions.add(sid)
+            peer.wake_writer.set()
+
+    def _on_answers(self, peer: Peer) -> None:
+        """Match the peer's answers to our RARs (by hop-by-hop id, RFC 6733
+        6.2); an unmatched answer is dropped. A RAA saying the gateway has no
+        such session (5002) releases the session's reservations."""
+        for frame in peer.conn.app_answers:
+            raa = reauth.parse_raa(frame)
+            pending = peer.rars.pop(raa.hbh, None) if raa is not None else None
+            if pending is None:
+                log.debug("peer %s: dropped an answer matching no request of ours", peer.conn.peer_host)
+                continue
+            sid = pending[0]
+            peer.rar_sessions.discard(sid)
+            self.metrics.reauth.labels(str(raa.result_code)).inc()
+            if raa.result_code == c.UNKNOWN_SESSION_ID:
+                self._ops.append((partial(_release, sid), [], None))
+                self._work.set()
+            elif raa.result_code != c.SUCCESS:
+                log.info("peer %s answered our RAR for %r with %d", peer.conn.peer_host, sid, raa.result_code)
+        peer.conn.app_answers.clear()
+
+    def _expire_rars(self) -> None:
+        now = trio.current_time()
+        for peer in list(self.peers):
+            late = [h for h, (_, sent) in peer.rars.items() if now - sent > self.cfg.reauth_timeout]
+            for h in late:
+                sid, _ = peer.rars.pop(h)
+                peer.rar_sessions.discard(sid)
+                self.metrics.reauth.labels("timeout").inc()
+
     async def _housekeeping(self) -> None:
         """Once a second: session supervision (Tcc expiry, RFC 4006 section
         13), and at each local midnight the daily summaries."""
         while True:
             await trio.sleep(1)
             self._expire_due = True
+            self._expire_rars()
             rules = self.app.rules
             rules.set_clock(time.time())
             days = (rules.version, tuple(rules.tables.zones["day"].tolist()))
@@ -403,6 +481,10 @@ class Server:
                 self._days_due = bool(self._days)       # not at start: the rows know their day
                 self._days = days
             self._work.set()
+
+
+def _release(sid: bytes, store, rules, now: float):
+    return reauth.release(store, rules, sid, now)
 
 
 async def _flush(peer: Peer) -> None:

@@ -16,7 +16,7 @@ from diameter.message.commands.capabilities_exchange import CapabilitiesExchange
 from diameter.message.commands.credit_control import CreditControlRequest, PsInformation, ServiceInformation
 from diameter.message.commands.device_watchdog import DeviceWatchdogAnswer
 
-CCR_CODE, CER_CODE, DWR_CODE, DPR_CODE = 272, 257, 280, 282
+CCR_CODE, CER_CODE, DWR_CODE, DPR_CODE, RAR_CODE = 272, 257, 280, 282, 258
 _e2e = itertools.count(0x1000)
 
 
@@ -97,6 +97,10 @@ class GyConnection:
         self._send_lock = trio.StrictFIFOLock()
         self.held = False
         self.dpr_seen = False
+        # Re-Auth-Requests received: each is answered with `raa_result` (None:
+        # not answered, as a gateway that lost it) and its Message is sent here
+        self.raa_result: int | None = 2001
+        self.rars_in, self.rars = trio.open_memory_channel(1000)
 
     def hold_answers(self) -> None:
         """Stop taking answers off the socket: what the server sends from now
@@ -161,6 +165,11 @@ class GyConnection:
                     dwa.origin_realm = self.realm.encode()
                     await self._send(dwa.as_bytes())
                     continue
+                if msg.header.is_request and msg.header.command_code == RAR_CODE:
+                    if self.raa_result is not None:
+                        await self._send(_raa(msg, self.origin_host, self.realm, self.raa_result))
+                    self.rars_in.send_nowait(msg)
+                    continue
                 ch = self._waiting.pop(msg.header.hop_by_hop_identifier, None)
                 if ch is not None:
                     ch.send_nowait(msg)
@@ -204,6 +213,20 @@ def _dpa(dpr: Message, host: str, realm: str) -> bytes:
     dpa.origin_host = host.encode()
     dpa.origin_realm = realm.encode()
     return dpa.as_bytes()
+
+
+def _raa(rar: Message, host: str, realm: str, result: int) -> bytes:
+    from diameter.message.commands.re_auth import ReAuthAnswer
+    raa = ReAuthAnswer()
+    raa.header.application_id = 4
+    raa.header.is_proxyable = True
+    raa.header.hop_by_hop_identifier = rar.header.hop_by_hop_identifier
+    raa.header.end_to_end_identifier = rar.header.end_to_end_identifier
+    raa.session_id = rar.session_id
+    raa.result_code = result
+    raa.origin_host = host.encode()
+    raa.origin_realm = realm.encode()
+    return raa.as_bytes()
 
 
 def mscc_values(answer: Message) -> dict[int, dict]:

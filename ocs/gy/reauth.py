@@ -1,0 +1,152 @@
+"""Server-initiated re-authorization: the Gy Re-Auth-Request (RFC 4006
+section 5.5, 3GPP TS 32.299 section 6.4.6).
+
+When something changes what a live session may get (a top-up, a pack, a
+reopen, a new tariff), the OCS asks the gateway holding the session to
+re-authorize now rather than at its next report. The gateway answers with a
+RAA and then sends a CCR-UPDATE for every rating group it holds (Reporting-
+Reason FORCED_REAUTHORISATION), which is charged like any other. A RAA with
+DIAMETER_UNKNOWN_SESSION_ID (5002) tells us the gateway no longer has the
+session: its reservations are released (RFC 4006 section 5.5).
+
+Bytes in, bytes out: no I/O, no clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from ..diameter import avp as A
+from ..diameter import constants as c
+from ..diameter.message import parse_header, top_level_avps
+from ..engine import kernel
+from ..engine.tables import SLOT_FREE
+
+_enc = msgspec.json.encode
+AVP_RE_AUTH_REQUEST_TYPE = 285
+AUTHORIZE_ONLY = 0
+
+
+def rar(origin_avps: bytes, hbh: int, e2e: int, session_id: bytes, dest_host: str | bytes,
+        dest_realm: str | bytes) -> bytes:
+    """A Re-Auth-Request for every rating group of the session (no
+    Rating-Group AVP: TS 32.299 6.4.6)."""
+    body = [A.utf8(c.AVP_SESSION_ID, session_id), origin_avps,
+            A.utf8(c.AVP_DESTINATION_REALM, dest_realm),
+            A.utf8(c.AVP_DESTINATION_HOST, dest_host),
+            A.u32(c.AVP_AUTH_APPLICATION_ID, c.APP_CREDIT_CONTROL),
+            A.u32(AVP_RE_AUTH_REQUEST_TYPE, AUTHORIZE_ONLY)]
+    return A.message(c.FLAG_REQUEST | c.FLAG_PROXIABLE, c.CMD_RE_AUTH, c.APP_CREDIT_CONTROL, hbh, e2e, body)
+
+
+@dataclass(frozen=True)
+class ReAuthAnswer:
+    hbh: int
+    result_code: int            # 0 when the answer carries none (a malformed RAA)
+    session_id: bytes | None
+
+
+def parse_raa(frame: bytes) -> ReAuthAnswer | None:
+    """The parts of a RAA the server acts on; None for an answer that is not
+    a Gy RAA (other application answers are not ours to match)."""
+    h = parse_header(frame)
+    if h.is_request or h.code != c.CMD_RE_AUTH:
+        return None
+    result, sid = 0, None
+    # read leniently: an answer is matched, never refused (RFC 6733 6.2)
+    for code, start, end in top_level_avps(frame):
+        if code == c.AVP_RESULT_CODE and end - start == 12:
+            result = int.from_bytes(frame[start + 8:end], "big")
+        elif code == c.AVP_SESSION_ID:
+            sid = bytes(frame[start + 8:end])
+    return ReAuthAnswer(h.hbh, result, sid)
+
+
+# ---------------------------------------------------------------- whom to ask
+
+def _live(store) -> tuple[np.ndarray, np.ndarray]:
+    """(session rows, their subscriber rows) of the open sessions."""
+    owner = store.sessions["sub"]
+    rows = np.flatnonzero(owner >= 0)
+    return rows, owner[rows]
+
+
+def sessions_of(store, subscribers) -> np.ndarray:
+    """The open sessions a change to these subscriber rows affects: their
+    own, and those of every member sharing their pool or their payer (a
+    top-up of a family's payer reopens every member's data)."""
+    rows, owner = _live(store)
+    if not len(rows):
+        return rows
+    subs = store.subs
+    wanted = np.asarray(sorted(set(subscribers)), dtype=np.int64)
+    heads = np.unique(np.concatenate([wanted, subs["payer"][wanted], subs["pool"][wanted]]))
+    hit = np.isin(owner, wanted) | np.isin(subs["payer"][owner], heads) | np.isin(subs["pool"][owner], heads)
+    return rows[hit]
+
+
+def _encoded(items) -> dict[str, bytes]:
+    return {x.id: _enc(x) for x in items}
+
+
+def sessions_changed_by(store, old, new) -> np.ndarray:
+    """The open sessions a new rules version changes the charging of, read
+    from the definitions: a plan whose definition changed (its buckets,
+    rates, tariffs, caps), a pack someone in the session holds, a sponsor
+    contract holding part of the session's grant, or the subscriber's own
+    entry (plan, group, attributes). Sessions on untouched plans are left
+    alone: a tariff change must not make every gateway re-authorize.
+    Called once `new` is installed: the rows are indexed by it."""
+    rows, owner = _live(store)
+    if not len(rows) or old is None:
+        return rows[:0]
+    subs = store.subs
+    old_plans, new_plans = _encoded(old.plans), _encoded(new.plans)
+    changed_plans = [new.plan_index[p] for p, data in new_plans.items() if old_plans.get(p) != data]
+    hit = np.isin(subs["plan"][owner], np.asarray(changed_plans, dtype=np.int64))
+    old_packs, new_packs = _encoded(old.packs), _encoded(new.packs)
+    changed_packs = [new.pack_index[p] for p, data in new_packs.items() if old_packs.get(p) != data]
+    if changed_packs:
+        held = np.isin(subs["k_def"][owner], changed_packs).any(axis=1)
+        held |= np.isin(subs["k_def"][subs["pool"][owner]], changed_packs).any(axis=1)
+        hit |= held
+    # a contract that changed or ended: sessions it holds grants for, and
+    # sessions on the rating groups it (now or before) covers
+    old_sp, new_sp = _encoded(old.sponsors), _encoded(new.sponsors)
+    changed_sp = [s for s in set(old_sp) | set(new_sp) if old_sp.get(s) != new_sp.get(s)]
+    if changed_sp:
+        held = [new.sponsor_index[s] for s in changed_sp if s in new.sponsor_index]
+        hit |= np.isin(store.sessions["sp"][rows], held).any(axis=1)
+        groups = {rg for rs in (old, new) for sp in rs.sponsors if sp.id in changed_sp for rg in sp.rating_groups}
+        everything = any(not sp.rating_groups for rs in (old, new) for sp in rs.sponsors if sp.id in changed_sp)
+        slots = store.sessions["rg"][rows]
+        hit |= (slots != SLOT_FREE).any(axis=1) if everything else np.isin(slots, list(groups)).any(axis=1)
+    before = {s.key: _seed(old, s) for s in old.subscribers}
+    moved = [store.lookup(s.key) for s in new.subscribers if before.get(s.key) != _seed(new, s)]
+    if moved:
+        hit |= np.isin(owner, np.asarray(moved, dtype=np.int64))
+    return rows[hit]
+
+
+def _seed(rules, s) -> tuple:
+    plan = rules.plans[s.plan].id if s.plan >= 0 else None
+    zone = rules.zones[s.zone].key if s.zone >= 0 else None
+    return (plan, zone, s.pool, s.payer, s.pool_cap, s.attributes)
+
+
+def release(store, rules, session_id: bytes, now: float):
+    """The gateway does not know the session any more (RAA 5002): release
+    what it holds, as if it had ended (an operations.Done; no record when
+    the session is already gone)."""
+    from .operations import Done
+    row = store.session_index.get(session_id)
+    if row is None or store.sessions[row]["sub"] < 0:
+        return Done({}, None)
+    sub = int(store.sessions[row]["sub"])
+    dirty = [sub, int(store.subs[sub]["payer"]), int(store.subs[sub]["pool"])]
+    kernel.close_session(store.subs, store.sessions, store.sponsors, row)
+    record = store.record(rules.version, now, np.asarray(dirty, np.int64), np.asarray([row], np.int64), [], [], b"")
+    store.release_session_row(row)
+    return Done({"released": session_id}, record)

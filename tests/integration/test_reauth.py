@@ -1,0 +1,191 @@
+"""Re-Auth-Request (RFC 4006 5.5, TS 32.299 6.4.6): a change that affects a
+live session makes the OCS ask the gateway holding it to re-authorize.
+
+The gateway here is the test client on python-diameter's messages; it
+answers each RAR with a RAA and then, like a PGW, sends a CCR-UPDATE.
+"""
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import trio
+
+from tests.integration.test_hot_reload import write_rules
+from tests.integration.test_metrics import scrape
+from tests.support.gy import TOKEN, api_call
+from tests.support.rawclient import GyConnection, build_ccr, mscc_values
+from tests.support.server import OcsProcess
+
+KB, MB = 1024, 1024 * 1024
+PLANS = """
+[[plan]]
+id = "payg"
+timezone = "Asia/Shanghai"
+overage = {{ price = "{payg}", per = "1 KB", rounding = "per-started-unit" }}
+default_grant = "1 MB"
+
+[[plan]]
+id = "other"
+timezone = "Asia/Shanghai"
+overage = {{ price = "0.0001", per = "1 KB", rounding = "per-started-unit" }}
+default_grant = "1 MB"
+
+[[subscriber]]
+msisdn = "8613700000001"
+plan = "payg"
+balance = "1.00"
+
+[[subscriber]]
+msisdn = "8613700000002"
+plan = "other"
+balance = "100.00"
+
+[[subscriber]]
+msisdn = "8613700000003"
+plan = "payg"
+balance = "100.00"
+"""
+RG = 10
+
+
+def start(tmp_path, config: str = "") -> OcsProcess:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rules(rules / "plans.toml", PLANS.format(payg="0.0003"))
+    (tmp_path / "ocs.toml").write_text(config)
+    return OcsProcess(tmp_path / "data", rules=rules, config=tmp_path / "ocs.toml",
+                      extra=["--api", "127.0.0.1:0"], env={"OCS_API_TOKENS": TOKEN})
+
+
+class Session:
+    def __init__(self, conn: GyConnection, sid: str, msisdn: str):
+        self.conn, self.sid, self.msisdn, self.number = conn, sid, msisdn, 0
+
+    async def send(self, rtype: int, used: int | None = None, rsu: int | None = 0) -> dict:
+        m = {"rg": RG, "rsu": rsu}
+        if used is not None:
+            m["used"] = used
+        a = await self.conn.request(build_ccr(self.conn.origin_host, self.sid, rtype, self.number,
+                                              self.msisdn if rtype == 1 else None, [m]))
+        self.number += 1
+        got = mscc_values(a).get(RG, {})
+        got["top"] = a.result_code
+        return got
+
+
+def cost(used_octets: int, price: str) -> Decimal:
+    return math.ceil(used_octets / KB) * Decimal(price)
+
+
+async def next_rar(conn: GyConnection, timeout: float = 15):
+    with trio.fail_after(timeout):
+        return await conn.rars.receive()
+
+
+async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
+    server = start(tmp_path)
+    await trio.to_thread.run_sync(server.start)
+    spent = Decimal(0)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                conn = GyConnection(origin_host="pgw.reauth.example")
+                await conn.connect(server.port, n)
+                s = Session(conn, "pgw.reauth.example;topup;1", "8613700000001")
+                got = await s.send(1)
+                assert got["result"] == 2001, got
+                for _ in range(20):     # use every grant until the balance runs out
+                    used = got["granted"] or 0
+                    spent += cost(used, "0.0003")
+                    got = await s.send(2, used=used)
+                    if got["result"] != 2001:
+                        break
+                assert got["result"] == 4012 and got["fui"] == 0, got     # cut off: TERMINATE
+                status, body = await api_call(server.api, "POST", "/v1/subscribers/8613700000001/top-up",
+                                              {"amount": "10.00"})
+                assert status == 200, body
+                rar = await next_rar(conn)
+                assert rar.session_id == s.sid and rar.re_auth_request_type == 0
+                assert rar.destination_host == b"pgw.reauth.example" and rar.auth_application_id == 4
+                got = await s.send(2, used=0)       # the gateway re-authorizes at once
+                assert got["result"] == 2001 and got["granted"] == 1 * MB, got
+                m = await trio.to_thread.run_sync(scrape, server.api)
+                status, state = await api_call(server.api, "GET", "/v1/subscribers/8613700000001")
+                n.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
+    assert Decimal(state["balance"]) == Decimal("1.00") + Decimal("10.00") - spent
+    assert m[("ocs_reauth_requests_total", (("result", "2001"),))] == 1
+
+
+async def test_rule_change_reauthorizes_only_sessions_it_changes(tmp_path):
+    server = start(tmp_path, "rules_poll = 0.1\n")
+    await trio.to_thread.run_sync(server.start)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                conn = GyConnection(origin_host="pgw.rules.example")
+                await conn.connect(server.port, n)
+                on_payg = Session(conn, "pgw.rules.example;payg", "8613700000003")
+                on_other = Session(conn, "pgw.rules.example;other", "8613700000002")
+                assert (await on_payg.send(1))["result"] == 2001
+                assert (await on_other.send(1))["result"] == 2001
+                write_rules(tmp_path / "rules" / "plans.toml", PLANS.format(payg="0.0004"))
+                rar = await next_rar(conn)
+                assert rar.session_id == on_payg.sid
+                got = await on_payg.send(2, used=1 * MB)    # charged at the old price: granted before
+                assert got["result"] == 2001
+                await trio.sleep(1.5)
+                try:
+                    extra = conn.rars.receive_nowait()
+                except trio.WouldBlock:
+                    extra = None
+                assert extra is None, f"a RAR for a session the change did not touch: {extra.session_id}"
+                n.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
+
+
+async def test_unknown_session_answer_releases_and_silence_times_out(tmp_path):
+    server = start(tmp_path, "reauth_timeout = 1\n")
+    await trio.to_thread.run_sync(server.start)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                lost = GyConnection(origin_host="pgw.lost.example")
+                lost.raa_result = 5002          # "I have no such session"
+                silent = GyConnection(origin_host="pgw.silent.example")
+                silent.raa_result = None        # never answers
+                await lost.connect(server.port, n)
+                await silent.connect(server.port, n)
+                gone = Session(lost, "pgw.lost.example;1", "8613700000003")
+                kept = Session(silent, "pgw.silent.example;1", "8613700000002")
+                assert (await gone.send(1))["granted"] == 1 * MB
+                assert (await kept.send(1))["granted"] == 1 * MB
+
+                assert (await api_call(server.api, "POST", "/v1/subscribers/8613700000003/top-up",
+                                       {"amount": "1.00"}))[0] == 200
+                assert (await next_rar(lost)).session_id == gone.sid
+                while True:         # released: nothing held any more
+                    _, state = await api_call(server.api, "GET", "/v1/subscribers/8613700000003")
+                    if not state["reservations"]:
+                        break
+                    await trio.sleep(0.05)
+                assert (await gone.send(2, used=0))["top"] == 5002     # DIAMETER_UNKNOWN_SESSION_ID
+
+                assert (await api_call(server.api, "POST", "/v1/subscribers/8613700000002/top-up",
+                                       {"amount": "1.00"}))[0] == 200
+                assert (await next_rar(silent)).session_id == kept.sid
+                while True:
+                    m = await trio.to_thread.run_sync(scrape, server.api)
+                    if m.get(("ocs_reauth_requests_total", (("result", "timeout"),))):
+                        break
+                    await trio.sleep(0.2)
+                _, state = await api_call(server.api, "GET", "/v1/subscribers/8613700000002")
+                n.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
+    assert m[("ocs_reauth_requests_total", (("result", "timeout"),))] == 1
+    assert m[("ocs_reauth_requests_total", (("result", "5002"),))] == 1
+    assert len(state["reservations"]) == 1     # a silent gateway keeps its session (Tcc decides)
