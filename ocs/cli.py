@@ -1,4 +1,5 @@
-"""The `ocs` command: serve, rules check, subscriber show."""
+"""The `ocs` command: serve, rules check, subscriber show, sponsor report,
+usage, api openapi. Each subcommand documents itself with --help."""
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,12 @@ def cmd_serve(args) -> int:
     from .net.server import Server
     from .notify import Notifier, load_sink
     from .usage import UsageLog
+    from .rules.history import InstallHistory
     from .rules.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError
 
     cfg = load_config(args.config)
-    for name in ("listen", "data", "rules", "origin_host", "origin_realm", "log_level", "api"):
+    for name in ("listen", "data", "rules", "origin_host", "origin_realm", "log_level", "api", "metrics"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -89,6 +91,10 @@ def cmd_serve(args) -> int:
             "RETRY_AND_TERMINATE": c.CCFH_RETRY_AND_TERMINATE}[cfg.failure_handling]
     app = CreditControlApplication(store, rules, identity, ccfh)
     server = Server(cfg, app, store, identity, PeerPolicy(cfg.peers), installer, notifier, usage)
+    history = InstallHistory(cfg.data)
+    if was != rules.version:
+        history.record(rules.version, was or None, time.time())
+    server.watch.history = history      # reloads and API activations are recorded too
     host, port = split_hostport(cfg.listen)
     log.info("rules %s version %s; %d subscribers; ready in %.2f s",
              cfg.rules, rules.version, store.n_subs, time.monotonic() - started)
@@ -126,6 +132,8 @@ def _open_readonly(args):
     except (FileNotFoundError, RuleError, StoreFormatError) as e:
         print(e, file=sys.stderr)
         return None, None
+    from .store import profiles
+    profiles.resolve(store, rules, time.time())     # API subscribers' timezones in this rules version's zone table
     return store, rules
 
 
@@ -150,21 +158,13 @@ def cmd_subscriber_show(args) -> int:
 
 
 def cmd_sponsor_report(args) -> int:
-    from .settlement import SettlementError, as_csv, report
-    from .usage import read_usage
+    from .settlement import SettlementError, account, as_csv, period_report
     store, rules = _open_readonly(args)
     if store is None:
         return 1
-    account = None
-    if args.sponsor in store.sponsor_ids and args.sponsor in rules.sponsor_index:
-        sp = rules.sponsors[rules.sponsor_index[args.sponsor]]
-        a = store.sponsors[store.sponsor_ids.index(args.sponsor)]
-        if sp.period == "month" and int(a["period"]) > 0:
-            month = int(a["period"])
-            account = {"period": f"{month // 12:04d}-{month % 12 + 1:02d}", "used": int(a["used"]),
-                       "spent": int(a["spent"])}
     try:
-        rep = report(args.sponsor, args.period, read_usage(store.dir / "usage"), rules, account)
+        rep = period_report(args.sponsor, args.period, store.dir / "usage", rules,
+                            account(store, rules, args.sponsor))
     except SettlementError as e:
         print(e, file=sys.stderr)
         return 1
@@ -172,11 +172,51 @@ def cmd_sponsor_report(args) -> int:
     return 0 if rep["reconciled"] else 3
 
 
-def main(argv: list[str] | None = None) -> int:
+def cmd_usage(args) -> int:
+    from datetime import date
+
+    import msgspec
+
+    from .usage import local_zone, subscriber_usage
+    try:
+        first, last = date.fromisoformat(args.first), date.fromisoformat(args.last)
+    except ValueError as e:
+        print(f"--from/--to: {e} (expected YYYY-MM-DD)", file=sys.stderr)
+        return 1
+    if first > last or (last - first).days >= 366:
+        print(f"--from {first} --to {last}: expected from <= to, at most 366 days", file=sys.stderr)
+        return 1
+    store, rules = _open_readonly(args)
+    if store is None:
+        return 1
+    if not args.id.isdigit() or len(args.id) > 15:
+        print(f"{args.id}: not a subscriber number (1 to 15 digits)", file=sys.stderr)
+        return 1
+    row = store.lookup(subscriber_key(IMSI if args.imsi else E164, args.id))
+    if row < 0:
+        print(f"{args.id}: no such subscriber in {store.dir}", file=sys.stderr)
+        return 1
+    sub = store.subs[row]
+    tz = local_zone(rules, int(sub["plan"]), int(sub["zone"]))
+    days = subscriber_usage(store.dir / "usage", store.label(row), tz, first, last)
+    out = {"subscriber": store.label(row), "timezone": tz.key, "from": first, "to": last, "days": days}
+    print(msgspec.json.format(msgspec.json.encode(out), indent=2).decode())
+    return 0
+
+
+def cmd_api_openapi(args) -> int:
+    from .api.openapi import main as openapi_main
+    return openapi_main()
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocs", description="Online charging system: a Diameter Gy server")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the Diameter Gy server")
+    s = sub.add_parser("serve", help="run the Diameter Gy server",
+                       description="Run the Diameter Gy server (and the operator API with --api). Every flag "
+                                   "has a key in the configuration file (docs/configuration.md); a flag given "
+                                   "wins over the file.")
     s.add_argument("--config", help="TOML configuration file (docs/configuration.md)")
     s.add_argument("--listen", help="HOST:PORT to listen on (default 0.0.0.0:3868)")
     s.add_argument("--data", help="data directory: journal and snapshots (default ./data)")
@@ -185,13 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--origin-realm", dest="origin_realm", help="our Origin-Realm")
     s.add_argument("--log-level", dest="log_level", help="DEBUG, INFO, WARNING, ERROR")
     s.add_argument("--api", help="HOST:PORT of the operator HTTP API (bearer tokens: api_tokens or OCS_API_TOKENS)")
+    s.add_argument("--metrics", help="HOST:PORT serving only GET /metrics, without a token (also served on --api)")
     s.add_argument("--no-fsync", action="store_true", help="do not fsync the journal (unsafe; for experiments)")
     s.set_defaults(func=cmd_serve)
 
     r = sub.add_parser("rules", help="rule files")
     rs = r.add_subparsers(dest="rules_command", required=True)
-    rc = rs.add_parser("check", help="validate a rules directory")
-    rc.add_argument("dir")
+    rc = rs.add_parser("check", help="validate a rules directory",
+                       description="Validate every *.toml of DIR and print a summary, or every error (file, "
+                                   "key path, what was expected) and exit 2.")
+    rc.add_argument("dir", help="the rules directory")
     rc.set_defaults(func=cmd_rules_check)
 
     sb = sub.add_parser("subscriber", help="subscriber state")
@@ -206,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
 
     spn = sub.add_parser("sponsor", help="sponsored data")
     spns = spn.add_subparsers(dest="sponsor_command", required=True)
-    rep = spns.add_parser("report", help="a sponsor's settlement for a month, reconciled (exit 3 if it does not)")
+    rep = spns.add_parser("report", help="a sponsor's settlement for a month, reconciled (exit 3 if it does not)",
+                          description="A sponsor's settlement for a month from the usage records: sessions, "
+                                      "traffic split between sponsor and subscribers, the amount; exit 3 if "
+                                      "it does not reconcile (docs/sponsors.md).")
     rep.add_argument("sponsor", help="the sponsor contract id")
     rep.add_argument("--period", required=True, help="YYYY-MM, in the sponsor's timezone")
     rep.add_argument("--format", choices=("json", "csv"), default="json", help="output format (default json)")
@@ -215,7 +261,31 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--config", help="TOML configuration file")
     rep.set_defaults(func=cmd_sponsor_report)
 
-    args = p.parse_args(argv)
+    use = sub.add_parser("usage", help="a subscriber's usage per rating group per local day, as JSON",
+                         description="Usage per local day (the subscriber's timezone) and rating group, from "
+                                     "the usage records: octets, seconds, octets from buckets, sponsored "
+                                     "octets, money charged. As GET /v1/subscribers/ID/usage.")
+    use.add_argument("id", help="the MSISDN (or IMSI with --imsi)")
+    use.add_argument("--from", dest="first", required=True, metavar="YYYY-MM-DD", help="first local day")
+    use.add_argument("--to", dest="last", required=True, metavar="YYYY-MM-DD",
+                     help="last local day, inclusive (at most 366 days)")
+    use.add_argument("--imsi", action="store_true", help="the id is an IMSI")
+    use.add_argument("--data", help="data directory (default from --config, else ./data)")
+    use.add_argument("--rules", help="rules directory, when the data directory keeps none")
+    use.add_argument("--config", help="TOML configuration file")
+    use.set_defaults(func=cmd_usage)
+
+    ap = sub.add_parser("api", help="the operator HTTP API")
+    aps = ap.add_subparsers(dest="api_command", required=True)
+    doc = aps.add_parser("openapi", help="print the API's OpenAPI 3.1 document",
+                         description="Print the OpenAPI 3.1 document of the operator API, generated from its "
+                                     "routes: ocs api openapi > docs/openapi.json")
+    doc.set_defaults(func=cmd_api_openapi)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return args.func(args)
 
 

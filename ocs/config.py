@@ -44,6 +44,7 @@ class Config(Base, kw_only=True):
     fsync: bool = True
     log_level: str = "INFO"
     api: str | None = None               # HOST:PORT of the operator HTTP API; None: no API
+    metrics: str | None = None           # HOST:PORT serving only GET /metrics (no token); also on `api`
     api_tokens: list[str] = []           # bearer tokens; OCS_API_TOKENS (comma-separated) adds more
     rules_poll: Annotated[float, Meta(ge=0)] = 1.0           # seconds between looks at the rules; 0: SIGHUP only
     notifications: str | None = None     # JSON-lines file of threshold events; default DATA/notifications.jsonl

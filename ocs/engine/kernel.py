@@ -584,6 +584,7 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
             m["sponsor"] = -1
             m["sponsored"] = 0
             m["sponsor_charged"] = 0
+            m["reason"] = 0
             sid = m["service_id"]
             slot = -1
             t_rate = now
@@ -623,6 +624,7 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
                     granted = _sp_grant(T, subs, spons, sub, ctx, rg, sid, now, want, hc, hv, out, sp)
                     sponsored += sp[0] >= 0
                     reasons |= out[6]
+                    m["reason"] = out[6]
                     if granted == 0:
                         result = CREDIT_LIMIT_REACHED
                         m["final"] = FUI_TERMINATE

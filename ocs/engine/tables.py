@@ -236,6 +236,7 @@ MSCC = np.dtype([
     ("sponsor", np.int32),        # contract that paid part of the reported usage; -1 none
     ("sponsored", np.int64),      # octets of it the sponsor paid
     ("sponsor_charged", np.int64),   # micro-units billed to the sponsor for them
+    ("reason", np.int8),          # why the grant stopped short (notices.R_* bits; metrics)
 ], align=True)
 
 # A sponsor contract (rules): who pays for which traffic, up to what budget.

@@ -42,6 +42,16 @@ class BatchResult:
     results: list[int]            # top-level Result-Code per request (for metrics)
     events: np.ndarray | None = None   # thresholds crossed (EVENT rows), announced once durable
     types: np.ndarray | None = None    # CC-Request-Type per request (metrics); 0 when unreadable
+    units: np.ndarray | None = None    # the charged MSCCs' rg, result, granted, reason (metrics)
+
+
+def _unit_rows(reqs, sel) -> tuple[np.ndarray, np.ndarray]:
+    """(request, MSCC row) of every MSCC of the requests `sel`."""
+    counts = reqs["mscc_count"][sel]
+    req_of = np.repeat(sel, counts)
+    first = np.cumsum(counts) - counts
+    rows = np.repeat(reqs["mscc_start"][sel], counts) + np.arange(counts.sum()) - np.repeat(first, counts)
+    return req_of, rows
 
 
 def _slow_keys(ccr: CreditControlRequest) -> list[int]:
@@ -197,6 +207,7 @@ class CreditControlApplication:
         if new_sessions:
             store.start_sessions([row for row, _, _ in new_sessions], new_subs)
         record = events = None
+        self._units = None
         if charged:
             charged, numbers = self._answer_repeats(frames, charged, reopened, fr, msccs, slow, req_sess,
                                                     answers, results)
@@ -209,7 +220,7 @@ class CreditControlApplication:
         types = np.where(fr["fallback"] == 0, fr["type"], 0)
         for i, ccr in slow.items():
             types[i] = ccr.request_type
-        return BatchResult(answers, record, results, events, types)
+        return BatchResult(answers, record, results, events, types, self._units)
 
     def _answer_repeats(self, frames, charged, reopened, fr, msccs, slow, req_sess, answers, results):
         """A CCR-U/T carrying the CC-Request-Number its session last had is a
@@ -342,7 +353,9 @@ class CreditControlApplication:
         closed = sess[store.sessions["sub"][sess] < 0]
         if len(closed):
             dirty_sess = np.concatenate([dirty_sess, closed])
-        usage = self._usage(reqs, msccs, sel)
+        req_of, rows = _unit_rows(reqs, sel)
+        self._units = msccs[rows][["rg", "result", "granted", "reason"]]
+        usage = self._usage(reqs, msccs, req_of, rows)
         record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered, usage,
                               sponsors=sponsored)
         if usage:
@@ -390,14 +403,10 @@ class CreditControlApplication:
         return CCA.cost_information(price, plan.currency)
 
     @staticmethod
-    def _usage(reqs, msccs, sel) -> bytes:
+    def _usage(reqs, msccs, req_of, rows) -> bytes:
         """One usage row per reported MSCC, for the journal (traceability)."""
-        counts = reqs["mscc_count"][sel]
-        if not counts.sum():
+        if not len(rows):
             return b""
-        req_of = np.repeat(sel, counts)
-        first = np.cumsum(counts) - counts
-        rows = np.repeat(reqs["mscc_start"][sel], counts) + np.arange(counts.sum()) - np.repeat(first, counts)
         m = msccs[rows]
         keep = (m["used"] > 0) | (m["used_time"] > 0)
         if not keep.any():

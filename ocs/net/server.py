@@ -75,7 +75,7 @@ class Server:
         self.policy = policy
         self.timers = PeerTimers(cer_timeout=cfg.cer_timeout, tw=cfg.tw, dpa_timeout=cfg.dpa_timeout)
         self.peers: set[Peer] = set()
-        self._pending: list[tuple[Peer, list[bytes]]] = []    # each read's requests, by peer
+        self._pending: list[tuple[Peer, list[bytes], float]] = []    # each read's requests, by peer, and when
         self._work = trio.Event()
         self._stopping = False
         self._expire_due = False
@@ -97,6 +97,9 @@ class Server:
             system.start_soon(self._rules_reload)
             if self.cfg.api:
                 await system.start(self._serve_api)
+            if self.cfg.metrics:
+                from ..api.scrape import MetricsEndpoint
+                await system.start(self._serve_http, MetricsEndpoint(self), self.cfg.metrics, "metrics")
             async with trio.open_nursery() as peers_nursery:
                 accept_scope = trio.CancelScope()
 
@@ -194,7 +197,7 @@ class Server:
                 frames = conn.receive_data(data, now)
                 if frames:
                     peer.outstanding += len(frames)
-                    self._pending.append((peer, frames))
+                    self._pending.append((peer, frames, now))
                     self._work.set()
                 if conn.app_answers:
                     self._on_answers(peer)
@@ -265,10 +268,11 @@ class Server:
                         await send.send(([], [], record, described))
                 batch, self._pending = self._pending, []
                 if batch:
-                    frames = [f for _, chunk in batch for f in chunk]
+                    frames = [f for _, chunk, _ in batch for f in chunk]
                     now = time.time()
                     result = self.app.process(frames, now)
                     self.metrics.count(result.types, result.results)
+                    self.metrics.count_units(result.units)
                     events = None
                     if result.events is not None and self.notifier is not None:
                         events = describe(result.events, self.app.rules, self.store.label, now)
@@ -297,6 +301,7 @@ class Server:
                 self.metrics.journal_seconds.observe(time.perf_counter() - started)
             ready: dict[Peer, list[bytes]] = {}
             changed = []
+            arrived: list[tuple[float, int]] = []
             for batch, answers, _, events, *done in group:
                 if done:
                     if done[0] is not None:
@@ -306,11 +311,15 @@ class Server:
                 if events:
                     self.notifier.emit(events)
                 at = 0
-                for peer, chunk in batch:
+                for peer, chunk, t in batch:
+                    arrived.append((t, len(chunk)))
                     ready.setdefault(peer, []).extend(answers[at:at + len(chunk)])
                     at += len(chunk)
             for peer, answers in ready.items():
                 peer.deliver(answers)
+            if arrived:
+                t, n = np.array(arrived).T
+                self.metrics.latency.observe_many("CCR", trio.current_time() - t, n.astype(np.int64))
             if changed and self.cfg.reauth:
                 self._reauthorize(np.unique(np.concatenate(changed)))
             if self.usage is not None and records:
@@ -323,23 +332,26 @@ class Server:
     async def _serve_api(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         import os
 
-        from hypercorn.config import Config as HypercornConfig
-        from hypercorn.trio import serve
-
         from ..api.http import OperatorApi
         tokens = list(self.cfg.api_tokens) + [t.strip() for t in os.environ.get("OCS_API_TOKENS", "").split(",")]
         tokens = [t for t in tokens if t]
         if not tokens:
             log.warning("the API has no tokens (api_tokens, OCS_API_TOKENS): every request gets 401")
+        await self._serve_http(OperatorApi(self, tokens), self.cfg.api, "api", task_status=task_status)
+
+    async def _serve_http(self, app, bind: str, name: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """An ASGI app on hypercorn's trio worker, on this loop."""
+        from hypercorn.config import Config as HypercornConfig
+        from hypercorn.trio import serve
         hc = HypercornConfig()
-        hc.bind = [self.cfg.api]
+        hc.bind = [bind]
         hc.accesslog = None
-        hc.errorlog = logging.getLogger("ocs.api")
+        hc.errorlog = logging.getLogger(f"ocs.{name}")
         hc.graceful_timeout = 1.0
         async with trio.open_nursery() as n:
-            bound = await n.start(lambda task_status: serve(OperatorApi(self, tokens), hc, task_status=task_status))
+            bound = await n.start(lambda task_status: serve(app, hc, task_status=task_status))
             for url in bound:
-                log.info("api listening on %s", url)
+                log.info("%s listening on %s", name, url)
             task_status.started(bound)
 
     async def _usage_writer(self, recv: trio.MemoryReceiveChannel) -> None:

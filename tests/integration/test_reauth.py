@@ -95,12 +95,14 @@ async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
                 s = Session(conn, "pgw.reauth.example;topup;1", "8613700000001")
                 got = await s.send(1)
                 assert got["result"] == 2001, got
+                grants = 1
                 for _ in range(20):     # use every grant until the balance runs out
                     used = got["granted"] or 0
                     spent += cost(used, "0.0003")
                     got = await s.send(2, used=used)
                     if got["result"] != 2001:
                         break
+                    grants += 1
                 assert got["result"] == 4012 and got["fui"] == 0, got     # cut off: TERMINATE
                 status, body = await api_call(server.api, "POST", "/v1/subscribers/8613700000001/top-up",
                                               {"amount": "10.00"})
@@ -110,6 +112,7 @@ async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
                 assert rar.destination_host == b"pgw.reauth.example" and rar.auth_application_id == 4
                 got = await s.send(2, used=0)       # the gateway re-authorizes at once
                 assert got["result"] == 2001 and got["granted"] == 1 * MB, got
+                grants += 1
                 m = await trio.to_thread.run_sync(scrape, server.api)
                 status, state = await api_call(server.api, "GET", "/v1/subscribers/8613700000001")
                 n.cancel_scope.cancel()
@@ -117,6 +120,10 @@ async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
         await trio.to_thread.run_sync(server.stop)
     assert Decimal(state["balance"]) == Decimal("1.00") + Decimal("10.00") - spent
     assert m[("ocs_reauth_requests_total", (("result", "2001"),))] == 1
+    # the cut-off is one 4012 for rating group 10, stopped by the credit
+    assert m[("ocs_denials_total", (("rating_group", "10"), ("result_code", "4012")))] == 1
+    assert m[("ocs_cap_events_total", (("kind", "credit_exhausted"),))] >= 1
+    assert m[("ocs_grants_total", (("rating_group", "10"),))] == grants
 
 
 async def test_rule_change_reauthorizes_only_sessions_it_changes(tmp_path):
