@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEBS   := freediameterd libfreediameter-dev gcc libc6-dev faketime
+DEBS   := freediameterd libfreediameter-dev gcc libc6-dev faketime prometheus systemd
 DATA   ?= data
 RULES  ?= rules/demo
 
@@ -14,7 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
-# Debian packages the tests drive (freeDiameterd as an independent peer).
+# Debian packages the tests drive: freeDiameterd as an independent peer, libfaketime,
+# Prometheus and promtool (tests/integration/test_prometheus.py, tests/deploy/), and
+# systemd-analyze (tests/deploy/test_systemd.py). The tests start their own Prometheus on a
+# free port, so the service the prometheus package enables (where it can start) is no bother.
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
