@@ -85,3 +85,43 @@ class Notifier:
                 self.sink(items)
             except Exception:       # a broken sink must not stop charging
                 log.exception("notification sink failed on %d events", len(items))
+
+
+class FeedError(ValueError):
+    pass
+
+
+def read_feed(path: str | Path, after: int, limit: int, subscriber: str | None = None,
+              scan: int = 4 << 20) -> tuple[list[bytes], int]:
+    """Announcements after byte offset `after` of the notifications file:
+    (up to `limit` JSON lines, the offset to read from next). The file only
+    grows, so an offset is a stable cursor. A poll reads at most `scan`
+    octets, so a filter that matches little answers promptly with a cursor
+    further on; a line still being written is left for the next poll."""
+    path = Path(path)
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        if after:
+            raise FeedError(f"cursor {after} is beyond the end of the feed (it is empty)") from None
+        return [], 0
+    with f:
+        size = f.seek(0, 2)
+        if after > size:
+            raise FeedError(f"cursor {after} is beyond the end of the feed ({size} octets): "
+                            "the file was replaced; start again from 0")
+        if after:
+            f.seek(after - 1)
+            if f.read(1) != b"\n":
+                raise FeedError(f"cursor {after} is not the start of an announcement: use the cursors the feed gives")
+        f.seek(after)
+        needle = b'"subscriber":' + json.dumps(subscriber).encode() + b"," if subscriber is not None else None
+        out: list[bytes] = []
+        pos = after
+        for line in f:
+            if not line.endswith(b"\n") or len(out) >= limit or pos - after >= scan:
+                break
+            pos += len(line)
+            if line.strip() and (needle is None or needle in line):
+                out.append(line.rstrip(b"\n"))
+    return out, pos

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
+from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
@@ -176,12 +177,99 @@ class UsageLog:
 
 
 def read_usage(directory: str | Path) -> list[UsageRecord]:
+    """Every usage record of a directory, in memory: for small directories
+    and tests; reports stream with `iter_usage`."""
+    return list(iter_usage(directory))
+
+
+def usage_files(directory: str | Path, first: date | None = None, last: date | None = None) -> list[Path]:
+    """The day files of the UTC days `first`..`last` (either open), in order."""
     out = []
     for path in sorted(Path(directory).glob("*.jsonl")):
-        for line in path.read_bytes().splitlines():
-            if line.strip():
+        try:
+            day = date.fromisoformat(path.stem)
+        except ValueError:
+            continue            # not a day file (an operator's copy, say)
+        if (first is None or day >= first) and (last is None or day <= last):
+            out.append(path)
+    return out
+
+
+def iter_usage(directory: str | Path, first: date | None = None, last: date | None = None,
+               subscriber: str | None = None) -> Iterator[UsageRecord]:
+    """The records of the UTC days `first`..`last`, streamed a line at a
+    time (a day file may hold millions). With `subscriber`, other
+    subscribers' lines are skipped before they are decoded: the writer
+    always spells the field the same way. A last line without its newline
+    is being written now and is left for the next read."""
+    needle = b'"subscriber":' + _enc.encode(subscriber) + b"," if subscriber is not None else None
+    for path in usage_files(directory, first, last):
+        with path.open("rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break
+                if needle is not None and needle not in line:
+                    continue
+                if not line.strip():
+                    continue
                 try:
-                    out.append(_dec.decode(line))
+                    yield _dec.decode(line)
                 except msgspec.DecodeError:
                     log.warning("%s: skipping a damaged line", path)
-    return out
+
+
+class RatingGroupDay(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One rating group's usage on one local day."""
+    rating_group: int | None        # null: usage reported without a Rating-Group
+    octets: int
+    seconds: int
+    from_buckets: int               # octets taken from bundles, packs and pools
+    sponsored_octets: int           # octets a sponsor paid for
+    charged: str                    # money charged to the subscriber (or its payer), in `currency`
+    charged_micro: int
+    currency: str
+    reports: int                    # usage reports (MSCCs) summed
+
+
+class UsageDay(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    day: date                       # the subscriber's local date
+    rating_groups: list[RatingGroupDay]
+
+
+def daily_usage(records: Iterable[UsageRecord], tz: ZoneInfo, first: date, last: date) -> list[UsageDay]:
+    """Usage per local day (in `tz`) and rating group, days `first`..`last`
+    inclusive; days without usage are left out. Records of another currency
+    (a plan change mid-range) are summed apart, never added together."""
+    acc: dict[tuple[date, int | None, str], list[int]] = {}
+    for r in records:
+        day = datetime.fromisoformat(r.time).astimezone(tz).date()
+        if not first <= day <= last:
+            continue
+        a = acc.setdefault((day, r.rating_group, r.currency), [0, 0, 0, 0, 0, 0])
+        a[0] += r.octets
+        a[1] += r.seconds
+        a[2] += r.from_buckets
+        a[3] += r.sponsored_octets
+        a[4] += r.charged_micro
+        a[5] += 1
+    days: dict[date, list[RatingGroupDay]] = {}
+    for (day, rg, currency), a in sorted(acc.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None else kv[0][1],
+                                                                       kv[0][2])):
+        days.setdefault(day, []).append(RatingGroupDay(
+            rating_group=rg, octets=a[0], seconds=a[1], from_buckets=a[2], sponsored_octets=a[3],
+            charged=format_money(a[4], currency), charged_micro=a[4], currency=currency, reports=a[5]))
+    return [UsageDay(day=d, rating_groups=groups) for d, groups in days.items()]
+
+
+def subscriber_usage(directory: str | Path, subscriber: str, tz: ZoneInfo, first: date,
+                     last: date) -> list[UsageDay]:
+    """A subscriber's usage per local day and rating group: reads only the
+    UTC day files that can hold those local days (a local day touches the
+    UTC day before and after it)."""
+    records = iter_usage(directory, first - timedelta(days=1), last + timedelta(days=1), subscriber)
+    return daily_usage(records, tz, first, last)
+
+
+def local_zone(rules: RuleSet, plan: int, zone: int) -> ZoneInfo:
+    """A subscriber's timezone: its own (`zone` >= 0), else its plan's."""
+    return rules.zones[zone if zone >= 0 else int(rules.tables.plans[plan]["zone"])]
