@@ -1,58 +1,131 @@
-"""The operator HTTP API (JSON), an ASGI app served by hypercorn's trio worker
-on the server's own trio loop (`ocs serve --api HOST:PORT`).
+"""The operator HTTP API (JSON): an ASGI app served by hypercorn's trio
+worker on the server's own trio loop (`ocs serve --api HOST:PORT`).
 
-Every request needs `Authorization: Bearer TOKEN` with a token from the
-configuration (`api_tokens`) or the OCS_API_TOKENS environment variable
-(comma-separated); without one the answer is 401 and says nothing else.
-Changes to accounts run on the charging loop between batches and answer
-once journaled. Errors are JSON `{"error": "..."}` naming what was wrong.
+Every route is one `Route` in the table of `ocs/api/routes.py`: its method,
+path template, handler, and what the OpenAPI document says of it (summary,
+parameters, body and answer Structs, status codes). The document
+(`ocs/api/openapi.py`) is generated from that table, so it describes what
+is served and nothing else.
+
+A route with `token=True` (all but /metrics and /v1/openapi.json) needs
+`Authorization: Bearer TOKEN` with a token from the configuration
+(`api_tokens`) or OCS_API_TOKENS; without one the answer is 401 and says
+nothing else, not even whether the path exists. Errors are JSON
+`{"error": "..."}` naming what was wrong; a bad request is never a 500.
 """
 from __future__ import annotations
 
 import hmac
+import logging
 import re
-import time
-from typing import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, NamedTuple
+from urllib.parse import parse_qs
 
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..gy import operations as ops
-from ..rules.compile import E164, subscriber_key
-from ..store.views import subscriber_view
+from ..gy.operations import OperationError
 
+log = logging.getLogger("ocs.api")
+MAX_BODY = 8 << 20          # octets; a complete rules version is far smaller
 _json = msgspec.json.Encoder()
 
 
-class PackOrder(msgspec.Struct, forbid_unknown_fields=True):
-    pack: str
-    gift: bool = False
-
-
-class TopUp(msgspec.Struct, forbid_unknown_fields=True):
-    amount: str
+class ErrorBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Every error answer: what was wrong; `errors` lists each problem of a
+    refused rules version (file, key path, what was expected)."""
+    error: str
+    errors: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, errors: list[str] | None = None):
+        super().__init__(message)
         self.status = status
         self.message = message
+        self.errors = errors
 
 
-Route = tuple[str, re.Pattern, Callable[..., Awaitable[tuple[int, object]]]]
+class Text(NamedTuple):
+    """A body that is not JSON: the Prometheus text format, a CSV report."""
+    media: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Param:
+    """A path parameter: `{name}` in a route's path is one path segment."""
+    description: str
+    example: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One documented answer of a route."""
+    description: str
+    body: type | None = None                   # a msgspec Struct: the JSON body's schema
+    media: tuple[str, ...] = ("application/json",)
+
+
+@dataclass
+class Request:
+    server: object                             # ocs.net.server.Server
+    api: "OperatorApi"
+    params: dict[str, str]
+    query: object                              # the route's query Struct, or None
+    body: object                               # the route's body Struct, or None
+    headers: dict[bytes, bytes]
+
+
+Handler = Callable[[Request], Awaitable[tuple[int, object]]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of the API and its documentation.
+
+    `answers` lists every status the handler answers with; 401 (token
+    routes) and 400 (routes with a body, query or path parameters) are added
+    to the document when not listed. A handler returns (status, body): a
+    Struct, dict or list is sent as JSON, a `Text` as itself."""
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    answers: dict[int, Answer]
+    tag: str
+    description: str = ""
+    params: dict[str, Param] = field(default_factory=dict)
+    query: type | None = None                  # Struct of the query parameters (unknown ones refused)
+    body: type | None = None                   # Struct the JSON body decodes into (unknown fields refused)
+    body_example: object = None                # a valid body, shown in the document and sent by its test
+    query_example: dict | None = None
+    token: bool = True
+
+    @property
+    def pattern(self) -> re.Pattern:
+        return _compile_path(self.path)
+
+
+_PATHS: dict[str, re.Pattern] = {}
+
+
+def _compile_path(template: str) -> re.Pattern:
+    found = _PATHS.get(template)
+    if found is None:
+        parts = re.split(r"\{([a-z_]+)\}", template)
+        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
+        found = _PATHS[template] = re.compile(f"^{regex}$")
+    return found
 
 
 class OperatorApi:
-    def __init__(self, server, tokens: list[str]):
+    def __init__(self, server, tokens: list[str], routes: list[Route] | None = None):
+        from .routes import ROUTES
         self.server = server
         self.tokens = [t.encode() for t in tokens if t]
-        self.routes: list[Route] = [
-            ("GET", re.compile(r"^/v1/subscribers/(?P<id>[0-9]{1,15})$"), self.get_subscriber),
-            ("POST", re.compile(r"^/v1/subscribers/(?P<id>[0-9]{1,15})/packs$"), self.post_pack),
-            ("POST", re.compile(r"^/v1/subscribers/(?P<id>[0-9]{1,15})/reopen$"), self.post_reopen),
-            ("POST", re.compile(r"^/v1/subscribers/(?P<id>[0-9]{1,15})/top-up$"), self.post_top_up),
-            ("GET", re.compile(r"^/v1/rules$"), self.get_rules),
-        ]
+        self.routes = ROUTES if routes is None else routes
+        self._openapi: bytes | None = None
 
     # ------------------------------------------------------------ ASGI
     async def __call__(self, scope, receive, send) -> None:
@@ -66,87 +139,125 @@ class OperatorApi:
                     return
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        if scope["path"] == "/metrics" and scope["method"] == "GET":
-            # Prometheus scrapes without a token, as it expects (docs/running.md)
-            data = self.server.metrics.render(self.server)
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()),
-                                    (b"content-length", str(len(data)).encode())]})
-            await send({"type": "http.response.body", "body": data})
-            return
+        headers = [(b"content-type", b"application/json")]
         try:
+            body = await _read_body(receive)
             status, payload = await self._dispatch(scope, body)
         except HttpError as e:
-            status, payload = e.status, {"error": e.message}
-        except ops.OperationError as e:
-            status, payload = e.status, {"error": e.message}
-        data = _json.encode(payload)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+            status, payload = e.status, ErrorBody(error=e.message, errors=msgspec.UNSET if e.errors is None else e.errors)
+            if status == 401:
+                headers.append((b"www-authenticate", b'Bearer realm="ocs"'))
+        except OperationError as e:
+            status, payload = e.status, ErrorBody(error=e.message)
+        except Exception:           # a bug: logged here, nothing of it leaks to the client
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            status, payload = 500, ErrorBody(error="internal error (logged by the server)")
+        if isinstance(payload, Text):
+            headers[0] = (b"content-type", payload.media.encode())
+            data = payload.data
+        else:
+            data = _json.encode(payload)
+        headers.append((b"content-length", str(len(data)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
-    async def _dispatch(self, scope, body: bytes):
-        self._authorize(scope)
+    async def _dispatch(self, scope, body: bytes) -> tuple[int, object]:
         path, method = scope["path"], scope["method"]
-        allowed = []
-        for m, pattern, handler in self.routes:
-            found = pattern.match(path)
-            if found:
-                if m == method:
-                    return await handler(body=body, **found.groupdict())
-                allowed.append(m)
-        if allowed:
-            raise HttpError(405, f"{method} is not allowed on {path}; use {', '.join(allowed)}")
-        raise HttpError(404, f"no such resource: {path}")
+        matches = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
+        chosen = next(((r, m) for r, m in matches if r.method == method), None)
+        # a public route answers anyone; everything else, even "no such
+        # path", is only for a token holder
+        if chosen is None or chosen[0].token:
+            self._authorize(scope)
+        if chosen is None:
+            if matches:
+                allowed = ", ".join(sorted({r.method for r, _ in matches}))
+                raise HttpError(405, f"{method} is not allowed on {path}; use {allowed}")
+            raise HttpError(404, f"no such resource: {path}")
+        route, found = chosen
+        headers = {k.lower(): v for k, v in scope["headers"]}
+        request = Request(self.server, self, found.groupdict(), _query(route, scope.get("query_string", b"")),
+                          _body(route, body), headers)
+        return await route.handler(request)
 
     def _authorize(self, scope) -> None:
-        header = dict(scope["headers"]).get(b"authorization", b"")
+        header = next((v for k, v in scope["headers"] if k.lower() == b"authorization"), b"")
         scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not any(hmac.compare_digest(token.strip(), t) for t in self.tokens):
+        # compare with every token, so the time taken says nothing of which matched
+        ok = [hmac.compare_digest(token.strip(), t) for t in self.tokens]
+        if scheme.lower() != b"bearer" or not any(ok):
             raise HttpError(401, "unauthorized")
 
-    # ------------------------------------------------------------ helpers
-    def _row(self, ident: str) -> int:
-        row = self.server.store.lookup(subscriber_key(E164, ident))
-        if row < 0:
-            raise HttpError(404, f"no subscriber {ident}")
-        return row
+    def openapi(self) -> bytes:
+        if self._openapi is None:
+            from .openapi import render
+            self._openapi = render(self.routes).encode()
+        return self._openapi
 
-    @staticmethod
-    def _decode(body: bytes, kind):
-        try:
-            return msgspec.json.decode(body or b"{}", type=kind)
-        except msgspec.ValidationError as e:
-            raise HttpError(400, f"invalid request body: {e}") from None
-        except msgspec.DecodeError as e:
-            raise HttpError(400, f"request body is not JSON: {e}") from None
 
-    # ------------------------------------------------------------ resources
-    async def get_subscriber(self, id: str, body: bytes):
-        row = self._row(id)
-        return 200, subscriber_view(self.server.store, self.server.app.rules, row, time.time())
+async def _read_body(receive) -> bytes:
+    chunks, size = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            break
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HttpError(413, f"request body larger than {MAX_BODY >> 20} MiB")
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            break
+    return b"".join(chunks)
 
-    async def post_pack(self, id: str, body: bytes):
-        order = self._decode(body, PackOrder)
-        row = self._row(id)
-        result = await self.server.submit(lambda store, rules, now: ops.buy_pack(store, rules, row, order.pack, now,
-                                                                                  order.gift))
-        return 201, result
 
-    async def post_reopen(self, id: str, body: bytes):
-        row = self._row(id)
-        return 200, await self.server.submit(lambda store, rules, now: ops.reopen(store, rules, row, now))
+def _where(e: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's 'Expected ... - at `$.x`' as ('x', 'Expected ...')."""
+    text = str(e).replace("Invalid RFC3339 encoded date", "expected a date YYYY-MM-DD")
+    msg, sep, at = text.rpartition(" - at `")
+    if not sep:
+        return "", text
+    at = at.rstrip("`")
+    if at.startswith("key` in `"):       # a dict's key: "key` in `$.files"
+        return "a key of " + at.removeprefix("key` in `$").lstrip("."), msg
+    return at.removeprefix("$").lstrip("."), msg
 
-    async def post_top_up(self, id: str, body: bytes):
-        order = self._decode(body, TopUp)
-        row = self._row(id)
-        return 200, await self.server.submit(lambda store, rules, now: ops.top_up(store, rules, row, order.amount, now))
 
-    async def get_rules(self, body: bytes):
-        return 200, {"version": self.server.app.rules.version, "directory": self.server.cfg.rules}
+def _query(route: Route, raw: bytes):
+    try:
+        pairs = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise HttpError(400, "the query string is not UTF-8") from None
+    for name, values in pairs.items():
+        if len(values) > 1:
+            raise HttpError(400, f"query parameter {name!r} is given {len(values)} times")
+    if route.query is None:
+        if pairs:
+            raise HttpError(400, f"{route.method} {route.path} takes no query parameters (got {', '.join(pairs)})")
+        return None
+    given = {k: v[0] for k, v in pairs.items()}
+    try:
+        return msgspec.convert(given, route.query, strict=False)
+    except msgspec.ValidationError as e:
+        name, msg = _where(e)
+        if not name:        # a missing or unknown parameter: msgspec names it in the message
+            msg = msg.replace("Object missing required field", "missing query parameter") \
+                     .replace("Object contains unknown field", "unknown query parameter")
+            raise HttpError(400, msg) from None
+        raise HttpError(400, f"query parameter {name}={given.get(name, '')!r}: {msg}") from None
+
+
+def _body(route: Route, body: bytes):
+    if route.body is None:
+        if body.strip() not in (b"", b"{}"):
+            raise HttpError(400, f"{route.method} {route.path} takes no request body")
+        return None
+    if not body.strip():
+        raise HttpError(400, "a JSON request body is required")
+    try:
+        return msgspec.json.decode(body, type=route.body)
+    except msgspec.ValidationError as e:
+        name, msg = _where(e)
+        raise HttpError(400, f"invalid request body: {msg}" + (f" (at {name})" if name else "")) from None
+    except msgspec.DecodeError as e:
+        raise HttpError(400, f"request body is not JSON: {e}") from None

@@ -1,0 +1,284 @@
+"""Rules versions over the API: validate, upload (kept, not in force),
+list, activate, roll back (docs/running.md#rules-through-the-api).
+
+An activation installs the version on the charging loop exactly as a
+reload does (journaled, rows carried over, refused if a plan in use or a
+pack held is missing) and then writes its files into the rules directory,
+which stays the one source of truth: the directory watch, a SIGHUP and the
+next start all find the activated version there.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import trio
+from msgspec import Meta
+
+from ..gy import operations as ops
+from ..rules.compile import RuleError, RuleSet, load_rules
+from ..rules.versions import keep, kept_versions, load_kept, migrate, version_dir
+from .http import Answer, ErrorBody, HttpError, Param, Request, Route
+
+TAG = "rules"
+FileName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.toml$", max_length=128)]
+_VERSION = re.compile(r"^[0-9a-f]{12}$")
+
+
+class Struct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RuleFiles(Struct):
+    """A complete rules version: every file of the directory, by name."""
+    files: Annotated[dict[FileName, str], Meta(min_length=1, max_length=256,
+                                                description="file name (*.toml) -> its text")]
+
+
+class Validated(Struct):
+    version: str                    # the digest of the files: the same files are always the same version
+    active: bool                    # it is the version in force
+    kept: bool                      # it is kept in DATA/rules/VERSION (uploaded or installed before)
+    plans: int
+    packs: int
+    sponsors: int
+    subscribers: int                # listed one by one
+    ranges: int
+    range_subscribers: int
+
+
+class ActiveRules(Struct):
+    version: str
+    directory: str                  # the rules directory the server watches
+    installed_at: str | None        # when, if the installation history knows
+
+
+class RuleVersion(Struct):
+    version: str
+    active: bool
+    kept_at: str                    # when it was first kept (uploaded or installed)
+    installed_at: str | None        # when it was last installed
+    files: list[str]
+
+
+class RuleVersions(Struct):
+    active: str
+    previous: str | None            # what POST /v1/rules/rollback goes back to
+    versions: list[RuleVersion]     # oldest first
+
+
+class RuleVersionFiles(Struct):
+    version: str
+    active: bool
+    files: dict[str, str]
+
+
+class Activated(Struct):
+    version: str                    # in force now
+    was: str                        # in force before
+    directory: str                  # its files are written here
+
+
+# ------------------------------------------------------------ helpers
+def _compile(files: dict[str, str]) -> RuleSet:
+    # named by their bare file names, so errors read "plans.toml: $.plan[0]..."
+    return load_rules(Path("."), {name: text.encode() for name, text in files.items()})
+
+
+async def _checked(body: RuleFiles) -> RuleSet:
+    try:
+        return await trio.to_thread.run_sync(_compile, body.files)
+    except RuleError as e:
+        raise HttpError(422, f"rules refused: {len(e.errors)} error(s)", e.errors) from None
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def _installed_at(server) -> dict[str, str]:
+    history = server.watch.history
+    return {e["version"]: e["time"] for e in history.entries()} if history is not None else {}
+
+
+def _kept_dir(server, version: str) -> Path:
+    path = version_dir(server.store.dir, version)
+    if not _VERSION.match(version) or not path.is_dir():
+        raise HttpError(404, f"rules version {version!r} is not kept (upload it with POST /v1/rules)")
+    return path
+
+
+# ------------------------------------------------------------ handlers
+async def get_rules(request: Request):
+    s = request.server
+    v = s.app.rules.version
+    return 200, ActiveRules(version=v, directory=str(s.cfg.rules), installed_at=_installed_at(s).get(v))
+
+
+async def validate(request: Request):
+    rules = await _checked(request.body)
+    s = request.server
+    return 200, Validated(version=rules.version, active=rules.version == s.app.rules.version,
+                          kept=version_dir(s.store.dir, rules.version).is_dir(), plans=len(rules.plans),
+                          packs=len(rules.packs), sponsors=len(rules.sponsors), subscribers=len(rules.subscribers),
+                          ranges=len(rules.ranges), range_subscribers=sum(r.size for r in rules.ranges))
+
+
+async def upload(request: Request):
+    rules = await _checked(request.body)
+    s = request.server
+    existed = version_dir(s.store.dir, rules.version).is_dir()
+    if not existed:
+        await trio.to_thread.run_sync(keep, s.store.dir, rules)
+    return (200 if existed else 201), Validated(
+        version=rules.version, active=rules.version == s.app.rules.version, kept=True, plans=len(rules.plans),
+        packs=len(rules.packs), sponsors=len(rules.sponsors), subscribers=len(rules.subscribers),
+        ranges=len(rules.ranges), range_subscribers=sum(r.size for r in rules.ranges))
+
+
+async def versions(request: Request):
+    s = request.server
+    active = s.app.rules.version
+    installed = _installed_at(s)
+    out = []
+    for v in await trio.to_thread.run_sync(kept_versions, s.store.dir):
+        path = version_dir(s.store.dir, v)
+        out.append(RuleVersion(version=v, active=v == active, kept_at=_iso(path.stat().st_mtime),
+                               installed_at=installed.get(v), files=sorted(p.name for p in path.glob("*.toml"))))
+    history = s.watch.history
+    return 200, RuleVersions(active=active, previous=history.previous(active) if history else None, versions=out)
+
+
+async def version_files(request: Request):
+    version = request.params["version"]
+    path = _kept_dir(request.server, version)
+    files = {p.name: p.read_text() for p in sorted(path.glob("*.toml"))}
+    return 200, RuleVersionFiles(version=version, active=version == request.server.app.rules.version, files=files)
+
+
+async def activate(request: Request):
+    return 200, await _activate(request.server, request.params["version"])
+
+
+async def rollback(request: Request):
+    s = request.server
+    history = s.watch.history
+    previous = history.previous(s.app.rules.version) if history is not None else None
+    if previous is None:
+        raise HttpError(409, f"no version before {s.app.rules.version} is known: activate one by name "
+                             "(GET /v1/rules/versions lists them)")
+    return 200, await _activate(s, previous)
+
+
+# ------------------------------------------------------------ activation
+async def _activate(server, version: str) -> Activated:
+    _kept_dir(server, version)
+    try:
+        rules = await trio.to_thread.run_sync(load_kept, server.store.dir, version)
+    except RuleError as e:
+        raise HttpError(422, f"kept rules version {version} does not compile", e.errors) from None
+    watch = server.watch
+    why = watch.writable()
+    if why is not None:
+        raise HttpError(409, f"{why}; an activation is written there (docs/running.md)")
+    was = server.app.rules.version
+    # Once begun, an activation finishes even if the client goes away: a
+    # version in force must not be left unwritten to the directory.
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(watch.lock.acquire)
+        try:
+            if server.app.rules.version != version:
+                await _install(server, rules)
+            try:
+                await trio.to_thread.run_sync(watch.write, rules.files)
+            except OSError as e:
+                raise HttpError(500, f"version {version} is in force, but writing it to {watch.dir} failed: {e}; "
+                                     "the directory's own version returns at its next change or restart") from None
+        finally:
+            watch.lock.release()
+    return Activated(version=version, was=was, directory=str(watch.dir))
+
+
+def _nothing(store, rules, now) -> ops.Done:
+    return ops.Done({}, None)
+
+
+async def _install(server, rules: RuleSet, attempts: int = 3) -> None:
+    """Install `rules` the way a reload does (`Server._next_rules`: the
+    charging loop installs it before its next batch, journals it, carries
+    the rows over), and return once that is durable. Raises HttpError 409
+    with the reasons when the version is refused."""
+    for _ in range(attempts):
+        before = server.app.rules
+        server._next_rules = rules
+        server._work.set()
+        # an operation is a barrier: it runs after the install when both are
+        # seen in one turn, and answers once the journal holds both
+        while True:
+            await server.submit(_nothing)
+            if server._next_rules is not rules:
+                break
+        await server.submit(_nothing)
+        now = server.app.rules
+        if now.version == rules.version:
+            return
+        if now.version == before.version:
+            raise HttpError(409, f"version {rules.version} refused, {before.version} keeps serving",
+                            _why_refused(server, before, rules) or ["see the server's log"])
+        # a reload of the directory came in between: try again on top of it
+    raise HttpError(409, f"version {rules.version} was not installed: the rules directory kept changing")
+
+
+def _why_refused(server, old: RuleSet, new: RuleSet) -> list[str]:
+    """The reasons the installer gave, found again on copies of the rows."""
+    store = server.store
+    try:
+        migrate(store.subs[:store.n_subs].copy(), store.sessions.copy(), old, new)
+    except RuleError as e:
+        return e.errors
+    return []
+
+
+VERSION = Param("a rules version (12 hex digits)", "4c1d0e9a7b21")
+EXAMPLE = {"files": {"plans.toml": '[[plan]]\nid = "flat"\ntimezone = "Asia/Shanghai"\nbundle = "1 GB"\n'
+                                   'overage = { price = "0.0003", per = "1 KB" }\n\n'
+                                   '[[subscriber]]\nmsisdn = "8613700000001"\nplan = "flat"\nbalance = "10.00"\n'}}
+REFUSED = Answer("the files do not validate: `errors` names each file, key and what was expected", ErrorBody)
+ROUTES = [
+    Route("GET", "/v1/rules", get_rules, "The rules version in force",
+          {200: Answer("the version in force and the directory it came from", ActiveRules)}, TAG),
+    Route("POST", "/v1/rules/validate", validate, "Validate a rules version without keeping it",
+          {200: Answer("valid: the version it would be", Validated), 422: REFUSED},
+          TAG, body=RuleFiles, body_example=EXAMPLE,
+          description="As `ocs rules check`: every file decoded and the whole set compiled. An activation "
+                      "can still be refused (409) when it drops a plan someone is on or a pack someone holds."),
+    Route("POST", "/v1/rules", upload, "Upload a rules version: validated and kept, not yet in force",
+          {201: Answer("kept as DATA/rules/VERSION", Validated), 200: Answer("that version was kept already", Validated),
+           422: REFUSED},
+          TAG, body=RuleFiles, body_example=EXAMPLE),
+    Route("GET", "/v1/rules/versions", versions, "The kept rules versions",
+          {200: Answer("every kept version, which is in force, and when each was installed", RuleVersions)}, TAG),
+    Route("GET", "/v1/rules/versions/{version}", version_files, "The files of a kept version",
+          {200: Answer("the version's files", RuleVersionFiles), 404: Answer("not kept", ErrorBody)},
+          TAG, params={"version": VERSION}),
+    Route("POST", "/v1/rules/versions/{version}/activate", activate, "Put a kept version in force",
+          {200: Answer("in force, journaled, and written into the rules directory", Activated),
+           404: Answer("not kept", ErrorBody),
+           409: Answer("refused (a plan in use or a pack held is missing; `errors` says which), or the rules "
+                       "directory is not writable; the version in force keeps serving", ErrorBody),
+           422: Answer("the kept files no longer compile", ErrorBody)},
+          TAG, params={"version": VERSION},
+          description="Installed between two batches like a reload: journaled, every subscriber carried "
+                      "over. Then the version's files replace the rule files of the rules directory, so the "
+                      "directory watch agrees and a restart keeps it. Activating the version in force "
+                      "rewrites the directory with it. Rolling back is activating an older version."),
+    Route("POST", "/v1/rules/rollback", rollback, "Put the previous version back in force",
+          {200: Answer("the version in force before the current one is in force again", Activated),
+           409: Answer("no earlier version is known, or it is refused", ErrorBody),
+           422: Answer("the kept files no longer compile", ErrorBody)},
+          TAG, description="The version that was in force before the current one was installed (from the "
+                           "installation history); twice in a row returns to where it started."),
+]
