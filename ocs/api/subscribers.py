@@ -113,6 +113,12 @@ class SubscriberState(Struct, kw_only=True):
     payer: str | UnsetType = UNSET
     active: bool | UnsetType = UNSET
     provisioned: Literal["api", "rules"] | UnsetType = UNSET
+    # what the operator set through the API (POST /v1/subscribers), when set
+    imsi: str | UnsetType = UNSET
+    timezone: str | UnsetType = UNSET
+    customer_type: str | UnsetType = UNSET
+    terminal_type: str | UnsetType = UNSET
+    partner: str | UnsetType = UNSET
 
 
 class PackBought(Struct):

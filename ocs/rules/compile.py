@@ -38,6 +38,11 @@ def subscriber_key(id_type: int, digits: str) -> int:
     return (id_type << 56) | (len(digits) << 50) | int(digits)
 
 
+def key_digits(key: int) -> str:
+    """The digits of a subscriber key (leading zeros kept)."""
+    return str(key & ((1 << 50) - 1)).zfill((key >> 50) & 0x3F)
+
+
 def local_day(d: date) -> int:
     return (d - date(1970, 1, 1)).days
 
@@ -55,6 +60,7 @@ class SubscriberSeed:
     payer: int | None = None        # key of the row paying its overage
     pool_cap: int = -1
     attributes: tuple[int, int, int] = (0, 0, 0)    # customer type, terminal type, partner (numbers)
+    source: str = ""                # where the rules declare it: "subscribers.toml $.subscriber[0]"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class RangeSeed:
     digits: int
     plan: int
     balance: int
+    source: str = ""
 
     @property
     def size(self) -> int:
@@ -93,6 +100,47 @@ class RuleSet:
     sponsors: list[S.Sponsor] = field(default_factory=list)
     sponsor_index: dict[str, int] = field(default_factory=dict)
     elig_keys: list[int] = field(default_factory=list)   # subscriber keys behind tables.elig
+    _declared: dict[int, str] | None = field(default=None, repr=False)
+
+    def declared_by(self, key: int) -> str | None:
+        """Where these rules declare the subscriber with this key (a
+        subscriber's file and key path, or a range's), or None."""
+        if self._declared is None:
+            self._declared = {k: seed.source for seed in self.subscribers for k in (seed.key, *seed.aliases)}
+        found = self._declared.get(key)
+        if found is not None:
+            return found
+        for r in self.ranges:
+            if r.key(r.first) <= key <= r.key(r.last):
+                return r.source
+        return None
+
+    def zone_index(self, name: str, add: bool = False) -> int:
+        """The zone table index of an IANA timezone; -1 when the rules do not
+        use it, unless `add` appends it (a subscriber provisioned through the
+        API may live in any timezone). Raises ValueError for an unknown zone.
+        Call `set_clock` after adding, before the new zone is read."""
+        for i, z in enumerate(self.zones):
+            if z.key == name:
+                return i
+        if not add:
+            return -1
+        try:
+            info = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r}") from None
+        self.zones.append(info)
+        grown = np.zeros(len(self.zones), TB.ZONE)
+        grown[:len(self.tables.zones)] = self.tables.zones
+        self.tables = self.tables._replace(zones=grown)
+        return len(self.zones) - 1
+
+    def attribute_number(self, kind: str, name: str | None) -> int:
+        """A subscriber attribute as the engine compares it: 0 none, -1 a
+        name no rate of these rules mentions (so none matches it)."""
+        if name is None:
+            return 0
+        return self.attributes.get(kind, {}).get(name, -1)
 
     def resolve(self, lookup) -> None:
         """Contracts that list subscribers: their rows, once provisioned."""
@@ -304,14 +352,15 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
             attrs = tuple(pc.attribute(a, getattr(s, a)) if getattr(s, a) is not None else 0
                           for a in ("customer_type", "terminal_type", "partner"))
             subscribers.append(SubscriberSeed(keys[0], ids[0][1], plan, balance, tuple(keys[1:]), zone, anchor,
-                                              pool, payer, cap, attrs))
+                                              pool, payer, cap, attrs, f"{path.name} {key}"))
         for i, r in enumerate(rf.subscriber_range):
             key = f"$.subscriber_range[{i}]"
             plan, balance = plan_of(path, key, r.plan), money_of(path, key, r.balance)
             if len(r.first) != len(r.last) or int(r.first) > int(r.last):
                 errors.append(where(path, key, "first and last need the same number of digits and first <= last"))
                 continue
-            ranges.append(RangeSeed(E164 if r.type == "e164" else IMSI, int(r.first), int(r.last), len(r.first), plan, balance))
+            ranges.append(RangeSeed(E164 if r.type == "e164" else IMSI, int(r.first), int(r.last), len(r.first), plan,
+                                    balance, f"{path.name} {key} ({r.first}-{r.last})"))
     for m, (owner, _, _) in membership.items():
         if m not in by_msisdn:
             errors.append(f"group of {owner}: member {m} is not a subscriber in the rules")

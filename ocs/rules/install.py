@@ -5,13 +5,15 @@ journal record "version V installed at T" replays to the same state: the
 rows are carried over from the version before (`versions.migrate`), what
 the rules newly declare is provisioned (`sync_rules`), and the held
 amounts are recounted from the open sessions (a member may have changed
-pool or payer).
+pool or payer). Subscribers provisioned through the API keep what the
+operator set: their profiles are resolved against the new version.
 """
 from __future__ import annotations
 
 import logging
 
 from ..engine import kernel
+from ..store import profiles
 from ..store.embedded import EmbeddedStore
 from .compile import RuleError, RuleSet
 from .versions import keep, load_kept, migrate
@@ -38,6 +40,9 @@ class Installer:
         self._kept[rules.version] = rules
         rules.set_clock(now)
         before = store.rules_version
+        conflicts = profiles.conflicts(store, rules)
+        if conflicts:
+            raise RuleError(conflicts)
         if before and before != rules.version:
             try:
                 old = self.ruleset(before)
@@ -46,8 +51,9 @@ class Installer:
                     raise
                 old = None
             if old is not None:
-                migrate(store.subs[:store.n_subs], store.sessions, old, rules)
+                migrate(store.subs[:store.n_subs], store.sessions, old, rules, store.retired)
         new = store.sync_rules(rules, rules.today)
+        profiles.resolve(store, rules, now)
         store.subs["period_day"][:store.n_subs] = -1     # plans and timezones may have changed: look again
         store.sync_sponsors([sp.id for sp in rules.sponsors])
         rules.resolve(store.lookup)

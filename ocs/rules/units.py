@@ -11,6 +11,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 MICRO = 1_000_000
+MONEY_LIMIT = 1 << 62       # micro-units: 4.6 trillion major units
 VOLUME_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 _VOLUME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?B)?\s*$", re.IGNORECASE)
 
@@ -46,9 +47,13 @@ def parse_money(text: str | int) -> int:
         value = Decimal(str(text).strip())
     except InvalidOperation:
         raise ValueError(f"{text!r} is not an amount of money such as \"100.00\"") from None
+    if not value.is_finite():
+        raise ValueError(f"{text!r} is not an amount of money such as \"100.00\"")
     micro = value * MICRO
     if micro != micro.to_integral_value():
         raise ValueError(f"{text!r} has more than 6 decimal places")
+    if abs(micro) >= MONEY_LIMIT:       # balances and counters are int64 micro-units, with room to add
+        raise ValueError(f"{text!r} is too large an amount")
     return int(micro)
 
 

@@ -62,8 +62,10 @@ def kept_versions(data_dir: str | Path) -> list[str]:
     return [d.name for d in sorted(dirs, key=lambda d: d.stat().st_mtime)]
 
 
-def migrate(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: RuleSet) -> None:
-    _migrate_rows(subs, sessions, old, new)
+def migrate(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: RuleSet, retired=()) -> None:
+    """Carry the rows over from `old` to `new`. `retired` rows (deleted
+    subscribers) hold nothing and keep no plan in use."""
+    _migrate_rows(subs, sessions, old, new, np.fromiter(retired, np.int64))
     # sponsor holds follow their contract by id; an ended contract's holds go
     contract_map = np.array([new.sponsor_index.get(sp.id, -1) for sp in old.sponsors] + [-1], dtype=np.int32)
     held = sessions["sp"]
@@ -73,16 +75,18 @@ def migrate(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: RuleSet) 
     sessions["sp_money"][gone] = 0
 
 
-def _migrate_rows(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: RuleSet) -> None:
+def _migrate_rows(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: RuleSet, retired: np.ndarray) -> None:
     """Re-index rows (`subs` = the provisioned rows) and sessions from `old`
     to `new`, in place. Raises RuleError, changing nothing, if `new` lacks
     a plan or pack in use."""
     errors = []
     plan_map = np.array([new.plan_index.get(p.id, -1) for p in old.plans] or [-1], dtype=np.int32)
-    used_plans = np.unique(subs["plan"]) if len(subs) else np.zeros(0, np.int32)
+    live = np.ones(len(subs), dtype=bool)
+    live[retired[retired < len(subs)]] = False
+    used_plans = np.unique(subs["plan"][live]) if live.any() else np.zeros(0, np.int32)
     for p in used_plans.tolist():
         if p < len(old.plans) and plan_map[p] < 0:
-            n = int((subs["plan"] == p).sum())
+            n = int((live & (subs["plan"] == p)).sum())
             errors.append(f"plan {old.plans[p].id!r} is removed, but {n} subscribers are on it")
     pack_map = np.array([new.pack_index.get(p.id, -1) for p in old.packs] + [-1], dtype=np.int32)
     held = np.unique(subs["k_def"][subs["k_def"] >= 0]) if len(subs) else np.zeros(0, np.int32)
@@ -93,39 +97,49 @@ def _migrate_rows(subs: np.ndarray, sessions: np.ndarray, old: RuleSet, new: Rul
     if errors:
         raise RuleError(errors)
 
-    # plan buckets: by name; a bucket that disappears takes its counters with it
     for p in used_plans.tolist():
-        names_old, names_new = old.bucket_names[p], new.bucket_names[plan_map[p]]
-        if names_old == names_new:
-            continue
-        perm = [names_old.index(n) if n in names_old else -1 for n in names_new]
-        perm += [-1] * (PLAN_BUCKETS - len(perm))
-        rows = np.nonzero(subs["plan"] == p)[0]
-        for field in ("b_used", "b_res"):
-            before = subs[field][rows].copy()
-            after = np.zeros_like(before)
-            for j, i in enumerate(perm):
-                if i >= 0:
-                    after[:, j] = before[:, i]
-            subs[field][rows] = after
-        # holds on plan buckets (candidates 0-3 and 8-11) follow their bucket
-        back = {i: j for j, i in enumerate(perm) if i >= 0}
-        open_rows = np.nonzero(np.isin(sessions["sub"], rows))[0]
-        for x in open_rows.tolist():
-            hc = sessions[x]["hold_c"]
-            for slot in range(len(hc)):
-                if sessions[x]["rg"][slot] == SLOT_FREE:
-                    continue
-                for k in range(HOLDS):
-                    c = int(hc[slot, k])
-                    if c >= 0 and c % 8 < PLAN_BUCKETS:
-                        j = back.get(c % 8, -1)
-                        if j < 0:
-                            hc[slot, k] = -1
-                            sessions[x]["hold_v"][slot, k] = 0
-                        else:
-                            hc[slot, k] = (c // 8) * 8 + j
+        carry_buckets(subs, sessions, np.nonzero(live & (subs["plan"] == p))[0],
+                      old.bucket_names[p], new.bucket_names[plan_map[p]])
     defs = subs["k_def"]
     subs["k_def"] = np.where(defs >= 0, pack_map[np.maximum(defs, 0)], -1)
     if len(subs):
         subs["plan"] = plan_map[subs["plan"]]
+        subs["plan"][~live & (subs["plan"] < 0)] = 0     # any plan: a retired row is never charged
+
+
+def carry_buckets(subs: np.ndarray, sessions: np.ndarray, rows: np.ndarray, names_old: list[str],
+                  names_new: list[str]) -> np.ndarray:
+    """Move the plan-bucket counters of `rows` from buckets `names_old` to
+    `names_new`, by name: what was used of "bundle" stays used wherever
+    "bundle" now is; a bucket that disappears takes its counters with it.
+    Holds of open sessions follow their bucket. Returns the sessions
+    changed."""
+    if names_old == names_new or not len(rows):
+        return np.zeros(0, np.int64)
+    perm = [names_old.index(n) if n in names_old else -1 for n in names_new]
+    perm += [-1] * (PLAN_BUCKETS - len(perm))
+    for field in ("b_used", "b_res"):
+        before = subs[field][rows].copy()
+        after = np.zeros_like(before)
+        for j, i in enumerate(perm):
+            if i >= 0:
+                after[:, j] = before[:, i]
+        subs[field][rows] = after
+    # holds on plan buckets (candidates 0-3 and 8-11) follow their bucket
+    back = {i: j for j, i in enumerate(perm) if i >= 0}
+    open_rows = np.nonzero(np.isin(sessions["sub"], rows))[0]
+    for x in open_rows.tolist():
+        hc = sessions[x]["hold_c"]
+        for slot in range(len(hc)):
+            if sessions[x]["rg"][slot] == SLOT_FREE:
+                continue
+            for k in range(HOLDS):
+                c = int(hc[slot, k])
+                if c >= 0 and c % 8 < PLAN_BUCKETS:
+                    j = back.get(c % 8, -1)
+                    if j < 0:
+                        hc[slot, k] = -1
+                        sessions[x]["hold_v"][slot, k] = 0
+                    else:
+                        hc[slot, k] = (c // 8) * 8 + j
+    return open_rows.astype(np.int64)

@@ -21,6 +21,9 @@ from ..engine.kernel import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
 from .journal import Journal, replay
+from .profiles import Profile
+from .profiles import decode as decode_profile
+from .profiles import encode as encode_profile
 
 log = logging.getLogger("ocs.store")
 _enc = msgspec.msgpack.Encoder()
@@ -54,6 +57,8 @@ class EmbeddedStore:
         self._explicit_rows: np.ndarray | None = None
         self.labels: dict[int, str] = {}          # row -> identity, for explicit subscribers
         self.ranges: list[tuple[int, int, int, int, int]] = []   # (type, digits, first, last, base row)
+        self.profiles: dict[int, Profile] = {}    # row -> what the operator set, for the API's subscribers
+        self.retired: set[int] = set()            # rows of deleted subscribers (rows are never reused)
         self.sessions = new_table(SESSION, 1024)
         self.session_index: dict[bytes, int] = {}
         self.session_meta: list[tuple[bytes, bytes] | None] = [None] * 1024
@@ -152,6 +157,68 @@ class EmbeddedStore:
                 return str(first + row - base).zfill(d)
         return str(row)
 
+    # Provisioning through the API changes the directory between batches; a
+    # change is a small dict, applied the same way live and in replay, and
+    # journaled with the rows it provisioned ("dir" in the record).
+    def _bind(self, key: int, row: int) -> None:
+        self.explicit[key] = row
+        if self._explicit_keys is not None:
+            # keep lookup_many's sorted copy current (O(n) copy) rather than
+            # re-sorting every key at the next batch
+            ek = self._explicit_keys
+            at = int(np.searchsorted(ek, key))
+            if at < len(ek) and ek[at] == key:
+                self._explicit_rows[at] = row
+            else:
+                self._explicit_keys = np.insert(ek, at, key)
+                self._explicit_rows = np.insert(self._explicit_rows, at, row)
+
+    def _unbind(self, key: int) -> None:
+        if self.explicit.pop(key, None) is not None and self._explicit_keys is not None:
+            at = int(np.searchsorted(self._explicit_keys, key))
+            self._explicit_keys = np.delete(self._explicit_keys, at)
+            self._explicit_rows = np.delete(self._explicit_rows, at)
+
+    def new_row(self, plan: int, balance: int, anchor: int) -> int:
+        """A provisioned row at the end of the table (its identities are
+        bound by `change_directory`)."""
+        row = self.n_subs
+        self._grow_subs(row + 1)
+        self.n_subs += 1
+        self._provision(row, 1, plan, balance, anchor)
+        return row
+
+    def change_directory(self, row: int, bind=(), unbind=(), label: str | None = None,
+                         profile: Profile | None = None, drop_profile: bool = False, retire: bool = False) -> dict:
+        """Change who the row is; returns the change for the journal record
+        (`record(directory=[...])`)."""
+        change = {"row": row, "bind": list(bind), "unbind": list(unbind), "retire": retire}
+        if label is not None:
+            change["label"] = label
+        if profile is not None or drop_profile:
+            change["profile"] = encode_profile(profile) if profile is not None else None
+        self._apply_directory(change)
+        return change
+
+    def _apply_directory(self, change: dict) -> None:
+        row = change["row"]
+        if row >= self.n_subs:            # replay: a row the API provisioned
+            self._grow_subs(row + 1)
+            self.n_subs = row + 1
+        for key in change["unbind"]:
+            self._unbind(key)
+        for key in change["bind"]:
+            self._bind(key, row)
+        if "label" in change:
+            self.labels[row] = change["label"]
+        if "profile" in change:
+            if change["profile"] is None:
+                self.profiles.pop(row, None)
+            else:
+                self.profiles[row] = decode_profile(change["profile"])
+        if change["retire"]:
+            self.retired.add(row)
+
     def _grow_subs(self, need: int) -> None:
         if need > len(self.subs):
             cap = max(need, 2 * len(self.subs), 1024)
@@ -199,8 +266,10 @@ class EmbeddedStore:
                 self.explicit[seed.key] = row
                 self.labels[row] = seed.label
                 new += 1
-            elif seed.anchor is not None:
-                self.subs[row]["anchor"] = seed.anchor
+            else:
+                self.profiles.pop(row, None)    # the rules declare a number the API provisioned: theirs now
+                if seed.anchor is not None:
+                    self.subs[row]["anchor"] = seed.anchor
             for alias in seed.aliases:
                 self.explicit[alias] = row
             s = self.subs[row]
@@ -273,9 +342,10 @@ class EmbeddedStore:
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
                new_sessions: list, answers: tuple[list, list] | list, usage: bytes, op: dict | None = None,
-               sponsors: bool = False) -> dict:
+               sponsors: bool = False, directory: list[dict] | None = None) -> dict:
         """The journal record of one batch (or of one operation, `op`): new
-        values of every changed row."""
+        values of every changed row, and the directory changes the
+        operation made (`change_directory`)."""
         self.seq += 1
         ds = np.unique(np.asarray(dirty_subs, dtype=np.int64))
         dx = np.unique(np.asarray(dirty_sess, dtype=np.int64))
@@ -285,6 +355,8 @@ class EmbeddedStore:
                "new": new_sessions, "ans": answers, "use": usage}
         if op is not None:
             rec["op"] = op
+        if directory:
+            rec["dir"] = directory
         if sponsors:
             rec["sp"] = self.sponsors.tobytes()
             rec["spi"] = list(self.sponsor_ids)
@@ -320,6 +392,8 @@ class EmbeddedStore:
                                        f"{rec['rv']}, and no installer was given")
             self._on_rules(rec["rv"], rec["t"])
             self.rules_version = rec["rv"]
+        for change in rec.get("dir", ()):     # first: it may add the rows written below
+            self._apply_directory(change)
         for row, sid, host in rec["new"]:
             self._grow_sessions(row + 1)
             self.session_index[sid] = row
@@ -343,6 +417,8 @@ class EmbeddedStore:
                 "subs": self.subs[:self.n_subs].copy(), "sessions": self.sessions.copy(),
                 "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
                 "ranges": list(self.ranges), "session_meta": list(self.session_meta),
+                "profiles": [(row, encode_profile(p)) for row, p in self.profiles.items()],
+                "retired": sorted(self.retired),
                 "rules_version": self.rules_version, "sponsors": self.sponsors.copy(),
                 "sponsor_ids": list(self.sponsor_ids)}
 
@@ -427,6 +503,8 @@ class EmbeddedStore:
         self._explicit_keys = None
         self.labels = {k: v for k, v in meta["labels"]}
         self.ranges = [tuple(r) for r in meta["ranges"]]
+        self.profiles = {row: decode_profile(p) for row, p in meta.get("profiles", ())}
+        self.retired = set(meta.get("retired", ()))
         self.rules_version = meta.get("rules_version", "")
         self.sponsors = np.load(snap / "sponsors.npy")
         self.sponsor_ids = list(meta["sponsor_ids"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import msgspec
 import numpy as np
 
 from ..engine import kernel
@@ -100,4 +101,9 @@ def subscriber_view(store: EmbeddedStore, rules: RuleSet, row: int, now: float) 
             view["pool_sub_cap_octets"] = int(s["pool_cap"])
     if payer_row != row:
         view["payer"] = store.label(payer_row)
+    view["active"] = bool(s["active"])
+    profile = store.profiles.get(row)
+    view["provisioned"] = "api" if profile is not None else "rules"
+    if profile is not None:     # what the operator set, by name
+        view.update({k: v for k, v in msgspec.structs.asdict(profile).items() if k != "msisdn" and v is not None})
     return view

@@ -1,0 +1,111 @@
+"""Subscribers provisioned through the operator API, as the store keeps them.
+
+The rule files own every subscriber they declare; a subscriber created
+through the API is the API's, and the store keeps its profile: what the
+operator set, by name (identities, timezone, attributes). Rows refer to
+timezones and attributes by numbers that each rules version assigns anew,
+so on every install the profile is resolved again against the new version,
+as the rules' own subscribers are from their files. The plan is not in the
+profile: the row's plan index is carried over by plan id like every row's
+(`versions.migrate`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+import numpy as np
+
+from ..rules.compile import E164, IMSI, RuleSet, key_digits, subscriber_key
+
+if TYPE_CHECKING:
+    from .embedded import EmbeddedStore
+
+ATTRIBUTES = ("customer_type", "terminal_type", "partner")
+
+
+class Profile(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    msisdn: str
+    imsi: str | None = None
+    timezone: str | None = None         # None: the plan's
+    customer_type: str | None = None
+    terminal_type: str | None = None
+    partner: str | None = None
+
+    @property
+    def keys(self) -> list[int]:
+        keys = [subscriber_key(E164, self.msisdn)]
+        if self.imsi is not None:
+            keys.append(subscriber_key(IMSI, self.imsi))
+        return keys
+
+
+def encode(profile: Profile) -> dict:
+    return msgspec.structs.asdict(profile)
+
+
+def decode(data: dict) -> Profile:
+    return msgspec.convert(data, Profile)
+
+
+def conflicts(store: EmbeddedStore, rules: RuleSet) -> list[str]:
+    """Why `rules` cannot be installed over the API's subscribers: an
+    identity the rules give one subscriber that the API gave another, or a
+    new range over an API subscriber's number. (A rules subscriber whose
+    own number the API provisioned is no conflict: the rules adopt it.)"""
+    errors = []
+    for seed in rules.subscribers:
+        own = store.explicit.get(seed.key)
+        for key in (seed.key, *seed.aliases):
+            row = store.explicit.get(key)
+            if row is not None and row != own and row in store.profiles:
+                errors.append(f"{seed.source}: {key_digits(key)} belongs to subscriber {store.label(row)}, "
+                              f"provisioned through the API")
+    known = {x[:4] for x in store.ranges}
+    fresh = [r for r in rules.ranges if (r.id_type, r.digits, r.first, r.last) not in known]
+    if fresh and store.profiles:
+        api_keys = np.array([k for row, p in store.profiles.items() for k in p.keys], dtype=np.int64)
+        for r in fresh:
+            inside = api_keys[(api_keys >= r.key(r.first)) & (api_keys <= r.key(r.last))]
+            for key in inside.tolist():
+                errors.append(f"{r.source}: the range covers {store.label(store.explicit[key])}, "
+                              f"provisioned through the API")
+    return errors
+
+
+def resolve(store: EmbeddedStore, rules: RuleSet, now: float) -> None:
+    """Set the timezone and attribute numbers of every API subscriber as
+    `rules` numbers them (after an install)."""
+    for row in store.profiles:
+        resolve_row(store, rules, row, now)
+
+
+def resolve_row(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> None:
+    """The same for one row (its profile was just set)."""
+    profile = store.profiles[row]
+    s = store.subs[row]
+    zone = -1
+    if profile.timezone is not None:
+        zone = rules.zone_index(profile.timezone)
+        if zone < 0:    # a timezone no plan uses: the zone table grows (checked by the caller)
+            zone = rules.zone_index(profile.timezone, add=True)
+            rules.set_clock(now)
+    s["zone"] = zone
+    for name in ATTRIBUTES:
+        s[name] = rules.attribute_number(name, getattr(profile, name))
+
+
+def of_row(store: EmbeddedStore, rules: RuleSet, row: int) -> Profile:
+    """The profile of a row: the kept one, or, for a subscriber the rule
+    files declared once and no longer do, one read back from its row."""
+    if row in store.profiles:
+        return store.profiles[row]
+    s = store.subs[row]
+    imsi = next((k for k, r in store.explicit.items() if r == row and k >> 56 == IMSI), None)
+    names = {}
+    for name in ATTRIBUTES:
+        number = int(s[name])
+        names[name] = next((n for n, v in rules.attributes.get(name, {}).items() if v == number), None)
+    zone = int(s["zone"])
+    return Profile(msisdn=store.label(row), imsi=key_digits(imsi) if imsi is not None else None,
+                   timezone=rules.zones[zone].key if 0 <= zone < len(rules.zones) else None, **names)
