@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PeerPolicy, load_config, split_hostport
+from .config import Config, PeerPolicy, load_config, split_hostport
 from .rules.compile import E164, IMSI, RuleError, load_rules, subscriber_key
 
 
@@ -38,6 +38,18 @@ def warm_up(rules) -> None:
     fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
 
 
+def serve_config(args) -> Config:
+    """The configuration file, then every flag given: each `ocs serve` flag
+    is named after its configuration key, and wins over it."""
+    cfg = load_config(args.config)
+    for name, value in vars(args).items():
+        if name in Config.__struct_fields__ and value is not None:
+            setattr(cfg, name, value)
+    if args.no_fsync:
+        cfg.fsync = False
+    return cfg
+
+
 def cmd_serve(args) -> int:
     import trio
     from .diameter import constants as c
@@ -50,13 +62,7 @@ def cmd_serve(args) -> int:
     from .rules.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError
 
-    cfg = load_config(args.config)
-    for name in ("listen", "data", "rules", "origin_host", "origin_realm", "log_level", "api", "metrics"):
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(cfg, name, value)
-    if args.no_fsync:
-        cfg.fsync = False
+    cfg = serve_config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("ocs")
     started = time.monotonic()
