@@ -15,6 +15,7 @@ import trio
 from msgspec import UNSET, Meta, UnsetType
 
 from ..gy import operations as ops
+from ..gy import provisioning as prov
 from ..rules.compile import E164, subscriber_key
 from ..store.views import subscriber_view
 from ..usage import UsageDay, local_zone, subscriber_usage
@@ -200,11 +201,79 @@ async def usage(request: Request):
     return 200, Usage(subscriber=label, timezone=tz.key, from_=q.from_, to=q.to, days=days)
 
 
+# ------------------------------------------------------------ provisioning (docs/running.md#provisioning-subscribers)
+class DeleteOptions(Struct):
+    close_sessions: Annotated[bool, Meta(description="release the open sessions' reservations (their unreported "
+                                                     "usage is not charged); without it open sessions refuse "
+                                                     "the deletion")] = False
+
+
+class Deleted(Struct):
+    subscriber: str
+    deleted: bool
+    plan: str
+    balance: str                    # the balance it had: for the final bill or a refund
+    currency: str
+    closed_sessions: list[str]      # Session-Ids whose reservations were released
+
+
+async def create_subscriber(request: Request):
+    new: prov.NewSubscriber = request.body
+    return 201, await request.server.submit(lambda store, rules, now: prov.create_subscriber(store, rules, new, now))
+
+
+async def change_subscriber(request: Request):
+    change: prov.SubscriberChange = request.body
+    subscriber_row(request)         # a bad number is 400, an unknown one 404, before queueing
+    ident = request.params["id"]
+    return 200, await request.server.submit(
+        lambda store, rules, now: prov.change_subscriber(store, rules, ident, change, now))
+
+
+async def delete_subscriber(request: Request):
+    options: DeleteOptions = request.query
+    subscriber_row(request)
+    ident = request.params["id"]
+    return 200, await request.server.submit(
+        lambda store, rules, now: prov.delete_subscriber(store, rules, ident, now, options.close_sessions))
+
+
 NOT_FOUND = Answer("no such subscriber", ErrorBody)
+API_SUBSCRIBER = Param("the subscriber's MSISDN; one created through the API (the rule files own theirs)",
+                       "8613700000001")
+RULES_OWN = "409 for a subscriber the rule files declare, naming the file and key to edit instead."
 ROUTES = [
+    Route("POST", "/v1/subscribers", create_subscriber, "Create a subscriber on a plan of the rules in force",
+          {201: Answer("the new subscriber's state", SubscriberState),
+           409: Answer("the MSISDN or IMSI exists (in the rule files, a range, or created here)", ErrorBody),
+           422: Answer("no such plan (the plans are listed), a balance that is not money, an unknown timezone",
+                       ErrorBody)},
+          TAG, body=prov.NewSubscriber,
+          body_example={"msisdn": "8613700000001", "plan": "cn-89-3g", "balance": "100.00",
+                        "imsi": "460001234500001", "timezone": "Asia/Shanghai"},
+          description="Journaled before the answer; its period starts today. The rule files keep their own "
+                      "subscribers; a rules version that declares this number later adopts it "
+                      "(docs/rules.md#subscribers)."),
     Route("GET", "/v1/subscribers/{id}", get_subscriber, "A subscriber's balance, buckets, packs and open sessions",
           {200: Answer("the subscriber's state", SubscriberState), 404: NOT_FOUND},
           TAG, params={"id": SUBSCRIBER}),
+    Route("PATCH", "/v1/subscribers/{id}", change_subscriber, "Change a subscriber's plan, identities, timezone, "
+          "attributes or active flag",
+          {200: Answer("the subscriber's state after the change", SubscriberState), 404: NOT_FOUND,
+           409: Answer("a rule-file subscriber (only `active` may change), an IMSI in use, a plan in another "
+                       "currency", ErrorBody),
+           422: Answer("no such plan, an unknown timezone", ErrorBody)},
+          TAG, params={"id": API_SUBSCRIBER}, body=prov.SubscriberChange, body_example={"plan": "cm-1g-capped"},
+          description="A new plan applies from the next request, to the period under way: bucket use carries "
+                      "over by bucket name, the period's out-of-bundle charges count toward the new caps; a plan "
+                      "with other periods starts a fresh one. Open sessions are asked to re-authorize. "
+                      + RULES_OWN),
+    Route("DELETE", "/v1/subscribers/{id}", delete_subscriber, "Delete a subscriber",
+          {200: Answer("deleted: its identities are unknown from now on (5030)", Deleted), 404: NOT_FOUND,
+           409: Answer("open sessions (listed), or a rule-file subscriber", ErrorBody)},
+          TAG, params={"id": API_SUBSCRIBER}, query=DeleteOptions, query_example={"close_sessions": "false"},
+          description="With open sessions it is refused unless close_sessions=true; then their reservations "
+                      "are released and the gateway's next CCR-U/T gets 5002. " + RULES_OWN),
     Route("POST", "/v1/subscribers/{id}/packs", buy_pack, "Buy a pack, or give one",
           {201: Answer("the pack is held", PackBought),
            402: Answer("a prepaid balance that does not cover the price", ErrorBody),

@@ -28,7 +28,6 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ..engine import kernel
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
-from ..rules.schema import Digits, Name
 from ..rules.units import format_money, parse_money
 from ..rules.versions import carry_buckets
 from ..store import profiles
@@ -37,34 +36,38 @@ from ..store.profiles import ATTRIBUTES, Profile
 from ..store.views import subscriber_view
 from .operations import Done, OperationError
 
-Msisdn = Annotated[str, Meta(pattern=r"^[0-9]{1,15}$", description="E.164 digits (END_USER_E164)")]
-Money = Annotated[str, Meta(description='an amount in the plan\'s currency, e.g. "100.00"')]
+Msisdn = Annotated[str, Meta(pattern=r"^[0-9]{1,15}$", description="E.164 digits (Subscription-Id END_USER_E164)")]
+Imsi = Annotated[str, Meta(pattern=r"^[0-9]{1,15}$", description="a second identity (END_USER_IMSI)")]
+PlanId = Annotated[str, Meta(description="a plan id of the rules in force")]
+Timezone = Annotated[str, Meta(description="an IANA timezone, e.g. \"Europe/Berlin\"; absent or null: the plan's")]
+Attribute = Annotated[str, Meta(min_length=1, max_length=64, description="matched by rates (docs/rules.md)")]
+Active = Annotated[bool, Meta(description="false: new sessions are refused (5030); open ones go on")]
 
 
 class NewSubscriber(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """POST /v1/subscribers."""
+    """A subscriber to create (POST /v1/subscribers)."""
     msisdn: Msisdn
-    plan: str
-    imsi: Digits | None = None          # a second identity (END_USER_IMSI)
-    balance: Money = "0"                # the opening balance
-    timezone: str | None = None         # IANA name; None: the plan's
-    customer_type: Name | None = None
-    terminal_type: Name | None = None
-    partner: Name | None = None
-    active: bool = True                 # false: new sessions are refused (5030)
+    plan: PlanId
+    imsi: Imsi | None = None
+    balance: Annotated[str, Meta(description="the opening balance in the plan's currency, e.g. \"100.00\"")] = "0"
+    timezone: Timezone | None = None
+    customer_type: Attribute | None = None
+    terminal_type: Attribute | None = None
+    partner: Attribute | None = None
+    active: Active = True
 
 
 class SubscriberChange(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    """PATCH /v1/subscribers/MSISDN: the fields given change; null clears
-    an optional one. Money moves only by top-up (an amount, never an
-    overwrite that could erase a charge made meanwhile)."""
-    plan: str | UnsetType = UNSET
-    imsi: Digits | None | UnsetType = UNSET
-    timezone: str | None | UnsetType = UNSET
-    customer_type: Name | None | UnsetType = UNSET
-    terminal_type: Name | None | UnsetType = UNSET
-    partner: Name | None | UnsetType = UNSET
-    active: bool | UnsetType = UNSET
+    """What to change (PATCH /v1/subscribers/MSISDN): the fields given
+    change, null clears an optional one. Money moves only by top-up (an
+    amount, never an overwrite that could erase a charge made meanwhile)."""
+    plan: PlanId | UnsetType = UNSET
+    imsi: Imsi | None | UnsetType = UNSET
+    timezone: Timezone | None | UnsetType = UNSET
+    customer_type: Attribute | None | UnsetType = UNSET
+    terminal_type: Attribute | None | UnsetType = UNSET
+    partner: Attribute | None | UnsetType = UNSET
+    active: Active | UnsetType = UNSET
 
 
 # ---------------------------------------------------------------- checks

@@ -37,6 +37,17 @@ def test_every_route_is_documented_once():
     assert len(set(documented)) == len(documented)
 
 
+def test_running_md_lists_every_route():
+    """docs/running.md's API table has a row for every route (its path
+    parameters written in capitals: MSISDN, ID, VERSION)."""
+    text = (ROOT / "docs" / "running.md").read_text()
+    rows = set()
+    for method, path in re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`?\s]*)", text, re.M):
+        rows.add((method, re.sub(r"/[A-Z][A-Z_]*(?=/|$)", "/*", path)))
+    routes = {(r.method, re.sub(r"\{[a-z_]+\}", "*", r.path)) for r in ROUTES}
+    assert routes - rows == set(), "add these routes to the API table of docs/running.md"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("contract")
@@ -154,6 +165,27 @@ BAD = [
      "rules refused"),
     ("DELETE", "/v1/rules", None, 405, "use GET, POST"),
     ("GET", "/v1/no-such-thing", None, 404, "no such resource: /v1/no-such-thing"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613800000001", "plan": "cn-89-3g"}, 409,
+     "already exists: subscriber 8613800000001, declared in subscribers.toml $.subscriber[0]"),
+    ("POST", "/v1/subscribers", {"msisdn": "86-1370", "plan": "cn-89-3g"}, 400, "(at msisdn)"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077"}, 400, "missing required field `plan`"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "cn-89-3g", "colour": "red"}, 400,
+     "unknown field `colour`"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "nope"}, 422, "no plan 'nope'"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "cn-89-3g", "balance": 5}, 400, "(at balance)"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "cn-89-3g", "balance": "lots"}, 422,
+     "balance: 'lots'"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "cn-89-3g", "timezone": "Nowhere"}, 422,
+     "timezone"),
+    ("PATCH", "/v1/subscribers/8613800000001", {"plan": "cm-1g-capped"}, 409,
+     "is declared in subscribers.toml $.subscriber[0]: change plan there"),
+    ("PATCH", "/v1/subscribers/8613800000001", {"plan": None}, 400, "(at plan)"),
+    ("PATCH", "/v1/subscribers/12ab", {"active": True}, 400, "not a subscriber number"),
+    ("PATCH", "/v1/subscribers/8613899999999", {"active": True}, 404, "no subscriber 8613899999999"),
+    ("DELETE", "/v1/subscribers/8613800000001", None, 409, "is declared in subscribers.toml $.subscriber[0]"),
+    ("DELETE", "/v1/subscribers/8613900000001", None, 409, "ranges are managed in the rule files"),
+    ("DELETE", "/v1/subscribers/8613899999999", None, 404, "no subscriber 8613899999999"),
+    ("DELETE", "/v1/subscribers/8613800000001?force=1", None, 400, "unknown query parameter `force`"),
 ]
 
 
