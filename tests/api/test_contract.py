@@ -37,6 +37,17 @@ def test_every_route_is_documented_once():
     assert len(set(documented)) == len(documented)
 
 
+def test_running_md_lists_every_route():
+    """docs/running.md's API table has a row for every route (its path
+    parameters written in capitals: MSISDN, ID, VERSION)."""
+    text = (ROOT / "docs" / "running.md").read_text()
+    rows = set()
+    for method, path in re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`?\s]*)", text, re.M):
+        rows.add((method, re.sub(r"/[A-Z][A-Z_]*(?=/|$)", "/*", path)))
+    routes = {(r.method, re.sub(r"\{[a-z_]+\}", "*", r.path)) for r in ROUTES}
+    assert routes - rows == set(), "add these routes to the API table of docs/running.md"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("contract")
