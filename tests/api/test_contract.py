@@ -35,6 +35,8 @@ def test_every_route_is_documented_once():
     documented = [(m.upper(), p) for p, ops in doc["paths"].items() for m in ops]
     assert sorted(documented) == sorted((r.method, r.path) for r in ROUTES)
     assert len(set(documented)) == len(documented)
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(set(ids)) == len(ids), "two handlers share a name: the operationIds must differ"
 
 
 def test_running_md_lists_every_route():
