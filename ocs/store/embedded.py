@@ -417,7 +417,7 @@ class EmbeddedStore:
                 "subs": self.subs[:self.n_subs].copy(), "sessions": self.sessions.copy(),
                 "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
                 "ranges": list(self.ranges), "session_meta": list(self.session_meta),
-                "profiles": [(row, encode_profile(p)) for row, p in self.profiles.items()],
+                "profiles": list(self.profiles.items()),     # frozen Structs: msgpack encodes them later
                 "retired": sorted(self.retired),
                 "rules_version": self.rules_version, "sponsors": self.sponsors.copy(),
                 "sponsor_ids": list(self.sponsor_ids)}

@@ -75,24 +75,37 @@ def conflicts(store: EmbeddedStore, rules: RuleSet) -> list[str]:
 
 def resolve(store: EmbeddedStore, rules: RuleSet, now: float) -> None:
     """Set the timezone and attribute numbers of every API subscriber as
-    `rules` numbers them (after an install)."""
-    for row in store.profiles:
-        resolve_row(store, rules, row, now)
+    `rules` numbers them (after an install: once per distinct name, then
+    in bulk, so a million subscribers do not hold the charging loop)."""
+    if not store.profiles:
+        return
+    rows = np.fromiter(store.profiles.keys(), np.int64, len(store.profiles))
+    kept = list(store.profiles.values())
+    for field, kind in (("zone", "timezone"), *((a, a) for a in ATTRIBUTES)):
+        names = [getattr(p, kind) for p in kept]
+        numbers = {name: _number(rules, kind, name, now) for name in set(names)}
+        store.subs[field][rows] = [numbers[name] for name in names]
 
 
 def resolve_row(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> None:
     """The same for one row (its profile was just set)."""
     profile = store.profiles[row]
     s = store.subs[row]
-    zone = -1
-    if profile.timezone is not None:
-        zone = rules.zone_index(profile.timezone)
-        if zone < 0:    # a timezone no plan uses: the zone table grows (checked by the caller)
-            zone = rules.zone_index(profile.timezone, add=True)
-            rules.set_clock(now)
-    s["zone"] = zone
+    s["zone"] = _number(rules, "timezone", profile.timezone, now)
     for name in ATTRIBUTES:
-        s[name] = rules.attribute_number(name, getattr(profile, name))
+        s[name] = _number(rules, name, getattr(profile, name), now)
+
+
+def _number(rules: RuleSet, kind: str, name: str | None, now: float) -> int:
+    if kind != "timezone":
+        return rules.attribute_number(kind, name)
+    if name is None:
+        return -1                       # the plan's timezone
+    zone = rules.zone_index(name)
+    if zone < 0:        # a timezone no plan uses: the zone table grows (the name was checked when it was set)
+        zone = rules.zone_index(name, add=True)
+        rules.set_clock(now)
+    return zone
 
 
 def of_row(store: EmbeddedStore, rules: RuleSet, row: int) -> Profile:
