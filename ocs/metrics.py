@@ -1,18 +1,22 @@
 """Prometheus metrics (prometheus-client), served at /metrics on the API
 address (and, if configured, on a metrics-only address).
 
-Counted per batch, not per request: a batch's request types and result codes
-are tallied with numpy and each distinct pair increments its counter once,
-so the hot path pays a few microseconds per batch, not per request; request
-latencies go into a histogram whose buckets numpy fills a batch at a time.
+Counted per batch, not per request: a batch's request types, result codes
+and rating groups are tallied into plain dicts (with numpy when the batch
+is large), which a collector turns into counters when scraped, so the hot
+path pays a few microseconds per batch; request latencies go into a
+histogram filled a batch at a time.
 Gauges (peers by state, open sessions, held reservations) are read when
 scraped.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
+from itertools import accumulate
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from .engine.notices import R_CAP, R_CEILING, R_CREDIT, R_THROTTLED
 from .engine.tables import NO_RG, SLOT_FREE
@@ -29,33 +33,107 @@ class LatencyHistogram:
 
     def __init__(self, name: str, doc: str, bounds=LATENCY_BUCKETS):
         self.name, self.doc = name, doc
-        self.bounds = np.asarray(bounds)
-        self.counts: dict[str, np.ndarray] = {}
+        self.bounds = list(bounds)
+        self.counts: dict[str, list[int]] = {}
         self.sums: dict[str, float] = {}
 
-    def observe_many(self, command: str, seconds: np.ndarray, weights: np.ndarray) -> None:
+    def observe_many(self, command: str, seconds: list[float], weights: list[int]) -> None:
         counts = self.counts.get(command)
         if counts is None:
-            counts = self.counts[command] = np.zeros(len(self.bounds) + 1, np.int64)
+            counts = self.counts[command] = [0] * (len(self.bounds) + 1)
             self.sums[command] = 0.0
-        np.add.at(counts, np.searchsorted(self.bounds, seconds, side="left"), weights)
-        self.sums[command] += float(np.dot(seconds, weights))
+        total = 0.0
+        for s, w in zip(seconds, weights):
+            counts[bisect_left(self.bounds, s)] += w
+            total += s * w
+        self.sums[command] += total
 
     def collect(self):
         family = HistogramMetricFamily(self.name, self.doc, labels=["command"])
         for command, counts in self.counts.items():
-            cumulative = np.cumsum(counts).tolist()
-            buckets = [(repr(float(b)), c) for b, c in zip(self.bounds.tolist(), cumulative)]
+            cumulative = list(accumulate(counts))
+            buckets = [(repr(float(b)), c) for b, c in zip(self.bounds, cumulative)]
             buckets.append(("+Inf", cumulative[-1]))
             family.add_metric([command], buckets, self.sums[command])
         yield family
 
 
+class Tallies:
+    """The per-batch counters (requests, grants, denials, cap events) as
+    plain dicts, turned into counter families when scraped: the hot path
+    adds to a dict, and takes no lock and no label lookup."""
+
+    def __init__(self):
+        self.requests: dict[tuple[int, int], int] = {}
+        self.grants: dict[int, int] = {}
+        self.denials: dict[tuple[int, int], int] = {}
+        self.caps: dict[str, int] = {}
+
+    def collect(self):
+        f = CounterMetricFamily("ocs_requests", "Diameter requests answered, by command, CC-Request-Type and "
+                                "Result-Code", labels=["command", "request_type", "result_code"])
+        for (rtype, code), n in sorted(self.requests.items()):
+            f.add_metric(["CCR", REQUEST_TYPES.get(rtype, "UNKNOWN"), str(code)], n)
+        yield f
+        f = CounterMetricFamily("ocs_grants", "Rating-group quota granted (MSCCs answered 2001 with units)",
+                                labels=["rating_group"])
+        for rg, n in sorted(self.grants.items(), key=str):
+            f.add_metric([_rg_label(rg)], n)
+        yield f
+        f = CounterMetricFamily("ocs_denials", "Rating-group requests refused, by the MSCC Result-Code",
+                                labels=["rating_group", "result_code"])
+        for (rg, code), n in sorted(self.denials.items(), key=str):
+            f.add_metric([_rg_label(rg), str(code)], n)
+        yield f
+        f = CounterMetricFamily("ocs_cap_events", "MSCC answers whose grant a limit stopped or cut short: "
+                                "credit_exhausted, cap (fee/volume cap), ceiling, throttled", labels=["kind"])
+        for kind, n in sorted(self.caps.items()):
+            f.add_metric([kind], n)
+        yield f
+
+    def bound(self) -> None:
+        """Keep at most MAX_RATING_GROUPS rating groups as label values (the
+        most counted); fold the rest into "other", so a gateway sending
+        random rating groups cannot grow the exposition, or this, unboundedly."""
+        for tally, other in ((self.grants, lambda k: OTHER), (self.denials, lambda k: (OTHER, k[1]))):
+            if len(tally) <= 2 * MAX_RATING_GROUPS:
+                continue
+            ranked = sorted(tally.items(), key=lambda kv: -kv[1])
+            tally.clear()
+            for k, n in ranked[:MAX_RATING_GROUPS]:
+                tally[k] = n
+            for k, n in ranked[MAX_RATING_GROUPS:]:
+                key = other(k)
+                tally[key] = tally.get(key, 0) + n
+
+
+OTHER = "other"
+
+
+def _rg_label(rg) -> str:
+    return "none" if rg == NO_RG else str(rg)
+
+
+def _add(tally: dict, keys) -> None:
+    for k in keys:
+        tally[k] = tally.get(k, 0) + 1
+
+
+def _add_many(tally: dict, keys: np.ndarray) -> None:
+    """Count each key; numpy sorts a large batch, a small one is quicker in Python."""
+    if len(keys) <= 64:
+        _add(tally, keys.tolist())
+        return
+    values, counts = np.unique(keys, return_counts=True)
+    for v, n in zip(values.tolist(), counts.tolist()):
+        tally[v] = tally.get(v, 0) + n
+
+
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("ocs_requests", "Diameter requests answered, by command, CC-Request-Type and "
-                                "Result-Code", ["command", "request_type", "result_code"], registry=r)
+        self.tallies = Tallies()
+        r.register(self.tallies)
         self.batch_size = Histogram("ocs_batch_size", "Requests charged together in one batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096), registry=r)
         self.journal_seconds = Histogram("ocs_journal_write_seconds", "One journal write and fdatasync (a group "
@@ -67,62 +145,52 @@ class Metrics:
         self.reauth = Counter("ocs_reauth_requests", "Re-Auth-Requests sent to gateways, by the Result-Code of "
                               "their RAA (or timeout, no_peer)", ["result"], registry=r)
         self.latency = LatencyHistogram("ocs_request_duration_seconds", "From a request read off the socket to "
-                                        "its answer handed to the socket, journal write included")
+                                        "its answer queued for the socket, journal write included")
         r.register(self.latency)
-        self.grants = Counter("ocs_grants", "Rating-group quota granted (MSCCs answered 2001 with units)",
-                              ["rating_group"], registry=r)
-        self.denials = Counter("ocs_denials", "Rating-group requests refused, by the MSCC Result-Code",
-                               ["rating_group", "result_code"], registry=r)
-        self.cap_events = Counter("ocs_cap_events", "MSCC answers whose grant a limit stopped or cut short: "
-                                  "credit_exhausted, cap (fee/volume cap), ceiling, throttled", ["kind"],
-                                  registry=r)
         ProcessCollector(registry=r)
-        self._rg_labels: set[int] = set()
         self.rules = Gauge("ocs_rules_info", "The rules version in force", ["version"], registry=r)
 
     def count(self, types: np.ndarray, results: list[int]) -> None:
         """Tally one batch of CCRs (request types and top-level Result-Codes)."""
-        if not len(results):
+        n = len(results)
+        if not n:
             return
-        self.batch_size.observe(len(results))
+        self.batch_size.observe(n)
+        if n <= 64:
+            _add(self.tallies.requests, zip(types.tolist(), results))
+            return
         key = types.astype(np.int64) * 10_000 + np.asarray(results, dtype=np.int64)
-        values, counts = np.unique(key, return_counts=True)
-        for v, n in zip(values.tolist(), counts.tolist()):
-            rtype, code = divmod(v, 10_000)
-            self.requests.labels("CCR", REQUEST_TYPES.get(rtype, "UNKNOWN"), str(code)).inc(n)
+        tally: dict[int, int] = {}
+        _add_many(tally, key)
+        requests = self.tallies.requests
+        for v, k in tally.items():
+            pair = divmod(v, 10_000)
+            requests[pair] = requests.get(pair, 0) + k
 
     def count_units(self, units: np.ndarray | None) -> None:
-        """Tally one batch's charged MSCCs: grants and denials by rating
-        group, and the limits that stopped grants."""
+        """Tally one batch's charged MSCCs (rg, result, granted, reason):
+        grants and denials by rating group, and the limits that stopped
+        grants."""
         if units is None or not len(units):
             return
+        t = self.tallies
         result = units["result"]
         granted = (result == 2001) & (units["granted"] > 0)
-        if granted.any():
-            rgs, n = np.unique(units["rg"][granted], return_counts=True)
-            for rg, k in zip(rgs.tolist(), n.tolist()):
-                self.grants.labels(self._rg(rg)).inc(k)
-        denied = (result != 2001) & (result != 0)
-        if denied.any():
-            pairs, n = np.unique(np.stack([units["rg"][denied], result[denied].astype(np.int64)], axis=1),
-                                 axis=0, return_counts=True)
-            for (rg, code), k in zip(pairs.tolist(), n.tolist()):
-                self.denials.labels(self._rg(rg), str(code)).inc(k)
+        if granted.all():
+            _add_many(t.grants, units["rg"])
+        else:
+            _add_many(t.grants, units["rg"][granted])
+            denied = ~granted & (result != 2001) & (result != 0)
+            if denied.any():
+                _add(t.denials, zip(units["rg"][denied].tolist(), result[denied].tolist()))
+        if len(t.grants) + len(t.denials) > 2 * MAX_RATING_GROUPS:
+            t.bound()
         reasons = units["reason"]
         if reasons.any():
             for bit, kind in CAP_KINDS:
                 k = int(np.count_nonzero(reasons & bit))
                 if k:
-                    self.cap_events.labels(kind).inc(k)
-
-    def _rg(self, rg: int) -> str:
-        if rg == NO_RG:
-            return "none"
-        if rg not in self._rg_labels:
-            if len(self._rg_labels) >= MAX_RATING_GROUPS:
-                return "other"
-            self._rg_labels.add(rg)
-        return str(rg)
+                    t.caps[kind] = t.caps.get(kind, 0) + k
 
     def render(self, server) -> bytes:
         """The exposition, with the gauges read now from `server`."""
