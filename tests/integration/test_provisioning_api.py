@@ -74,8 +74,18 @@ async def test_create_charge_change_plan_delete(tmp_path):
                     == Decimal("45.9328")
                 assert r.json["bundle"]["used_octets"] == 1024 * MB
 
+                # a live session holds 10 MB from the money (the bundle is used up): a deletion waits for it
+                live = GySession(conn, NUMBER)
+                assert (await live.start(rsu=10 * MB))["granted"] == 10 * MB
                 r = await acall(server.api, "DELETE", f"/v1/subscribers/{NUMBER}")
-                assert r.status == 200 and r.json["balance"] == "45.9328", r
+                assert r.status == 409 and f"1 open session(s) ({live.sid})" in r.error, r
+                r = await acall(server.api, "DELETE", f"/v1/subscribers/{NUMBER}?close_sessions=true")
+                assert r.status == 200, r
+                # the reservation is released, not debited
+                assert (r.json["balance"], r.json["closed_sessions"]) == ("45.9328", [live.sid])
+                a = await conn.request(build_ccr(conn.origin_host, live.sid, 2, 1, None,
+                                                 [{"rg": 1, "rsu": 0, "used": MB}]))
+                assert a.result_code == 5002
                 assert await _initial(conn, NUMBER) == 5030
                 assert (await acall(server.api, "GET", f"/v1/subscribers/{NUMBER}")).status == 404
                 n.cancel_scope.cancel()
