@@ -86,6 +86,13 @@ class Bundle(Struct):
     remaining_octets: int
 
 
+class OpenSession(Struct):
+    session_id: str | None
+    peer: str | None                # the Origin-Host that opened it (where a Re-Auth-Request goes)
+    last_request_number: int
+    expires_at: float               # the Tcc deadline, epoch seconds
+
+
 class SubscriberState(Struct, kw_only=True):
     """A subscriber's state now, as `ocs subscriber show` prints it
     (docs/running.md); `reservations` are its open sessions' holds."""
@@ -106,6 +113,7 @@ class SubscriberState(Struct, kw_only=True):
     caps_lifted: bool
     used_time_seconds: int
     reservations: list[Reservation]
+    sessions: list[OpenSession]
     bundle: Bundle | UnsetType = UNSET
     overage_octets: int
     pool_owner: str | UnsetType = UNSET

@@ -57,9 +57,13 @@ def subscriber_view(store: EmbeddedStore, rules: RuleSet, row: int, now: float) 
                           "valid_from": _iso(float(h["k_from"][k])), "valid_until": _iso(float(h["k_until"][k])),
                           "expired": bool(h["k_until"][k] <= now)})
     reservations = []
+    sessions = []
     for sess in np.nonzero(store.sessions["sub"] == row)[0]:
         meta = store.session_meta[sess]
         x = store.sessions[sess]
+        sessions.append({"session_id": meta[0].decode("utf-8", "replace") if meta else None,
+                         "peer": meta[1].decode("utf-8", "replace") if meta else None,
+                         "last_request_number": int(x["last_number"]), "expires_at": float(x["expiry"])})
         for k in range(len(x["rg"])):
             if x["rg"][k] != SLOT_FREE:
                 reservations.append({
@@ -87,6 +91,7 @@ def subscriber_view(store: EmbeddedStore, rules: RuleSet, row: int, now: float) 
         "caps_lifted": bool(payer["reopened"]) if payer_fresh else False,
         "used_time_seconds": int(s["used_time"]),
         "reservations": reservations,
+        "sessions": sessions,
     }
     if "bundle" in rules.bucket_names[p]:
         # the plain one-bundle view the spine issue documented
