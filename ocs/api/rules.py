@@ -26,6 +26,7 @@ from .http import Answer, ErrorBody, HttpError, Param, Request, Route
 TAG = "rules"
 FileName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.toml$", max_length=128)]
 _VERSION = re.compile(r"^[0-9a-f]{12}$")
+ACTIVATION_TIMEOUT = 60.0       # seconds
 
 
 class Struct(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -186,10 +187,13 @@ async def _activate(server, version: str) -> Activated:
         raise HttpError(409, f"{why}; an activation is written there (docs/running.md)")
     was = server.app.rules.version
     # Once begun, an activation finishes even if the client goes away: a
-    # version in force must not be left unwritten to the directory.
-    with trio.CancelScope(shield=True):
-        await trio.to_thread.run_sync(watch.lock.acquire)
+    # version in force must not be left unwritten to the directory. Bounded,
+    # so a server stopping meanwhile (its charging loop gone) still stops.
+    locked = False
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + ACTIVATION_TIMEOUT) as scope:
         try:
+            await trio.to_thread.run_sync(watch.lock.acquire)
+            locked = True
             if server.app.rules.version != version:
                 await _install(server, rules)
             try:
@@ -198,7 +202,11 @@ async def _activate(server, version: str) -> Activated:
                 raise HttpError(500, f"version {version} is in force, but writing it to {watch.dir} failed: {e}; "
                                      "the directory's own version returns at its next change or restart") from None
         finally:
-            watch.lock.release()
+            if locked:
+                watch.lock.release()
+    if scope.cancelled_caught:
+        raise HttpError(503, f"the activation of {version} did not finish within {ACTIVATION_TIMEOUT:.0f} s "
+                             f"(version {server.app.rules.version} is in force)")
     return Activated(version=version, was=was, directory=str(watch.dir))
 
 
@@ -269,7 +277,8 @@ ROUTES = [
            404: Answer("not kept", ErrorBody),
            409: Answer("refused (a plan in use or a pack held is missing; `errors` says which), or the rules "
                        "directory is not writable; the version in force keeps serving", ErrorBody),
-           422: Answer("the kept files no longer compile", ErrorBody)},
+           422: Answer("the kept files no longer compile", ErrorBody),
+           503: Answer("the activation did not finish in time (the server is stopping)", ErrorBody)},
           TAG, params={"version": VERSION},
           description="Installed between two batches like a reload: journaled, every subscriber carried "
                       "over. Then the version's files replace the rule files of the rules directory, so the "
@@ -278,7 +287,8 @@ ROUTES = [
     Route("POST", "/v1/rules/rollback", rollback, "Put the previous version back in force",
           {200: Answer("the version in force before the current one is in force again", Activated),
            409: Answer("no earlier version is known, or it is refused", ErrorBody),
-           422: Answer("the kept files no longer compile", ErrorBody)},
+           422: Answer("the kept files no longer compile", ErrorBody),
+           503: Answer("the activation did not finish in time (the server is stopping)", ErrorBody)},
           TAG, description="The version that was in force before the current one was installed (from the "
                            "installation history); twice in a row returns to where it started."),
 ]
