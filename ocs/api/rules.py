@@ -18,9 +18,8 @@ import msgspec
 import trio
 from msgspec import Meta
 
-from ..gy import operations as ops
 from ..rules.compile import RuleError, RuleSet, load_rules
-from ..rules.versions import keep, kept_versions, load_kept, migrate, version_dir
+from ..rules.versions import keep, kept_versions, load_kept, version_dir
 from .http import Answer, ErrorBody, HttpError, Param, Request, Route
 
 TAG = "rules"
@@ -210,44 +209,14 @@ async def _activate(server, version: str) -> Activated:
     return Activated(version=version, was=was, directory=str(watch.dir))
 
 
-def _nothing(store, rules, now) -> ops.Done:
-    return ops.Done({}, None)
-
-
-async def _install(server, rules: RuleSet, attempts: int = 3) -> None:
-    """Install `rules` the way a reload does (`Server._next_rules`: the
-    charging loop installs it before its next batch, journals it, carries
-    the rows over), and return once that is durable. Raises HttpError 409
-    with the reasons when the version is refused."""
-    for _ in range(attempts):
-        before = server.app.rules
-        server._next_rules = rules
-        server._work.set()
-        # an operation is a barrier: it runs after the install when both are
-        # seen in one turn, and answers once the journal holds both
-        while True:
-            await server.submit(_nothing)
-            if server._next_rules is not rules:
-                break
-        await server.submit(_nothing)
-        now = server.app.rules
-        if now.version == rules.version:
-            return
-        if now.version == before.version:
-            raise HttpError(409, f"version {rules.version} refused, {before.version} keeps serving",
-                            _why_refused(server, before, rules) or ["see the server's log"])
-        # a reload of the directory came in between: try again on top of it
-    raise HttpError(409, f"version {rules.version} was not installed: the rules directory kept changing")
-
-
-def _why_refused(server, old: RuleSet, new: RuleSet) -> list[str]:
-    """The reasons the installer gave, found again on copies of the rows."""
-    store = server.store
+async def _install(server, rules: RuleSet) -> None:
+    """Install `rules` the way a reload does, on the charging loop; return
+    once durable. HttpError 409 with the installer's reasons if refused."""
+    before = server.app.rules.version
     try:
-        migrate(store.subs[:store.n_subs].copy(), store.sessions.copy(), old, new)
+        await server.install_rules(rules)
     except RuleError as e:
-        return e.errors
-    return []
+        raise HttpError(409, f"version {rules.version} refused, {before} keeps serving", e.errors) from None
 
 
 VERSION = Param("a rules version (12 hex digits)", "4c1d0e9a7b21")

@@ -31,6 +31,7 @@ class Done:
     # subscriber rows whose live sessions the gateway should re-authorize now
     # (a Gy Re-Auth-Request, sent by the server once the record is durable)
     reauth: list[int] = field(default_factory=list)
+    sessions: object = None     # or the open sessions themselves (numpy rows), when the change names them
 
 
 def _rows(store: EmbeddedStore, row: int) -> list[int]:

@@ -24,6 +24,7 @@ from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
 from ..diameter import constants as c
 from ..gy import reauth
 from ..gy.app import CreditControlApplication
+from ..gy.operations import Done
 from ..metrics import Metrics
 from ..notify import Notifier, describe
 from ..rules.compile import RuleError, RuleSet
@@ -251,7 +252,8 @@ class Server:
                             done.set()
                         continue
                     box.append(result.result)
-                    sessions = reauth.sessions_of(self.store, result.reauth) if result.reauth else None
+                    sessions = result.sessions if result.sessions is not None else \
+                        reauth.sessions_of(self.store, result.reauth) if result.reauth else None
                     await send.send(([], [], result.record, None, done, sessions))
                 if self._expire_due:
                     self._expire_due = False
@@ -380,9 +382,21 @@ class Server:
         return box[0]
 
     # ------------------------------------------------------------ rules
-    def _install(self, rules: RuleSet) -> tuple | None:
-        """Between two batches: install the new version, or keep the old one.
-        Returns (journal record, None, None, sessions to re-authorize)."""
+    async def install_rules(self, rules: RuleSet) -> None:
+        """Install `rules` on the charging loop between two batches, as a
+        reload does (journaled, rows carried over, live sessions it changes
+        re-authorized); return once durable. Raises RuleError with the
+        installer's reasons when the version is refused (the old one keeps
+        serving)."""
+        def install(store, current, now):
+            record, _, _, sessions = self._install(rules, refuse=True)
+            return Done({"version": rules.version}, record, sessions=sessions)
+        await self.submit(install)
+
+    def _install(self, rules: RuleSet, refuse: bool = False) -> tuple | None:
+        """Between two batches: install the new version, or keep the old one
+        (raising RuleError if `refuse`). Returns (journal record, None, None,
+        sessions to re-authorize)."""
         now = time.time()
         old = self.app.rules
         try:
@@ -390,6 +404,8 @@ class Server:
         except RuleError as e:
             log.error("rules %s version %s refused, version %s keeps serving: %s",
                       self.cfg.rules, rules.version, old.version, "; ".join(e.errors))
+            if refuse:
+                raise
             return None
         self.app.set_rules(rules)
         self.watch.installed(rules.version)
