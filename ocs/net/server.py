@@ -79,6 +79,10 @@ class Server:
         self._pending: list[tuple[Peer, list[bytes], float]] = []    # each read's requests, by peer, and when
         self._work = trio.Event()
         self._stopping = False
+        self._snapshot_due = False
+        self._outbox: _Outbox | None = None
+        self._durable_seq = store.seq         # the last journal record known durable
+        self._durable = trio.Event()
         self._expire_due = False
         self._days_due = False
         self._days: tuple = ()
@@ -119,6 +123,12 @@ class Server:
                 for l in listeners:
                     await l.aclose()
                 await self._disconnect_all()
+                # the shutdown snapshot must not hold a change whose record is
+                # still on its way to the journal (see _begin_snapshot)
+                with trio.move_on_after(self.cfg.shutdown_grace + 5):
+                    while self._outbox is not None and self._durable_seq < self._outbox.seq:
+                        self._durable = trio.Event()
+                        await self._durable.wait()
             system.cancel_scope.cancel()
         self.store.snapshot()
         self.store.close()
@@ -226,7 +236,8 @@ class Server:
         """Charge each batch as soon as it is there, while the committer makes
         the previous ones durable: answers wait for their journal record, the
         charging does not wait for the disk."""
-        send, recv = trio.open_memory_channel(4)
+        channel, recv = trio.open_memory_channel(4)
+        send = self._outbox = _Outbox(channel)
         async with trio.open_nursery() as n:
             self._usage_send, usage_recv = trio.open_memory_channel(256)
             if self.usage is not None:
@@ -235,6 +246,9 @@ class Server:
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
+                if self._snapshot_due:
+                    self._snapshot_due = False
+                    await self._begin_snapshot(n, send.seq)
                 if self._next_rules is not None:
                     installed = self._install(self._next_rules)
                     self._next_rules = None
@@ -282,6 +296,19 @@ class Server:
                     self.batches += 1
                     self.requests += len(frames)
 
+    async def _begin_snapshot(self, nursery: trio.Nursery, sent: int) -> None:
+        """Capture the state for a snapshot once everything charged so far
+        is journaled: a snapshot must not hold a change whose record could
+        still be lost (its answer not sent), or a crash would keep the
+        change and the gateway's retransmission would apply it again. The
+        capture is on the loop, between batches; the writing in a thread."""
+        while self._durable_seq < sent:
+            self._durable = trio.Event()
+            await self._durable.wait()
+        job = self.store.begin_snapshot()
+        if job is not None:
+            nursery.start_soon(trio.to_thread.run_sync, job)
+
     async def _committer(self, recv: trio.MemoryReceiveChannel, nursery: trio.Nursery) -> None:
         store = self.store
         while True:
@@ -326,10 +353,12 @@ class Server:
                 self._reauthorize(np.unique(np.concatenate(changed)))
             if self.usage is not None and records:
                 await self._usage_send.send(records)     # after the answers: not on their path
+            if records:
+                self._durable_seq = records[-1]["seq"]
+                self._durable.set()
             if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
-                job = store.begin_snapshot()
-                if job is not None:
-                    nursery.start_soon(trio.to_thread.run_sync, job)
+                self._snapshot_due = True
+                self._work.set()
 
     async def _serve_api(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         import os
@@ -509,6 +538,20 @@ class Server:
                 self._days_due = bool(self._days)       # not at start: the rows know their day
                 self._days = days
             self._work.set()
+
+
+class _Outbox:
+    """The charging loop's side of the channel to the committer; remembers
+    the last journal record it handed over."""
+
+    def __init__(self, channel: trio.MemorySendChannel):
+        self.channel = channel
+        self.seq = 0
+
+    async def send(self, item: tuple) -> None:
+        if item[2] is not None:
+            self.seq = item[2]["seq"]
+        await self.channel.send(item)
 
 
 def _release(sid: bytes, store, rules, now: float):
