@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ..engine import kernel
 from ..rules.compile import RuleSet
-from ..rules.units import format_money, parse_money
+from ..rules.units import MONEY_LIMIT, format_money, parse_money
 from ..store.embedded import EmbeddedStore
 
 
@@ -39,6 +39,13 @@ def _rows(store: EmbeddedStore, row: int) -> list[int]:
     return [row, int(s["pool"]), int(s["payer"])]
 
 
+def _existing(store: EmbeddedStore, row: int) -> None:
+    """An operation queued behind a deletion of its subscriber must not land
+    on the deleted row (the API resolved the row before queueing)."""
+    if row in store.retired:
+        raise OperationError(404, f"subscriber {store.label(row)} was deleted")
+
+
 def _roll(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> None:
     rules.set_clock(now)
     for r in _rows(store, row):
@@ -48,6 +55,7 @@ def _roll(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> None:
 def buy_pack(store: EmbeddedStore, rules: RuleSet, row: int, pack_id: str, now: float, gift: bool = False) -> Done:
     """A purchase pays the pack's price from the payer's balance (prepaid:
     only if the free balance covers it); a gift or a trial costs nothing."""
+    _existing(store, row)
     d = rules.pack_index.get(pack_id)
     if d is None:
         raise OperationError(404, f"no pack {pack_id!r} in rules version {rules.version}")
@@ -79,6 +87,7 @@ def buy_pack(store: EmbeddedStore, rules: RuleSet, row: int, pack_id: str, now: 
 def reopen(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> Done:
     """Lift the fee and volume caps for the rest of the period, where the
     plan allows it; the absolute ceiling stays."""
+    _existing(store, row)
     plan = rules.plans[int(store.subs[row]["plan"])]
     if plan.cap is None or not plan.cap.reopen:
         raise OperationError(409, f"plan {plan.id!r} does not allow reopening after its cap")
@@ -91,6 +100,7 @@ def reopen(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> Done:
 
 
 def top_up(store: EmbeddedStore, rules: RuleSet, row: int, amount: str, now: float) -> Done:
+    _existing(store, row)
     plan = rules.plans[int(store.subs[row]["plan"])]
     try:
         micro = parse_money(amount)
@@ -98,6 +108,8 @@ def top_up(store: EmbeddedStore, rules: RuleSet, row: int, amount: str, now: flo
         raise OperationError(400, f"amount: {e}") from None
     if micro <= 0:
         raise OperationError(400, "amount: a top-up is a positive amount")
+    if int(store.subs[row]["balance"]) + micro >= MONEY_LIMIT:
+        raise OperationError(409, f"amount: the balance would exceed {format_money(MONEY_LIMIT - 1, plan.currency)}")
     store.subs[row]["balance"] += micro
     op = {"op": "top-up", "sub": store.label(row), "amount": micro}
     return Done({"subscriber": store.label(row), "balance": format_money(int(store.subs[row]["balance"]), plan.currency)},

@@ -374,3 +374,30 @@ def test_rules_that_take_an_api_subscribers_identity_are_refused(tmp_path, extra
         ocs.reload(_demo_copy(tmp_path, "v2", extra=extra))
     assert words in str(e.value), str(e.value)
     assert (ocs.store.rules_version, ocs.store.n_subs, ocs.view(NEW)["provisioned"]) == (version, n, "api")
+
+
+def test_account_operations_queued_behind_a_deletion_are_refused(tmp_path):
+    """The API resolves the row, then queues the operation; a deletion queued
+    before it runs first. The top-up, pack or reopen must not land on the
+    deleted row (review finding)."""
+    from ocs.gy.operations import buy_pack, reopen, top_up
+    ocs = _demo(tmp_path)
+    _create(ocs, balance="10.00")
+    row = ocs.row(NEW)
+    ocs.run(delete_subscriber, NEW)
+    for op, args in ((top_up, (row, "50.00")), (buy_pack, (row, "cn-addon-1g")), (reopen, (row,))):
+        e = _refused(ocs, op, *args)
+        assert e.status == 404 and "deleted" in e.message, (op.__name__, e.message)
+
+
+def test_a_top_up_cannot_overflow_the_balance(tmp_path):
+    from ocs.gy.operations import top_up
+    from ocs.rules.units import MONEY_LIMIT
+    ocs = _demo(tmp_path)
+    _create(ocs, balance="10.00")
+    row = ocs.row(NEW)
+    big = "4000000000000"            # 4e12 yuan = 4e18 micro-units: two of them pass 2**62
+    ocs.run(top_up, row, big)
+    e = _refused(ocs, top_up, row, big)
+    assert e.status == 409 and "exceed" in e.message
+    assert 0 < int(ocs.store.subs[row]["balance"]) < MONEY_LIMIT
