@@ -43,8 +43,9 @@ def report(sponsor_id: str, period: str, records: Iterable[UsageRecord], rules: 
         datetime.strptime(period, "%Y-%m")
     except ValueError:
         raise SettlementError(f"period {period!r}: expected YYYY-MM") from None
-    sp = rules.sponsors[rules.sponsor_index[sponsor_id]]
-    tz = ZoneInfo(sp.timezone)
+    k = rules.sponsor_index[sponsor_id]
+    sp = rules.sponsors[k]
+    tz = rules.zones[int(rules.tables.contracts[k]["zone"])]     # checked when the rules were compiled
     rgs, sids = set(sp.rating_groups), set(sp.service_ids)
     covered = [r for r in records if in_period(r, tz, period)
                and (r.rating_group in rgs or (r.service_id is not None and r.service_id in sids))]

@@ -20,7 +20,6 @@ replayed after a crash.
 from __future__ import annotations
 
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import numpy as np
@@ -28,7 +27,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ..engine import kernel
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
-from ..rules.units import format_money, parse_money
+from ..rules.units import format_money, parse_money, quoted, timezone_info
 from ..rules.versions import carry_buckets
 from ..store import profiles
 from ..store.embedded import EmbeddedStore, new_subscribers
@@ -112,9 +111,9 @@ def _plan(rules: RuleSet, plan_id: str) -> int:
 
 def _timezone(name: str) -> None:
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise OperationError(422, f"timezone: {name!r} is not an IANA timezone such as 'Europe/Berlin'") from None
+        timezone_info(name)
+    except ValueError:
+        raise OperationError(422, f"timezone: {quoted(name)} is not an IANA timezone such as 'Europe/Berlin'") from None
 
 
 def _money(text: str) -> int:

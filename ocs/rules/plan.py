@@ -7,7 +7,6 @@ thresholds and its time-of-day band edges. Errors name the file and key.
 from __future__ import annotations
 
 from pathlib import Path
-from zoneinfo import ZoneInfoNotFoundError
 
 import numpy as np
 
@@ -173,8 +172,8 @@ class PlanCompiler:
         row = np.zeros(1, TB.PLAN)[0]
         try:
             row["zone"] = self.zones.index(p.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            self._err(path, f"{key}.timezone", f"unknown timezone {p.timezone!r}")
+        except ValueError as e:
+            self._err(path, f"{key}.timezone", str(e))
         row["period_kind"] = {"month": TB.MONTH, "quarter": TB.QUARTER, "days": TB.DAYS}[p.period]
         row["reset"] = TB.ANNIVERSARY if p.reset == "anniversary" else TB.CALENDAR
         if p.period == "days":
@@ -347,18 +346,17 @@ class PlanCompiler:
 
     def add_sponsor(self, path: Path, key: str, sp: S.Sponsor, plan_index: dict[str, int]) -> None:
         """A sponsor contract as a CONTRACT row (after the plans)."""
-        from datetime import datetime
-        from zoneinfo import ZoneInfo
+        from datetime import datetime, timezone
 
         from ..diameter.fastccr import apn_key
         from .compile import E164, subscriber_key
         row = np.zeros(1, TB.CONTRACT)[0]
         try:
             row["zone"] = self.zones.index(sp.timezone)
-            tz = ZoneInfo(sp.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            self._err(path, f"{key}.timezone", f"unknown timezone {sp.timezone!r}")
-            tz = ZoneInfo("UTC")
+            tz = self.zones.infos[int(row["zone"])]
+        except ValueError as e:
+            self._err(path, f"{key}.timezone", str(e))
+            tz = timezone.utc
         row["period_kind"] = {"month": TB.MONTH, "quarter": TB.QUARTER, "days": TB.DAYS}[sp.period]
         row["period_days"] = sp.period_days or 1
         if sp.period == "days" and sp.period_days is None:

@@ -56,6 +56,8 @@ class RulesWatch:
             rules = load_rules(self.dir, files)
         except RuleError as e:
             return self._refuse(e, forced)
+        except Exception as e:     # a bug the files provoke: refused like an invalid version, never fatal
+            return self._refuse(RuleError([f"{self.dir}: cannot be compiled: {type(e).__name__}: {e}"]), forced, e)
         with self.lock:
             if self._written != written:
                 return None     # an activation rewrote the directory meanwhile: what was read is gone
@@ -63,12 +65,12 @@ class RulesWatch:
             return None
         return rules
 
-    def _refuse(self, e: RuleError, forced: bool) -> None:
+    def _refuse(self, e: RuleError, forced: bool, cause: BaseException | None = None) -> None:
         key = "\n".join(e.errors)
         if forced or key not in self._refused:
             self._refused.add(key)
             log.error("rules %s refused, version %s keeps serving:\n  %s", self.dir, self.version,
-                      "\n  ".join(e.errors))
+                      "\n  ".join(e.errors), exc_info=cause)
         return None
 
     def installed(self, version: str) -> None:

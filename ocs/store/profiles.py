@@ -11,6 +11,7 @@ profile: the row's plan index is carried over by plan id like every row's
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -21,6 +22,7 @@ from ..rules.compile import E164, IMSI, RuleSet, key_digits, subscriber_key
 if TYPE_CHECKING:
     from .embedded import EmbeddedStore
 
+log = logging.getLogger("ocs.store")
 ATTRIBUTES = ("customer_type", "terminal_type", "partner")
 
 
@@ -103,9 +105,22 @@ def _number(rules: RuleSet, kind: str, name: str | None, now: float) -> int:
         return -1                       # the plan's timezone
     zone = rules.zone_index(name)
     if zone < 0:        # a timezone no plan uses: the zone table grows (the name was checked when it was set)
-        zone = rules.zone_index(name, add=True)
+        try:
+            zone = rules.zone_index(name, add=True)
+        except ValueError as e:
+            # checked when it was set, but the timezone database may have
+            # changed since: charging goes on in the plan's timezone rather
+            # than failing an install (or the start) for every subscriber
+            if name not in _unknown_zones:
+                _unknown_zones.add(name)
+                log.error("API subscribers with timezone %r: %s in this timezone database; "
+                          "their plan's timezone applies until it is changed", name, e)
+            return -1
         rules.set_clock(now)
     return zone
+
+
+_unknown_zones: set[str] = set()        # logged once each
 
 
 def of_row(store: EmbeddedStore, rules: RuleSet, row: int) -> Profile:

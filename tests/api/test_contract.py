@@ -138,6 +138,8 @@ BAD = [
     ("POST", "/v1/subscribers/8613800000001/top-up", {"amount": "-5"}, 400, "positive"),
     ("POST", "/v1/subscribers/8613800000001/top-up", {"amount": "five"}, 400, "amount"),
     ("POST", "/v1/subscribers/8613800000001/top-up", None, 400, "body is required"),
+    ("POST", "/v1/subscribers/8613800000001/top-up", {"amount": "1e999999"}, 400, "'1e999999' is too large an amount"),
+    ("POST", "/v1/subscribers/8613800000001/top-up", {"amount": "1e-999999"}, 400, "more than 6 decimal places"),
     ("POST", "/v1/subscribers/8613800000001/packs", {"pack": "no-such-pack"}, 404, "no pack 'no-such-pack'"),
     ("POST", "/v1/subscribers/8613800000003/reopen", None, 409, "does not allow reopening"),
     ("POST", "/v1/subscribers/8613800000002/reopen", {"now": True}, 400, "takes no request body"),
@@ -179,6 +181,18 @@ BAD = [
      "balance: 'lots'"),
     ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "cn-89-3g", "timezone": "Nowhere"}, 422,
      "timezone"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "cn-89-3g", "balance": "1e999999"}, 422,
+     "balance: '1e999999' is too large an amount"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "cn-89-3g", "timezone": "a" * 300}, 422,
+     "timezone: 'aaaa"),
+    ("POST", "/v1/subscribers", {"msisdn": "8613700000077", "plan": "cn-89-3g", "timezone": "Europe"}, 422,
+     "timezone: 'Europe' is not an IANA timezone"),
+    ("POST", "/v1/rules/validate", {"files": {"plans.toml": '[[plan]]\nid = "p"\ntimezone = "' + "a" * 300 + '"\n'}},
+     422, "rules refused"),
+    ("POST", "/v1/rules", {"files": {"plans.toml": '[[plan]]\nid = "p"\noverage = { price = "1e999999" }\n'}},
+     422, "rules refused"),
+    ("POST", "/v1/rules/validate", {"files": {"plans.toml": '[[plan]]\nid = "p"\nbundle = 99999999999999999999999\n'}},
+     422, "rules refused"),
     ("PATCH", "/v1/subscribers/8613800000001", {"plan": "cm-1g-capped"}, 409,
      "is declared in subscribers.toml $.subscriber[0]: change plan there"),
     ("PATCH", "/v1/subscribers/8613800000001", {"plan": None}, 400, "(at plan)"),
@@ -209,3 +223,19 @@ async def test_invalid_rules_name_the_file_and_key(server):
         assert r.error == "rules refused: 2 error(s)"
         assert any(re.match(r"plans\.toml: \$\.plan\[0\]\.bundle: '1 MiB' is not a volume", e) for e in r.json["errors"])
         assert any(e.startswith("subs.toml: $.subscriber[0].plan: no plan 'q'") for e in r.json["errors"])
+
+
+async def test_rules_whose_values_overflow_are_refused_naming_the_key(server):
+    """A money amount past any arithmetic and timezones ZoneInfo refuses
+    with OSError or ValueError: a 422 naming each file and key, not a 500."""
+    bad = {"plans.toml": '[[plan]]\nid = "p"\ntimezone = "' + "a" * 300 + '"\n\n'
+                         '[[plan]]\nid = "q"\ntimezone = "Europe"\n',
+           "subs.toml": '[[subscriber]]\nmsisdn = "8613700000001"\nplan = "q"\nbalance = "1e999999"\n'}
+    for path in ("/v1/rules/validate", "/v1/rules"):
+        r = await acall(server.api, "POST", path, {"files": bad})
+        assert r.status == 422, r
+        errors = r.json["errors"]
+        assert any(e.startswith("plans.toml: $.plan[0].timezone: unknown timezone 'aaaa") for e in errors), errors
+        assert any(e.startswith("plans.toml: $.plan[1].timezone: unknown timezone 'Europe'") for e in errors), errors
+        assert any(e.startswith("subs.toml: $.subscriber[0].balance: '1e999999' is too large an amount")
+                   for e in errors), errors

@@ -150,3 +150,53 @@ async def test_sighup_reloads_when_polling_is_off(tmp_path):
         assert (await api_call(server.api, "GET", "/v1/rules"))[1]["version"] == m.group(1)
     finally:
         await trio.to_thread.run_sync(server.stop)
+
+
+async def test_values_that_overflow_are_refused_and_the_server_keeps_serving(tmp_path):
+    """A money amount too large for any arithmetic ("1e999999": decimal
+    Overflow), a volume past int64, and timezone names ZoneInfo refuses with
+    OSError (too long for the filesystem, a directory) or ValueError (not a
+    normalized path): each is a refused version with a log line naming the
+    file and key, never an exception out of the reload task."""
+    import signal
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    write_rules(rules / "plans.toml", PLAN.format(price="0.0001"))
+    config = tmp_path / "ocs.toml"
+    config.write_text("rules_poll = 0\n")
+    server = OcsProcess(tmp_path / "data", rules=rules, config=config, extra=["--api", "127.0.0.1:0"],
+                        env={"OCS_API_TOKENS": TOKEN})
+    await trio.to_thread.run_sync(server.start)
+    try:
+        first = (await api_call(server.api, "GET", "/v1/rules"))[1]["version"]
+        good = PLAN.format(price="0.0001")
+        broken = [
+            (good.replace('balance = "1000.00"', 'balance = "1e999999"'), "$.subscriber_range[0].balance",
+             "too large an amount"),
+            (good + '\n[[subscriber]]\nmsisdn = "8613600000001"\nplan = "flat"\nbalance = "1e-999999"\n',
+             "$.subscriber[0].balance", "more than 6 decimal places"),
+            (good.replace('default_grant = "10 KB"', 'bundle = "99999999999999999999999 GB"'), "$.plan[0].bundle",
+             "too large a volume"),
+            (good.replace('"Asia/Shanghai"', '"' + "a" * 300 + '"'), "$.plan[0].timezone", "unknown timezone"),
+            (good.replace('"Asia/Shanghai"', '"Europe"'), "$.plan[0].timezone", "unknown timezone 'Europe'"),
+            (good.replace('"Asia/Shanghai"', '"Asia/../Asia/Shanghai"'), "$.plan[0].timezone", "unknown timezone"),
+        ]
+        for text, key, what in broken:
+            seen = server.output().count("refused, version")
+            write_rules(rules / "plans.toml", text)
+            server.proc.send_signal(signal.SIGHUP)
+            with trio.fail_after(20):
+                while server.output().count("refused, version") == seen:
+                    assert server.proc.poll() is None, server.output()[-3000:]
+                    await trio.sleep(0.05)
+            tail = server.output().rsplit("refused, version", 1)[1]
+            assert f"plans.toml: {key}: " in tail and what in tail, tail[:500]
+            assert server.proc.poll() is None, server.output()[-3000:]
+            assert (await api_call(server.api, "GET", "/v1/rules"))[1]["version"] == first
+        # and a good version is still installed after all that
+        write_rules(rules / "plans.toml", PLAN.format(price="0.0005"))
+        server.proc.send_signal(signal.SIGHUP)
+        m = await wait_for_log(server, r"version (\w+) installed \(was (\w+)\)")
+        assert m.group(2) == first
+    finally:
+        await trio.to_thread.run_sync(server.stop)

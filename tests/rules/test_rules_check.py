@@ -41,6 +41,23 @@ def test_demo_rules_pass():
     (GOOD_PLAN + '[[subscriber]]\nmsisdn = "86-138"\nplan = "p"\n', "$.subscriber[0].msisdn", "Expected `str` matching"),
     (GOOD_PLAN + GOOD_PLAN, "$.plan[1].id", "defined twice"),
     ('[[plan]\nid = "p"\n', "TOML syntax", "line 1"),
+    # values that made the compiler raise something other than a RuleError
+    # (decimal.Overflow, OSError from ZoneInfo, OverflowError from numpy)
+    (GOOD_PLAN + '[[subscriber]]\nmsisdn = "8613800000001"\nplan = "p"\nbalance = "1e999999"\n',
+     "$.subscriber[0].balance", "'1e999999' is too large an amount"),
+    ('[[plan]]\nid = "p"\noverage = { price = "-1E+999999", per = "1 KB" }\n', "$.plan[0].overage",
+     "too large an amount"),
+    ('[[plan]]\nid = "p"\nbundle = "99999999999999999999999 GB"\n', "$.plan[0].bundle", "too large a volume"),
+    ('[[plan]]\nid = "p"\nbundle = 99999999999999999999999\n', "$.plan[0].bundle", "too large"),
+    ('[[plan]]\nid = "p"\ntimezone = "' + "a" * 300 + '"\n', "$.plan[0].timezone",
+     "unknown timezone 'aaaa"),
+    ('[[plan]]\nid = "p"\ntimezone = "Europe"\n', "$.plan[0].timezone", "unknown timezone 'Europe'"),
+    ('[[plan]]\nid = "p"\ntimezone = "Europe/../UTC"\n', "$.plan[0].timezone", "unknown timezone"),
+    (GOOD_PLAN + '[[subscriber]]\nmsisdn = "8613800000001"\nplan = "p"\ntimezone = "' + "b" * 300 + '"\n',
+     "$.subscriber[0].timezone", "unknown timezone 'bbbb"),
+    ('[[sponsor]]\nid = "s"\nname = "S"\ncurrency = "CNY"\ntimezone = "' + "c" * 300 + '"\nperiod = "month"\n'
+     'budget = { money = "10" }\nprice = "0.0001"\nper = "1 KB"\nrating_groups = [300]\n', "$.sponsor[0].timezone",
+     "unknown timezone 'cccc"),
 ])
 def test_broken_rules_are_refused_naming_file_and_key(tmp_path, text, where, what):
     (tmp_path / "good.toml").write_text(GOOD_PLAN.replace('"p"', '"other"'))
@@ -79,3 +96,46 @@ def test_money_is_exact(text, micro, shown):
     assert parse_money(text) == micro
     currency = "JPY" if text == "2625" else "CNY"
     assert format_money(micro, currency) == shown
+
+
+@pytest.mark.parametrize("text, what", [
+    ("1e999999", "too large an amount"), ("-1e999999", "too large an amount"),
+    ("1e-999999", "more than 6 decimal places"), ("4611686018427.387904", "too large an amount"),
+    ("1.0000000000000000000000000000001", "more than 6 decimal places"), ("sNaN", "not an amount of money"),
+    ("x" * 100_000, "(100000 characters) is not an amount of money"),
+])
+def test_money_out_of_range_is_a_value_error(text, what):
+    """ValueError, the one exception every caller turns into a refusal (a
+    decimal.Overflow escaped them all); the message quotes a long value cut."""
+    with pytest.raises(ValueError) as e:
+        parse_money(text)
+    assert what in str(e.value) and len(str(e.value)) < 200
+
+
+def test_money_at_the_bounds_is_exact():
+    assert parse_money("4611686018427.387903") == (1 << 62) - 1
+    assert parse_money("1.000000000") == 1_000_000 and parse_money("0e999999") == 0
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "Europe", "Europe/../UTC", "/etc/localtime", "", "UTC\0", "Mars/Olympus"])
+def test_a_timezone_that_is_not_one_is_a_value_error(name):
+    from ocs.rules.units import timezone_info
+    with pytest.raises(ValueError, match="unknown timezone"):
+        timezone_info(name)
+
+
+def test_an_unexpected_error_compiling_a_version_refuses_it(tmp_path, monkeypatch, caplog):
+    """Whatever escapes the compiler, the watch refuses that version with the
+    exception logged, and the version in force keeps serving."""
+    from ocs.rules import watch as W
+    (tmp_path / "plans.toml").write_text(GOOD_PLAN)
+    w = W.RulesWatch(tmp_path, "0123456789ab")
+
+    def broken(directory, files=None):
+        raise ZeroDivisionError("a bug in the compiler")
+    monkeypatch.setattr(W, "load_rules", broken)
+    with caplog.at_level("ERROR", logger="ocs.rules"):
+        assert w.check(forced=True) is None
+    assert "ZeroDivisionError: a bug in the compiler" in caplog.text and "keeps serving" in caplog.text
+    assert any(r.exc_info for r in caplog.records), "the traceback is logged"
+    assert w.version == "0123456789ab"

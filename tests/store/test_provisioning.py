@@ -102,6 +102,10 @@ def test_imsi_alone_identifies_the_subscriber(tmp_path):
     ({"balance": "Infinity"}, 422, ["'Infinity' is not an amount of money"]),
     ({"balance": "1e30"}, 422, ["too large"]),
     ({"timezone": "Mars/Olympus"}, 422, ["'Mars/Olympus' is not an IANA timezone"]),
+    ({"balance": "1e999999"}, 422, ["'1e999999' is too large"]),
+    ({"timezone": "a" * 300}, 422, ["(300 characters) is not an IANA timezone"]),
+    ({"timezone": "Europe"}, 422, ["'Europe' is not an IANA timezone"]),
+    ({"timezone": "Europe/../UTC"}, 422, ["is not an IANA timezone"]),
 ])
 def test_create_refusals(tmp_path, fields, status, words):
     ocs = _demo(tmp_path)
@@ -256,6 +260,28 @@ def test_identities_timezone_and_attributes_change(tmp_path):
         assert ocs.store.lookup(old_imsi) == -1 and ocs.store.lookup(new_imsi) == ocs.row(NEW)
         assert ocs.view(NEW)["timezone"] == "America/New_York"
         assert int(ocs.store.subs[ocs.row(NEW)]["partner"]) == 0
+
+
+def test_a_timezone_the_database_lost_falls_back_to_the_plans(tmp_path, monkeypatch, caplog):
+    """An API subscriber's timezone was checked when it was set; if the
+    timezone database no longer has it at a later start, the start goes on
+    with the plan's timezone for it (logged), rather than failing."""
+    from zoneinfo import ZoneInfoNotFoundError
+    from ocs.rules import units
+    ocs = _demo(tmp_path)
+    _create(ocs, timezone="America/Argentina/Ushuaia")
+    real = units.ZoneInfo
+
+    def without_ushuaia(name):
+        if name == "America/Argentina/Ushuaia":
+            raise ZoneInfoNotFoundError(name)
+        return real(name)
+    monkeypatch.setattr(units, "ZoneInfo", without_ushuaia)
+    with caplog.at_level("ERROR", logger="ocs.store"):
+        ocs = ocs.crash()
+    assert int(ocs.store.subs[ocs.row(NEW)]["zone"]) == -1
+    assert "'America/Argentina/Ushuaia'" in caplog.text and "plan's timezone applies" in caplog.text
+    assert ocs.ccr("tz1", 1, 0, NEW, [{"rg": 1, "rsu": 0}]).result_code == 2001
 
 
 def test_rule_file_subscribers_change_in_the_rule_files(tmp_path):
