@@ -43,6 +43,7 @@ class BatchResult:
     events: np.ndarray | None = None   # thresholds crossed (EVENT rows), announced once durable
     types: np.ndarray | None = None    # CC-Request-Type per request (metrics); 0 when unreadable
     units: np.ndarray | None = None    # the charged MSCC rows, after the engine (metrics)
+    opened: list | None = None         # (request index, session row) of the sessions this batch opened
 
 
 def _unit_rows(reqs, sel) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +124,7 @@ class CreditControlApplication:
         copies: list[tuple[int, int]] = []
         seen: dict[bytes, int] = {}
         new_sessions: list = []
+        opened: list[tuple[int, int]] = []
         new_subs: list[int] = []
         reopened: set[int] = set()        # CCR-I for a session this host already has open
         dedup_keys: list[bytes | None] = [None] * n      # Origin-Host + End-to-End-Identifier
@@ -179,6 +181,7 @@ class CreditControlApplication:
                     else:
                         row = store.open_session(sid, host)
                         new_sessions.append([row, sid, host])
+                        opened.append((i, row))
                         new_subs.append(sub)
                         req_sess[i] = row
                 req_sub[i] = sub
@@ -220,7 +223,7 @@ class CreditControlApplication:
         types = np.where(fr["fallback"] == 0, fr["type"], 0)
         for i, ccr in slow.items():
             types[i] = ccr.request_type
-        return BatchResult(answers, record, results, events, types, self._units)
+        return BatchResult(answers, record, results, events, types, self._units, opened)
 
     def _answer_repeats(self, frames, charged, reopened, fr, msccs, slow, req_sess, answers, results):
         """A CCR-U/T carrying the CC-Request-Number its session last had is a

@@ -13,8 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import itertools
 import time
+from bisect import bisect_right
+from collections import deque
 from functools import partial
+from itertools import accumulate
 
 import numpy as np
 import trio
@@ -34,13 +38,17 @@ from ..store.embedded import EmbeddedStore
 
 log = logging.getLogger("ocs.net")
 RECEIVE_SIZE = 1 << 18
+RAR_CHUNK = 256             # Re-Auth-Requests sent per turn of the sender
+MAX_RARS_PER_PEER = 1024    # unanswered RARs one peer may have; more wait in the queue
+LIMITED_SUCCESS = 2002      # DIAMETER_LIMITED_SUCCESS: a normal RAA (RFC 4006 5.5)
 SMALL_GROUP = 128   # requests; a smaller group with nothing else waiting is written inline
 
 
 class Peer:
     """One connected peer: its sans-IO connection and its outbound side."""
 
-    def __init__(self, stream: trio.SocketStream, conn: PeerConnection, address: str):
+    def __init__(self, stream: trio.SocketStream, conn: PeerConnection, address: str, ident: int = 0):
+        self.ident = ident                # a number for this connection (which peer a session came through)
         self.stream = stream
         self.conn = conn
         self.address = address
@@ -80,6 +88,11 @@ class Server:
         self._work = trio.Event()
         self._stopping = False
         self._snapshot_due = False
+        self._peer_numbers = itertools.count(1)
+        self._by_ident: dict[int, Peer] = {}
+        self._via = np.zeros(0, np.int32)      # per session row: the peer its CCR-I came through (0: unknown)
+        self._rar_queue: deque[tuple[int, bytes]] = deque()    # (session row, Session-Id) to re-authorize
+        self._rar_ready = trio.Event()
         self._outbox: _Outbox | None = None
         self._durable_seq = store.seq         # the last journal record known durable
         self._durable = trio.Event()
@@ -100,6 +113,7 @@ class Server:
             system.start_soon(self._charging_loop)
             system.start_soon(self._housekeeping)
             system.start_soon(self._rules_reload)
+            system.start_soon(self._reauth_sender)
             if self.cfg.api:
                 await system.start(self._serve_api)
             if self.cfg.metrics:
@@ -158,8 +172,9 @@ class Server:
             return
         conn = PeerConnection(self.identity, lambda h, r: self.policy.allows(h, r, address),
                               trio.current_time(), self.timers, self.cfg.max_message)
-        peer = Peer(stream, conn, address)
+        peer = Peer(stream, conn, address, next(self._peer_numbers))
         self.peers.add(peer)
+        self._by_ident[peer.ident] = peer
         try:
             async with trio.open_nursery() as n:
                 n.start_soon(self._writer, peer)
@@ -180,6 +195,10 @@ class Server:
             pass    # the peer is gone; nothing of it may stop the server
         finally:
             self.peers.discard(peer)
+            self._by_ident.pop(peer.ident, None)
+            if peer.rars:       # its gateway will not answer them now
+                self.metrics.reauth.labels("peer_closed").inc(len(peer.rars))
+                peer.rars.clear()
             if peer.conn.close_reason:
                 log.info("peer %s (%s) closed: %s", peer.conn.peer_host, address, peer.conn.close_reason)
             with trio.CancelScope(shield=True):
@@ -287,6 +306,8 @@ class Server:
                     frames = [f for _, chunk, _ in batch for f in chunk]
                     now = time.time()
                     result = self.app.process(frames, now)
+                    if result.opened:
+                        self._remember_via(batch, result.opened)
                     self.metrics.count(result.types, result.results)
                     self.metrics.count_units(result.units)
                     events = None
@@ -403,9 +424,20 @@ class Server:
         Raises what the operation raised (OperationError for a refusal)."""
         box: list = []
         done = trio.Event()
-        self._ops.append((op, box, done))
+        entry = (op, box, done)
+        self._ops.append(entry)
         self._work.set()
-        await done.wait()
+        try:
+            await done.wait()
+        except trio.Cancelled:
+            if any(e is entry for e in self._ops):
+                self._ops.remove(entry)      # not started: it never runs
+            else:
+                # started: it happens; return only once it is durable, so a
+                # caller that gives up never reports the old state as current
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
+                    await done.wait()
+            raise
         if isinstance(box[0], Exception):
             raise box[0]
         return box[0]
@@ -470,30 +502,83 @@ class Server:
                     self._work.set()
 
     # ------------------------------------------------------------ re-auth
+    def _remember_via(self, batch, opened: list[tuple[int, int]]) -> None:
+        """Which peer connection each new session came through: its RAR goes
+        back the same way, also when a relay (a DRA) stands between us and
+        the gateway (RFC 6733 6.1)."""
+        ends = list(accumulate(len(chunk) for _, chunk, _ in batch))
+        top = max(row for _, row in opened)
+        if top >= len(self._via):
+            grown = np.zeros(max(top + 1, 2 * len(self._via), 1024), np.int32)
+            grown[:len(self._via)] = self._via
+            self._via = grown
+        for i, row in opened:
+            self._via[row] = batch[bisect_right(ends, i)][0].ident
+
     def _reauthorize(self, sessions: np.ndarray) -> None:
-        """A Re-Auth-Request (RFC 4006 5.5) for each open session, to the
-        peer whose Origin-Host opened it; its gateway answers with a RAA and
-        a CCR-UPDATE. Sessions whose peer is not connected are counted, not
-        queued: their gateway re-authorizes at its next report anyway."""
+        """Queue a Re-Auth-Request (RFC 4006 5.5) for each open session; the
+        sender paces them, so a rules change touching a million sessions
+        neither stalls the answers nor floods one peer."""
+        meta = self.store.session_meta
+        for row in sessions.tolist():
+            m = meta[row]
+            if m is not None:
+                self._rar_queue.append((row, m[0]))
+        self._rar_ready.set()
+
+    async def _reauth_sender(self) -> None:
+        while True:
+            await self._rar_ready.wait()
+            self._rar_ready = trio.Event()
+            while self._rar_queue:
+                progressed = self._send_rars(RAR_CHUNK)
+                # a checkpoint between chunks; a pause while every peer left is at its limit
+                await trio.sleep(0 if progressed else 0.01)
+
+    def _send_rars(self, limit: int) -> bool:
+        """Send up to `limit` queued RARs, each to the peer holding the
+        session: the one whose Origin-Host opened it if it is a direct peer,
+        else the connection its CCR-I came through (a relay). Sessions whose
+        peer is gone are counted, not kept: their gateway re-authorizes at
+        its next report anyway. Returns whether any RAR left the queue."""
         by_host = {p.conn.peer_host.encode(): p for p in self.peers
                    if p.conn.state is State.OPEN and p.conn.peer_host}
         now = trio.current_time()
-        for row in sessions.tolist():
-            meta = self.store.session_meta[row]
-            if meta is None:
-                continue
-            sid, host = meta
+        deferred = []
+        progressed = False
+        woken = set()
+        for _ in range(min(limit, len(self._rar_queue))):
+            row, sid = self._rar_queue.popleft()
+            meta = self.store.session_meta[row] if row < len(self.store.session_meta) else None
+            if meta is None or meta[0] != sid:
+                progressed = True
+                continue            # ended meanwhile
+            host = meta[1]
             peer = by_host.get(host)
+            if peer is None and row < len(self._via):
+                peer = self._by_ident.get(int(self._via[row]))
+                if peer is not None and peer.conn.state is not State.OPEN:
+                    peer = None
             if peer is None:
                 self.metrics.reauth.labels("no_peer").inc()
+                progressed = True
                 continue
             if sid in peer.rar_sessions:
+                progressed = True
                 continue            # one outstanding RAR per session is enough
+            if len(peer.rars) >= MAX_RARS_PER_PEER:
+                deferred.append((row, sid))
+                continue
             hbh, e2e = peer.conn.new_ids()
             peer.conn.send(reauth.rar(self.identity.origin_avps, hbh, e2e, sid, host, peer.conn.peer_realm))
             peer.rars[hbh] = (sid, now)
             peer.rar_sessions.add(sid)
+            woken.add(peer)
+            progressed = True
+        self._rar_queue.extendleft(reversed(deferred))
+        for peer in woken:
             peer.wake_writer.set()
+        return progressed
 
     def _on_answers(self, peer: Peer) -> None:
         """Match the peer's answers to our RARs (by hop-by-hop id, RFC 6733
@@ -508,10 +593,13 @@ class Server:
             sid = pending[0]
             peer.rar_sessions.discard(sid)
             self.metrics.reauth.labels(str(raa.result_code)).inc()
-            if raa.result_code == c.UNKNOWN_SESSION_ID:
+            if raa.session_id is not None and raa.session_id != sid:
+                log.warning("peer %s answered our RAR for %r with Session-Id %r; ignored",
+                            peer.conn.peer_host, sid, raa.session_id)
+            elif raa.result_code == c.UNKNOWN_SESSION_ID:
                 self._ops.append((partial(_release, sid), [], None))
                 self._work.set()
-            elif raa.result_code != c.SUCCESS:
+            elif raa.result_code not in (c.SUCCESS, LIMITED_SUCCESS):
                 log.info("peer %s answered our RAR for %r with %d", peer.conn.peer_host, sid, raa.result_code)
         peer.conn.app_answers.clear()
 

@@ -59,14 +59,15 @@ def start(tmp_path, config: str = "") -> OcsProcess:
 
 
 class Session:
-    def __init__(self, conn: GyConnection, sid: str, msisdn: str):
+    def __init__(self, conn: GyConnection, sid: str, msisdn: str, origin_host: str | None = None):
         self.conn, self.sid, self.msisdn, self.number = conn, sid, msisdn, 0
+        self.origin_host = origin_host or conn.origin_host      # another host: conn is a relay
 
     async def send(self, rtype: int, used: int | None = None, rsu: int | None = 0) -> dict:
         m = {"rg": RG, "rsu": rsu}
         if used is not None:
             m["used"] = used
-        a = await self.conn.request(build_ccr(self.conn.origin_host, self.sid, rtype, self.number,
+        a = await self.conn.request(build_ccr(self.origin_host, self.sid, rtype, self.number,
                                               self.msisdn if rtype == 1 else None, [m]))
         self.number += 1
         got = mscc_values(a).get(RG, {})
@@ -196,3 +197,78 @@ async def test_unknown_session_answer_releases_and_silence_times_out(tmp_path):
     assert m[("ocs_reauth_requests_total", (("result", "timeout"),))] == 1
     assert m[("ocs_reauth_requests_total", (("result", "5002"),))] == 1
     assert len(state["reservations"]) == 1     # a silent gateway keeps its session (Tcc decides)
+
+
+async def test_a_session_behind_a_relay_is_reauthorized_through_the_relay(tmp_path):
+    """The CCRs' Origin-Host is a gateway we have no connection to; they came
+    through a relay (a DRA). The RAR goes back through that connection, with
+    the gateway as Destination-Host (RFC 6733 6.1)."""
+    server = start(tmp_path)
+    await trio.to_thread.run_sync(server.start)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                dra = GyConnection(origin_host="dra.relay.example")
+                await dra.connect(server.port, n)
+                behind = Session(dra, "pgw.behind.example;1", "8613700000003", origin_host="pgw.behind.example")
+                assert (await behind.send(1))["result"] == 2001
+                assert (await api_call(server.api, "POST", "/v1/subscribers/8613700000003/top-up",
+                                       {"amount": "1.00"}))[0] == 200
+                rar = await next_rar(dra)
+                assert rar.session_id == behind.sid and rar.destination_host == b"pgw.behind.example"
+                assert (await behind.send(2, used=0))["result"] == 2001
+                m = await trio.to_thread.run_sync(scrape, server.api)
+                n.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
+    assert m[("ocs_reauth_requests_total", (("result", "2001"),))] == 1
+    assert ("ocs_reauth_requests_total", (("result", "no_peer"),)) not in m
+
+
+async def test_a_storm_of_reauthorizations_is_paced_and_all_sent(tmp_path):
+    """A rules change touching many live sessions, and a gateway slow to
+    answer (here: silent): never more than the per-peer limit of RARs
+    outstanding, the rest sent as earlier ones time out, every session
+    reached, and CCRs answered meanwhile."""
+    from ocs.net.server import MAX_RARS_PER_PEER
+    sessions = 3 * MAX_RARS_PER_PEER
+    server = start(tmp_path, "rules_poll = 0.1\nreauth_timeout = 1\n")
+    rules = tmp_path / "rules" / "plans.toml"
+    rules.write_text(PLANS.format(payg="0.0003") + RANGE)
+    await trio.to_thread.run_sync(server.start)
+    try:
+        with trio.fail_after(120):
+            async with trio.open_nursery() as n:
+                conn = GyConnection(origin_host="pgw.storm.example")
+                await conn.connect(server.port, n)
+                opened = [Session(conn, f"pgw.storm.example;{k}", f"86136{k:08d}") for k in range(sessions)]
+
+                async def open_all(chunk):
+                    for s in chunk:
+                        assert (await s.send(1))["result"] == 2001
+                async with trio.open_nursery() as m:
+                    for k in range(16):
+                        m.start_soon(open_all, opened[k::16])
+                conn.raa_result = None
+                write_rules(rules, PLANS.format(payg="0.0005") + RANGE)
+                seen = [(await next_rar(conn)).session_id]
+                with trio.move_on_after(0.5):      # well before the first RARs time out
+                    while True:
+                        seen.append((await next_rar(conn)).session_id)
+                assert len(seen) == MAX_RARS_PER_PEER
+                assert (await opened[0].send(2, used=0))["result"] == 2001     # answered mid-storm
+                while len(seen) < sessions:
+                    seen.append((await next_rar(conn)).session_id)
+                n.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
+    assert sorted(seen) == sorted(s.sid for s in opened)      # each once
+
+
+RANGE = """
+[[subscriber_range]]
+first = "8613600000000"
+last = "8613600009999"
+plan = "payg"
+balance = "100.00"
+"""

@@ -100,7 +100,7 @@ class GyConnection:
         # Re-Auth-Requests received: each is answered with `raa_result` (None:
         # not answered, as a gateway that lost it) and its Message is sent here
         self.raa_result: int | None = 2001
-        self.rars_in, self.rars = trio.open_memory_channel(1000)
+        self.rars_in, self.rars = trio.open_memory_channel(float("inf"))
 
     def hold_answers(self) -> None:
         """Stop taking answers off the socket: what the server sends from now
