@@ -220,7 +220,9 @@ def change_subscriber(store: EmbeddedStore, rules: RuleSet, msisdn: str, change:
     if "active" in given:
         s["active"] = int(given["active"])
     op = {"op": "change-subscriber", "sub": msisdn, "set": {k: v for k, v in given.items()}}
-    record = store.record(rules.version, now, [row], touched, [], [], b"", op, directory=directory)
+    # the rollover may have touched the pool's or payer's row too (a shared trial pack)
+    rows = [row, int(s["pool"]), int(s["payer"])]
+    record = store.record(rules.version, now, rows, touched, [], [], b"", op, directory=directory)
     rated = set(given) & {"plan", "timezone", *ATTRIBUTES}
     return Done(subscriber_view(store, rules, row, now), record, [row] if rated else [])
 

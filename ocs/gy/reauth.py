@@ -123,6 +123,14 @@ def sessions_changed_by(store, old, new) -> np.ndarray:
         everything = any(not sp.rating_groups for rs in (old, new) for sp in rs.sponsors if sp.id in changed_sp)
         slots = store.sessions["rg"][rows]
         hit |= (slots != SLOT_FREE).any(axis=1) if everything else np.isin(slots, list(groups)).any(axis=1)
+    # a range now on another plan (the range's rows were provisioned in a block)
+    was_on = {(r.id_type, r.digits, r.first, r.last): old.plans[r.plan].id for r in old.ranges}
+    for r in new.ranges:
+        before_plan = was_on.get((r.id_type, r.digits, r.first, r.last))
+        if before_plan is not None and before_plan != new.plans[r.plan].id:
+            for id_type, digits, first, last, base in store.ranges:
+                if (id_type, digits, first, last) == (r.id_type, r.digits, r.first, r.last):
+                    hit |= (owner >= base) & (owner < base + r.size)
     before = {s.key: _seed(old, s) for s in old.subscribers}
     moved = [store.lookup(s.key) for s in new.subscribers if before.get(s.key) != _seed(new, s)]
     if moved:

@@ -129,7 +129,18 @@ async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
 
 async def test_rule_change_reauthorizes_only_sessions_it_changes(tmp_path):
     server = start(tmp_path, "rules_poll = 0.1\n")
+    plans = tmp_path / "rules" / "plans.toml"
+    write_rules(plans, PLANS.format(payg="0.0003") + RANGE)
     await trio.to_thread.run_sync(server.start)
+
+    async def no_more(conn):
+        await trio.sleep(1.5)
+        try:
+            extra = conn.rars.receive_nowait()
+        except trio.WouldBlock:
+            return
+        raise AssertionError(f"a RAR for a session the change did not touch: {extra.session_id}")
+
     try:
         with trio.fail_after(60):
             async with trio.open_nursery() as n:
@@ -137,19 +148,19 @@ async def test_rule_change_reauthorizes_only_sessions_it_changes(tmp_path):
                 await conn.connect(server.port, n)
                 on_payg = Session(conn, "pgw.rules.example;payg", "8613700000003")
                 on_other = Session(conn, "pgw.rules.example;other", "8613700000002")
-                assert (await on_payg.send(1))["result"] == 2001
-                assert (await on_other.send(1))["result"] == 2001
-                write_rules(tmp_path / "rules" / "plans.toml", PLANS.format(payg="0.0004"))
-                rar = await next_rar(conn)
-                assert rar.session_id == on_payg.sid
-                got = await on_payg.send(2, used=1 * MB)    # charged at the old price: granted before
-                assert got["result"] == 2001
-                await trio.sleep(1.5)
-                try:
-                    extra = conn.rars.receive_nowait()
-                except trio.WouldBlock:
-                    extra = None
-                assert extra is None, f"a RAR for a session the change did not touch: {extra.session_id}"
+                in_range = Session(conn, "pgw.rules.example;range", "8613600000001")
+                for s in (on_payg, on_other, in_range):
+                    assert (await s.send(1))["result"] == 2001
+                # the payg tariff changes: its subscribers' sessions, the range's among them
+                write_rules(plans, PLANS.format(payg="0.0004") + RANGE)
+                got = {(await next_rar(conn)).session_id for _ in range(2)}
+                assert got == {on_payg.sid, in_range.sid}
+                assert (await on_payg.send(2, used=1 * MB))["result"] == 2001
+                await no_more(conn)
+                # the range moves to the other plan, no plan changes: the range's session only
+                write_rules(plans, PLANS.format(payg="0.0004") + RANGE.replace('"payg"', '"other"'))
+                assert (await next_rar(conn)).session_id == in_range.sid
+                await no_more(conn)
                 n.cancel_scope.cancel()
     finally:
         await trio.to_thread.run_sync(server.stop)
