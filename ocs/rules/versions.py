@@ -14,6 +14,7 @@ or a pack someone holds, is refused.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -28,22 +29,37 @@ def version_dir(data_dir: str | Path, version: str) -> Path:
 
 
 def keep(data_dir: str | Path, rules: RuleSet) -> Path:
-    """Store the files of `rules` under DATA/rules/VERSION (once)."""
+    """Store the files of `rules` under DATA/rules/VERSION (once).
+
+    Safe when several callers keep the same version at once (two uploads,
+    an upload and the charging loop's install): each writes its own
+    temporary directory and renames it into place; the version is a digest
+    of the files, so whoever's rename wins, the kept files are the same,
+    and a rename that finds the version already there is a success."""
     target = version_dir(data_dir, rules.version)
     if target.is_dir():
         return target
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, text in rules.files.items():
-        (tmp / name).write_bytes(text)
-        fd = os.open(tmp / name, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    tmp.rename(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        for name, text in rules.files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():     # not "someone kept it first": a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     fd = os.open(target.parent, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return target
 
 
@@ -58,7 +74,7 @@ def kept_versions(data_dir: str | Path) -> list[str]:
     root = Path(data_dir) / "rules"
     if not root.is_dir():
         return []
-    dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.endswith(".tmp")]
+    dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.endswith(".tmp") and not d.name.startswith(".")]
     return [d.name for d in sorted(dirs, key=lambda d: d.stat().st_mtime)]
 
 
