@@ -58,6 +58,7 @@ def cmd_serve(args) -> int:
     from .net.server import Server
     from .notify import Notifier, load_sink
     from .usage import UsageLog
+    from .rules import activation
     from .rules.history import InstallHistory
     from .rules.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError
@@ -66,11 +67,18 @@ def cmd_serve(args) -> int:
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("ocs")
     started = time.monotonic()
-    rules = _load_rules_or_exit(cfg.rules)
     store = EmbeddedStore(cfg.data, fsync=cfg.fsync, dedup_entries=cfg.dedup_entries)
     installer = Installer(store)
     try:
         store.open(on_rules=installer.replay)
+        # an API activation a crash interrupted is finished before the
+        # directory is read: it must not start on the version it replaced
+        activation.complete(cfg.data, cfg.rules, store.rules_version)
+    except (RuleError, StoreFormatError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    rules = _load_rules_or_exit(cfg.rules)
+    try:
         was = store.rules_version
         new = installer.install(rules, time.time())
     except (RuleError, StoreFormatError) as e:
@@ -101,6 +109,7 @@ def cmd_serve(args) -> int:
     if was != rules.version:
         history.record(rules.version, was or None, time.time())
     server.watch.history = history      # reloads and API activations are recorded too
+    server.watch.data = Path(cfg.data)  # where an activation not yet written is marked
     host, port = split_hostport(cfg.listen)
     log.info("rules %s version %s; %d subscribers; ready in %.2f s",
              cfg.rules, rules.version, store.n_subs, time.monotonic() - started)

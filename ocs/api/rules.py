@@ -9,6 +9,7 @@ next start all find the activated version there.
 """
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,10 +19,12 @@ import msgspec
 import trio
 from msgspec import Meta
 
+from ..rules import activation
 from ..rules.compile import RuleError, RuleSet, load_rules
 from ..rules.versions import keep, kept_versions, load_kept, version_dir
 from .http import Answer, ErrorBody, HttpError, Param, Request, Route
 
+log = logging.getLogger("ocs.api")
 TAG = "rules"
 FileName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.toml$", max_length=128)]
 _VERSION = re.compile(r"^[0-9a-f]{12}$")
@@ -185,21 +188,39 @@ async def _activate(server, version: str) -> Activated:
     if why is not None:
         raise HttpError(409, f"{why}; an activation is written there (docs/running.md)")
     was = server.app.rules.version
+    data = server.store.dir
     # Once begun, an activation finishes even if the client goes away: a
     # version in force must not be left unwritten to the directory. Bounded,
     # so a server stopping meanwhile (its charging loop gone) still stops.
+    # The marker (ocs/rules/activation.py) makes it survive a crash too: a
+    # start finds it and finishes the write.
     locked = False
     with trio.CancelScope(shield=True, deadline=trio.current_time() + ACTIVATION_TIMEOUT) as scope:
         try:
             await trio.to_thread.run_sync(watch.lock.acquire)
             locked = True
+            try:
+                await trio.to_thread.run_sync(activation.begin, data, version)
+            except OSError as e:
+                raise HttpError(507, f"cannot record the activation of {version} in "
+                                     f"{activation.marker_path(data)}: {e}; nothing changed") from None
             if server.app.rules.version != version:
-                await _install(server, rules)
+                try:
+                    await _install(server, rules)
+                except trio.Cancelled:
+                    raise       # the charging loop may still install it: the marker stays for the watch
+                except BaseException:
+                    if server.app.rules.version != version:     # refused: nothing changed
+                        await trio.to_thread.run_sync(_end_quietly, data)
+                    raise
             try:
                 await trio.to_thread.run_sync(watch.write, rules.files)
             except OSError as e:
-                raise HttpError(500, f"version {version} is in force, but writing it to {watch.dir} failed: {e}; "
-                                     "the directory's own version returns at its next change or restart") from None
+                raise HttpError(507, f"version {version} is in force, but writing its files into {watch.dir} "
+                                     f"failed: {e}; the write is retried at every poll of the directory, on "
+                                     "SIGHUP and at the next start, and the directory is not read until it "
+                                     "succeeds") from None
+            await trio.to_thread.run_sync(_end_quietly, data)
         finally:
             if locked:
                 watch.lock.release()
@@ -207,6 +228,15 @@ async def _activate(server, version: str) -> Activated:
         raise HttpError(503, f"the activation of {version} did not finish within {ACTIVATION_TIMEOUT:.0f} s "
                              f"(version {server.app.rules.version} is in force)")
     return Activated(version=version, was=was, directory=str(watch.dir))
+
+
+def _end_quietly(data) -> None:
+    """The marker goes; if it cannot, the watch or the next start finds it
+    and writes the same files again, which is harmless."""
+    try:
+        activation.end(data)
+    except OSError as e:
+        log.error("%s: cannot remove the activation marker: %s", activation.marker_path(data), e)
 
 
 async def _install(server, rules: RuleSet) -> None:
@@ -223,6 +253,10 @@ VERSION = Param("a rules version (12 hex digits)", "4c1d0e9a7b21")
 EXAMPLE = {"files": {"plans.toml": '[[plan]]\nid = "flat"\ntimezone = "Asia/Shanghai"\nbundle = "1 GB"\n'
                                    'overage = { price = "0.0003", per = "1 KB" }\n\n'
                                    '[[subscriber]]\nmsisdn = "8613700000001"\nplan = "flat"\nbalance = "10.00"\n'}}
+UNWRITTEN = Answer("the data or rules directory could not be written (a full disk, an I/O error). If the "
+                   "error says the version is in force, it is, journaled: its files are written into the rules "
+                   "directory at the next poll or start that can, and until then the directory is not read; "
+                   "otherwise nothing changed", ErrorBody)
 REFUSED = Answer("the files do not validate: `errors` names each file, key and what was expected", ErrorBody)
 ROUTES = [
     Route("GET", "/v1/rules", get_rules, "The rules version in force",
@@ -247,17 +281,20 @@ ROUTES = [
            409: Answer("refused (a plan in use or a pack held is missing; `errors` says which), or the rules "
                        "directory is not writable; the version in force keeps serving", ErrorBody),
            422: Answer("the kept files no longer compile", ErrorBody),
-           503: Answer("the activation did not finish in time (the server is stopping)", ErrorBody)},
+           503: Answer("the activation did not finish in time (the server is stopping)", ErrorBody),
+           507: UNWRITTEN},
           TAG, params={"version": VERSION},
           description="Installed between two batches like a reload: journaled, every subscriber carried "
                       "over. Then the version's files replace the rule files of the rules directory, so the "
                       "directory watch agrees and a restart keeps it. Activating the version in force "
-                      "rewrites the directory with it. Rolling back is activating an older version."),
+                      "rewrites the directory with it. Rolling back is activating an older version. An "
+                      "activation a crash interrupts is completed at the next start."),
     Route("POST", "/v1/rules/rollback", rollback, "Put the previous version back in force",
           {200: Answer("the version in force before the current one is in force again", Activated),
            409: Answer("no earlier version is known, or it is refused", ErrorBody),
            422: Answer("the kept files no longer compile", ErrorBody),
-           503: Answer("the activation did not finish in time (the server is stopping)", ErrorBody)},
+           503: Answer("the activation did not finish in time (the server is stopping)", ErrorBody),
+           507: UNWRITTEN},
           TAG, description="The version that was in force before the current one was installed (from the "
                            "installation history); twice in a row returns to where it started."),
 ]

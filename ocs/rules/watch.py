@@ -9,7 +9,10 @@ The rules directory is the one source of truth, also for a version
 activated through the API: the activation writes that version's files
 into the directory (`write`), so the watch, a SIGHUP and the next start all
 find the version in force there. `lock` keeps a poll from reading the
-directory while an activation installs and writes it.
+directory while an activation installs and writes it. An activation whose
+write has not finished (`DATA/rules/activating`, see activation.py) keeps
+the watch from reading the directory at all: each poll tries to finish
+that write instead.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import activation
 from .compile import RuleError, RuleSet, load_rules, read_rule_files
 
 log = logging.getLogger("ocs.rules")
@@ -33,6 +37,8 @@ class RulesWatch:
         self._seen = self._stat()
         self._refused: set[str] = set()
         self.history = None             # an InstallHistory: every installation is recorded there
+        self.data: Path | None = None   # the data directory, where an unfinished activation is marked
+        self._warned: str | None = None
 
     def _stat(self):
         try:
@@ -41,8 +47,19 @@ class RulesWatch:
             return None
 
     def check(self, forced: bool = False) -> RuleSet | None:
-        """The rules now in the directory, if they are a new valid version."""
+        """The rules now in the directory, if they are a new valid version.
+        Never raises: whatever goes wrong refuses this look at the directory
+        (logged), and the version in force keeps serving."""
+        try:
+            return self._check(forced)
+        except Exception as e:
+            return self._refuse(RuleError([f"{self.dir}: cannot be read: {type(e).__name__}: {e}"]), forced, e)
+
+    def _check(self, forced: bool) -> RuleSet | None:
         with self.lock:
+            if self.data is not None and activation.pending(self.data) is not None:
+                if not self._finish_activation(forced):
+                    return None
             seen = self._stat()
             if not forced and seen == self._seen:
                 return None
@@ -65,6 +82,43 @@ class RulesWatch:
             return None
         return rules
 
+    def _finish_activation(self, forced: bool) -> bool:
+        """An activation's marker stands (the caller holds `lock`, so no
+        activation is under way): if its version is in force, write its
+        files into the directory (a write that failed before, say on a full
+        disk, is retried at every poll) and drop the marker. True if the
+        directory may be read now."""
+        version = activation.pending(self.data)
+        if version == self.version:
+            try:
+                self.write(activation.kept_files(self.data, version))
+                activation.end(self.data)
+            except (OSError, RuleError) as e:
+                self._warn_once(f"rules {self.dir}: version {version} is in force, but writing its files into "
+                                f"the directory failed again: {e}; retried at the next poll")
+                return False
+            log.info("rules %s: the files of version %s, in force, are written into the directory now",
+                     self.dir, version)
+            self._warned = None
+            return False            # the next poll reads what was written, the version in force
+        # Not in force: an activation that gave up waiting (503) may still be
+        # installed by the charging loop; until then the directory is not read.
+        # A SIGHUP says the directory wins: the marker goes.
+        if forced:
+            log.warning("rules %s: SIGHUP: dropping the unfinished activation of version %s (not in force)",
+                        self.dir, version)
+            activation.end(self.data)
+            return True
+        self._warn_once(f"rules {self.dir}: an activation of version {version} is not finished "
+                        f"({activation.marker_path(self.data)}) and that version is not in force: the directory "
+                        "is not read until it is, a SIGHUP, or a restart")
+        return False
+
+    def _warn_once(self, message: str) -> None:
+        if message != self._warned:
+            self._warned = message
+            log.warning("%s", message)
+
     def _refuse(self, e: RuleError, forced: bool, cause: BaseException | None = None) -> None:
         key = "\n".join(e.errors)
         if forced or key not in self._refused:
@@ -85,23 +139,9 @@ class RulesWatch:
         go. Files other than *.toml are left alone. The next poll reads the
         directory again, so if a reload of the old files slipped in between,
         the directory's version comes back within one poll."""
-        for name, text in files.items():
-            tmp = self.dir / f".{name}.tmp"       # not *.toml: a poll never reads it
-            with open(tmp, "wb") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.dir / name)
-        for path in self.dir.glob("*.toml"):
-            if path.name not in files:
-                path.unlink()
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._written += 1
+        self._written += 1          # also if it fails half-way: what a poll read before is stale
         self._seen = None
+        activation.write_files(self.dir, files)
 
     def writable(self) -> str | None:
         """Why an activation could not be written into the directory, or None."""
