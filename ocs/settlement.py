@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from .rules.compile import RuleSet
 from .rules.units import format_money
-from .usage import UsageRecord, iter_usage
+from .usage import UsageRecord, iter_usage, utc_days_around
 
 
 class SettlementError(Exception):
@@ -133,7 +133,7 @@ def period_report(sponsor_id: str, period: str, usage_dir: str | Path, rules: Ru
     except ValueError:
         raise SettlementError(f"period {period!r}: expected YYYY-MM") from None
     last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
-    records = iter_usage(usage_dir, first - timedelta(days=1), last + timedelta(days=1))
+    records = iter_usage(usage_dir, *utc_days_around(first, last))
     return report(sponsor_id, period, records, rules, account)
 
 

@@ -266,8 +266,16 @@ def subscriber_usage(directory: str | Path, subscriber: str, tz: ZoneInfo, first
     """A subscriber's usage per local day and rating group: reads only the
     UTC day files that can hold those local days (a local day touches the
     UTC day before and after it)."""
-    records = iter_usage(directory, first - timedelta(days=1), last + timedelta(days=1), subscriber)
+    records = iter_usage(directory, *utc_days_around(first, last), subscriber)
     return daily_usage(records, tz, first, last)
+
+
+def utc_days_around(first: date, last: date) -> tuple[date, date]:
+    """The UTC days whose records can fall on the local days `first`..`last`:
+    a local day touches the UTC day before and after it. At the ends of the
+    calendar (0001-01-01, 9999-12-31) there is no day beyond."""
+    return (first - timedelta(days=1) if first > date.min else first,
+            last + timedelta(days=1) if last < date.max else last)
 
 
 def local_zone(rules: RuleSet, plan: int, zone: int) -> ZoneInfo:

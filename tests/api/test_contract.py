@@ -239,3 +239,23 @@ async def test_rules_whose_values_overflow_are_refused_naming_the_key(server):
         assert any(e.startswith("plans.toml: $.plan[1].timezone: unknown timezone 'Europe'") for e in errors), errors
         assert any(e.startswith("subs.toml: $.subscriber[0].balance: '1e999999' is too large an amount")
                    for e in errors), errors
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/subscribers/8613800000001/usage?from=0001-01-01&to=0001-01-01",
+    "/v1/subscribers/8613800000001/usage?from=0001-01-01&to=0001-12-31",
+    "/v1/subscribers/8613800000001/usage?from=9999-12-31&to=9999-12-31",
+    "/v1/subscribers/8613800000001/usage?from=9999-01-01&to=9999-12-31",
+    "/v1/sponsors/guangfa-bank/report?period=0001-01",
+    "/v1/sponsors/guangfa-bank/report?period=9999-12",
+    "/v1/sponsors/guangfa-bank/report?period=9999-12&format=csv",
+])
+async def test_the_ends_of_the_calendar_are_dates_like_any_other(server, path):
+    """A local day reads the UTC days around it; at 0001-01-01 and
+    9999-12-31 there is none beyond (an OverflowError, a 500, before)."""
+    r = await acall(server.api, "GET", path)
+    assert r.status == 200, r
+    if "usage" in path:
+        assert r.json["days"] == []
+    elif "csv" not in path:
+        assert (r.json["sponsored_octets"], r.json["sessions"], r.json["reconciled"]) == (0, [], True)
