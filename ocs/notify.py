@@ -73,12 +73,22 @@ class Notifier:
         self.path = Path(path)
         self.sink = sink
         self.sent = 0
+        self._line_open: bool | None = None     # the file ends inside a line (None: not looked yet)
 
     def emit(self, items: list[dict]) -> None:
         if not items:
             return
+        text = "".join(json.dumps(i, separators=(",", ":")) + "\n" for i in items)
+        if self._line_open is None:
+            self._line_open = _ends_inside_a_line(self.path)
+        if self._line_open:
+            # a crash cut the last line short: end it, so the announcements
+            # go on lines of their own (the feed skips the cut one)
+            text = "\n" + text
+        self._line_open = None                  # a write that fails half-way may cut a line again
         with self.path.open("a") as f:
-            f.write("".join(json.dumps(i, separators=(",", ":")) + "\n" for i in items))
+            f.write(text)
+        self._line_open = False
         self.sent += len(items)
         if self.sink is not None:
             try:
@@ -87,17 +97,38 @@ class Notifier:
                 log.exception("notification sink failed on %d events", len(items))
 
 
+def _ends_inside_a_line(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            if f.seek(0, 2) == 0:
+                return False
+            f.seek(-1, 2)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 class FeedError(ValueError):
     pass
 
 
+_DAMAGED: set[tuple[str, int]] = set()      # damaged lines logged already: (file, offset)
+_START = b'{"time":'                        # how every announcement begins (json.dumps of `describe`'s dict)
+
+
 def read_feed(path: str | Path, after: int, limit: int, subscriber: str | None = None,
-              scan: int = 4 << 20) -> tuple[list[bytes], int]:
+              scan: int = 4 << 20, decode: Callable[[bytes], object] | None = None) -> tuple[list, int]:
     """Announcements after byte offset `after` of the notifications file:
-    (up to `limit` JSON lines, the offset to read from next). The file only
-    grows, so an offset is a stable cursor. A poll reads at most `scan`
-    octets, so a filter that matches little answers promptly with a cursor
-    further on; a line still being written is left for the next poll."""
+    (up to `limit` JSON lines, or what `decode` makes of each, the offset to
+    read from next). The file only grows, so an offset is a stable cursor. A
+    poll reads at most `scan` octets, so a filter that matches little
+    answers promptly with a cursor further on; a line still being written
+    is left for the next poll.
+
+    With `decode`, a line it refuses (a crash cut it short, and, before
+    `Notifier.emit` ended such a line, the next announcement was appended
+    to it) is skipped, logged once, and the cursor moves past it: the
+    complete announcement at its end, if any, is kept."""
     path = Path(path)
     try:
         f = path.open("rb")
@@ -121,7 +152,33 @@ def read_feed(path: str | Path, after: int, limit: int, subscriber: str | None =
         for line in f:
             if not line.endswith(b"\n") or len(out) >= limit or pos - after >= scan:
                 break
-            pos += len(line)
-            if line.strip() and (needle is None or needle in line):
-                out.append(line.rstrip(b"\n"))
+            at, pos = pos, pos + len(line)
+            if not line.strip() or (needle is not None and needle not in line):
+                continue
+            line = line.rstrip(b"\n")
+            if decode is None:
+                out.append(line)
+                continue
+            item = _decoded(decode, line, path, at, needle)
+            if item is not None:
+                out.append(item)
     return out, pos
+
+
+def _decoded(decode: Callable[[bytes], object], line: bytes, path: Path, at: int, needle: bytes | None):
+    try:
+        return decode(line)
+    except ValueError:          # msgspec.DecodeError, json.JSONDecodeError
+        pass
+    tail = line.rfind(_START)
+    item = None
+    if tail > 0 and (needle is None or needle in line[tail:]):
+        try:
+            item = decode(line[tail:])
+        except ValueError:
+            pass
+    if (str(path), at) not in _DAMAGED:
+        _DAMAGED.add((str(path), at))
+        log.warning("%s: skipping a damaged announcement at offset %d (%d octets%s)", path, at, len(line),
+                    ", the complete one at its end kept" if item is not None else "")
+    return item

@@ -60,11 +60,12 @@ def _feed_path(server) -> Path:
 async def notifications(request: Request):
     q: FeedQuery = request.query
     try:
-        lines, after = await trio.to_thread.run_sync(read_feed, _feed_path(request.server), q.after, q.limit,
-                                                     q.subscriber)
+        path = _feed_path(request.server)
+        items, after = await trio.to_thread.run_sync(
+            lambda: read_feed(path, q.after, q.limit, q.subscriber, decode=_notification.decode))
     except FeedError as e:
         raise HttpError(409, str(e)) from None
-    return 200, Feed(notifications=[_notification.decode(line) for line in lines], next=after)
+    return 200, Feed(notifications=items, next=after)
 
 
 # ------------------------------------------------------------ sponsors

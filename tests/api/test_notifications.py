@@ -102,3 +102,58 @@ async def test_feed_by_cursor_filter_and_limit(tmp_path):
             assert r.status == 409 and why in r.error, r
     finally:
         await trio.to_thread.run_sync(server.stop)
+
+
+def announcement(subscriber: str, threshold: str) -> str:
+    return ('{"time":"2026-01-01T00:00:00.000+00:00","subscriber":"%s","plan":"p","threshold":"%s",'
+            '"kind":"bucket","rules":"0123456789ab","octets":1,"bucket":"bundle","percent":80}' % (subscriber, threshold))
+
+
+async def test_damaged_lines_are_skipped_and_new_announcements_start_a_line(tmp_path):
+    """A crash can cut the feed's last line short. Before, the next
+    announcement was appended onto it, and every poll from before that line
+    answered 500, for good. Now the server ends such a line before it
+    appends, and the feed skips a line it cannot read (keeping a complete
+    announcement at its end), moving the cursor past it."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "plans.toml").write_text(RULES)
+    data = tmp_path / "data"
+    data.mkdir()
+    full = announcement(B, "old-1")
+    feed = data / "notifications.jsonl"
+    feed.write_text(announcement(B, "old-0") + "\n"
+                    + full[:50] + full + "\n"           # a cut line, an announcement appended onto it
+                    + "not an announcement\n"
+                    + full[:70])                        # and a crash cut the last one short
+    server = OcsProcess(data, rules=rules, extra=["--api", "127.0.0.1:0"], env={"OCS_API_TOKENS": TOKEN})
+    await trio.to_thread.run_sync(server.start)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                conn = GyConnection(origin_host="pgw-feed.test.example")
+                await conn.connect(server.port, n)
+                a = GySession(conn, A)
+                await a.start(900 * KB)
+                await a.update(850 * KB, 0)                         # 83%: bundle-80
+                whole = await poll(server, "after=0", 3)
+                n.cancel_scope.cancel()
+        assert [(x["subscriber"], x["threshold"]) for x in whole["notifications"]] == \
+            [(B, "old-0"), (B, "old-1"), (A, "bundle-80")]
+        assert whole["next"] == feed.stat().st_size
+        lines = feed.read_bytes().split(b"\n")
+        assert lines[-2].startswith(b'{"time"') and b'"bundle-80"' in lines[-2], "a line of its own"
+        assert lines[-3] == full[:70].encode()
+        # a client paging one at a time gets past the damaged lines
+        paged, after = [], 0
+        for _ in range(3):
+            page = await acall(server.api, "GET", f"/v1/notifications?after={after}&limit=1")
+            assert page.status == 200, page
+            paged += page.json["notifications"]
+            after = page.json["next"]
+        assert paged == whole["notifications"] and after == whole["next"]
+        mine = await acall(server.api, "GET", f"/v1/notifications?subscriber={B}")
+        assert [x["threshold"] for x in mine.json["notifications"]] == ["old-0", "old-1"]
+        assert server.output().count("skipping a damaged announcement") == 3, "each logged once"
+    finally:
+        await trio.to_thread.run_sync(server.stop)
