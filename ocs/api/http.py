@@ -141,8 +141,11 @@ class OperatorApi:
             return
         headers = [(b"content-type", b"application/json")]
         try:
+            # who asks, and for what, is known from the headers: a request
+            # without a valid token is answered 401 before its body is read
+            route, found = self._route(scope)
             body = await _read_body(receive)
-            status, payload = await self._dispatch(scope, body)
+            status, payload = await self._dispatch(scope, route, found, body)
         except HttpError as e:
             status, payload = e.status, ErrorBody(error=e.message, errors=msgspec.UNSET if e.errors is None else e.errors)
             if status == 401:
@@ -161,7 +164,9 @@ class OperatorApi:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
-    async def _dispatch(self, scope, body: bytes) -> tuple[int, object]:
+    def _route(self, scope) -> tuple[Route, re.Match]:
+        """The route a request is for, once its token is checked (HttpError
+        401, 404 or 405 otherwise)."""
         path, method = scope["path"], scope["method"]
         matches = [(r, m) for r in self.routes if (m := r.pattern.match(path))]
         chosen = next(((r, m) for r, m in matches if r.method == method), None)
@@ -174,7 +179,9 @@ class OperatorApi:
                 allowed = ", ".join(sorted({r.method for r, _ in matches}))
                 raise HttpError(405, f"{method} is not allowed on {path}; use {allowed}")
             raise HttpError(404, f"no such resource: {path}")
-        route, found = chosen
+        return chosen
+
+    async def _dispatch(self, scope, route: Route, found: re.Match, body: bytes) -> tuple[int, object]:
         headers = {k.lower(): v for k, v in scope["headers"]}
         request = Request(self.server, self, found.groupdict(), _query(route, scope.get("query_string", b"")),
                           _body(route, body), headers)

@@ -259,3 +259,23 @@ async def test_the_ends_of_the_calendar_are_dates_like_any_other(server, path):
         assert r.json["days"] == []
     elif "csv" not in path:
         assert (r.json["sponsored_octets"], r.json["sessions"], r.json["reconciled"]) == (0, [], True)
+
+
+@pytest.mark.parametrize("authorization", [b"", b"Authorization: Bearer wrong\r\n", b"Authorization: Basic eDp5\r\n"])
+async def test_a_request_without_a_valid_token_is_refused_before_its_body_is_read(server, authorization):
+    """The token is in the headers: a request without a valid one gets its
+    401 at once, without the server reading (up to 8 MiB of) its body.
+    Here the body never comes: only the answer not waiting for it shows
+    that it was not read."""
+    host, port = urllib.parse.urlsplit(server.api).netloc.rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(b"POST /v1/rules HTTP/1.1\r\nHost: ocs\r\nContent-Type: application/json\r\n"
+                              + authorization + b"Content-Length: 8000000\r\n\r\n{\"files\": ")
+        answer = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in answer:
+                chunk = await stream.receive_some()
+                assert chunk, answer
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
