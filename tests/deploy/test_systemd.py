@@ -81,6 +81,9 @@ def test_the_unit_runs_the_server_as_the_server_expects():
     # the directories systemd creates and leaves writable are the ones the configuration uses
     assert f"/var/lib/{one('StateDirectory')}" == cfg.data
     assert f"/etc/{one('ConfigurationDirectory')}" == str(Path(cfg.rules).parent)
+    # ProtectSystem=strict makes /etc read-only; an API activation or rollback
+    # writes the rules directory (409 "not writable" otherwise)
+    assert cfg.rules in svc.get("ReadWritePaths", []), "the rules directory must be writable: ReadWritePaths"
     assert Path(cfg.notifications).parent == Path(cfg.data)
     assert any(e.startswith(f"NUMBA_CACHE_DIR=/var/cache/{one('CacheDirectory')}/") for e in svc["Environment"])
     assert one("EnvironmentFile") == "-/etc/ocs/ocs.env", "where OCS_API_TOKENS is kept (deploy/ocs.toml says so)"
