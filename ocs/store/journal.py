@@ -2,9 +2,12 @@
 before their answers leave.
 
 A record is `length (u32) | crc32 (u32) | payload`, the payload msgpack,
-deflated (zlib level 1; the top bit of the length says so): the rows a
-batch changed are mostly zeros (free slots, no packs), and the fsync'd
-bytes per request are what the disk's throughput divides. The file is
+compressed with Zstandard level 1 (bit 30 of the length says so; bit 31,
+zlib's deflate, which journals of earlier versions hold): the rows a batch
+changed are mostly zeros (free slots, no packs), and the fsync'd bytes per
+request are what the disk's throughput divides. Zstandard level 1 takes a
+fifth of deflate's CPU on these records (0.41 against 2.0 ns a byte,
+~0.45 us per request) and makes them half the size (1/57 against 1/26). The file is
 preallocated in large steps and written in place, so an fdatasync does not
 also have to commit a new file size (on ext4 a small appending write plus
 fdatasync measured 1.8 ms; in place, 0.2 ms). The unwritten rest of the file
@@ -17,14 +20,19 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 from typing import Iterator
 
 import msgspec
+import zstandard
 
 _FRAME = struct.Struct(">II")
 _DEFLATED = 0x80000000
+_ZSTD = 0x40000000
+_LENGTH = 0x3FFFFFFF
+_zstd_tls = threading.local()     # (de)compressors are not thread-safe: one per thread
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder()
 PREALLOCATE = 64 << 20
@@ -53,9 +61,10 @@ class Journal:
         """Write and make durable records, with one fsync (group commit);
         returns the bytes written."""
         parts = []
+        compressor = _compressor()
         for record in records:
-            payload = zlib.compress(_enc.encode(record), 1)      # releases the GIL
-            parts.append(_FRAME.pack(len(payload) | _DEFLATED, zlib.crc32(payload)))
+            payload = compressor.compress(_enc.encode(record))      # releases the GIL
+            parts.append(_FRAME.pack(len(payload) | _ZSTD, zlib.crc32(payload)))
             parts.append(payload)
         data = b"".join(parts)
         if self.end + len(data) > self.allocated:
@@ -81,14 +90,32 @@ def _records(data: bytes) -> Iterator[tuple[int, dict]]:
     pos = 0
     while pos + _FRAME.size <= len(data):
         length, crc = _FRAME.unpack_from(data, pos)
-        deflated = length & _DEFLATED
-        length &= ~_DEFLATED
+        kind = length & ~_LENGTH
+        length &= _LENGTH
         start, end = pos + _FRAME.size, pos + _FRAME.size + length
         if length == 0 or end > len(data) or zlib.crc32(data[start:end]) != crc:
             return
         payload = data[start:end]
-        yield end, _dec.decode(zlib.decompress(payload) if deflated else payload)
+        if kind == _ZSTD:
+            payload = _decompressor().decompress(payload)
+        elif kind == _DEFLATED:
+            payload = zlib.decompress(payload)
+        yield end, _dec.decode(payload)
         pos = end
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    c = getattr(_zstd_tls, "c", None)
+    if c is None:
+        c = _zstd_tls.c = zstandard.ZstdCompressor(level=1)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_zstd_tls, "d", None)
+    if d is None:
+        d = _zstd_tls.d = zstandard.ZstdDecompressor()
+    return d
 
 
 def _valid_end(path: Path) -> int:

@@ -66,3 +66,26 @@ def test_answers_survive_a_crash_between_snapshot_and_journal_rename(tmp_path):
     again.snapshot()                 # what `ocs serve` does before serving
     assert not again.snapshot_unfinished and (tmp_path / "journal.prev").exists()
     assert _store(tmp_path).answer_for(b"k1") == b"answer-k1"
+
+
+def test_journal_reads_records_of_either_compression(tmp_path):
+    """Journals written before Zstandard hold deflated records; a journal
+    may hold both kinds after an upgrade. Replay reads each as written."""
+    import struct
+    import zlib
+
+    import msgspec
+
+    from ocs.store.journal import Journal, replay
+    path = tmp_path / "journal.log"
+    old = msgspec.msgpack.encode({"seq": 1, "what": "deflated"})
+    payload = zlib.compress(old, 1)
+    path.write_bytes(struct.pack(">II", len(payload) | 0x80000000, zlib.crc32(payload)) + payload)
+    j = Journal(path, fsync=False)
+    j.append({"seq": 2, "what": "zstd"}, {"seq": 3, "what": "zstd"})
+    j.close()
+    assert [r["what"] for r in replay(path)] == ["deflated", "zstd", "zstd"]
+    # a torn zstd record ends the journal; the writer cuts it away
+    data = path.read_bytes().rstrip(b"\0")
+    path.write_bytes(data[:-3])
+    assert [r["seq"] for r in replay(path)] == [1, 2]
