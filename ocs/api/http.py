@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ..gy.operations import OperationError
+from .scrape import lifespan
 
 log = logging.getLogger("ocs.api")
 MAX_BODY = 8 << 20          # octets; a complete rules version is far smaller
@@ -130,13 +131,8 @@ class OperatorApi:
     # ------------------------------------------------------------ ASGI
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         headers = [(b"content-type", b"application/json")]
