@@ -95,7 +95,7 @@ class RulesWatch:
                 activation.end(self.data)
             except (OSError, RuleError) as e:
                 self._warn_once(f"rules {self.dir}: version {version} is in force, but writing its files into "
-                                f"the directory failed again: {e}; retried at the next poll")
+                                f"the directory failed again: {e}; retried at the next poll", logging.ERROR)
                 return False
             log.info("rules %s: the files of version %s, in force, are written into the directory now",
                      self.dir, version)
@@ -114,10 +114,10 @@ class RulesWatch:
                         "is not read until it is, a SIGHUP, or a restart")
         return False
 
-    def _warn_once(self, message: str) -> None:
+    def _warn_once(self, message: str, level: int = logging.WARNING) -> None:
         if message != self._warned:
             self._warned = message
-            log.warning("%s", message)
+            log.log(level, "%s", message)
 
     def _refuse(self, e: RuleError, forced: bool, cause: BaseException | None = None) -> None:
         key = "\n".join(e.errors)
