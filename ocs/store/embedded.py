@@ -413,10 +413,13 @@ class EmbeddedStore:
             self.remember_answers(*rec["ans"])
 
     # ------------------------------------------------------------ snapshots
-    def _capture(self) -> dict:
-        """A consistent copy of the state at record `seq`, to write later."""
+    def _capture(self, copy: bool = True) -> dict:
+        """The state at record `seq`, to write later: a copy of the arrays,
+        or (`copy=False`, when nothing changes them while it is written) the
+        arrays themselves: at 10 million subscribers the copy is 3.7 GB."""
+        take = np.copy if copy else (lambda a: a)
         return {"format": FORMAT, "seq": self.seq, "n_subs": self.n_subs,
-                "subs": self.subs[:self.n_subs].copy(), "sessions": self.sessions.copy(),
+                "subs": take(self.subs[:self.n_subs]), "sessions": take(self.sessions),
                 "explicit": list(self.explicit.items()), "labels": list(self.labels.items()),
                 "ranges": list(self.ranges), "session_meta": list(self.session_meta),
                 "profiles": list(self.profiles.items()),     # frozen Structs: msgpack encodes them later
@@ -446,8 +449,8 @@ class EmbeddedStore:
 
     def snapshot(self) -> None:
         """Write the whole state now, then start an empty journal (start-up,
-        shutdown)."""
-        self._write_snapshot(self._capture())
+        shutdown: nothing charges meanwhile)."""
+        self._write_snapshot(self._capture(copy=False))
         # Records up to seq are in the snapshot; replay skips them anyway, so
         # a crash before the journals are reset is harmless. The newest
         # journal is kept as journal.prev for the answers it holds.
