@@ -352,8 +352,8 @@ class EmbeddedStore:
         ds = np.unique(np.asarray(dirty_subs, dtype=np.int64))
         dx = np.unique(np.asarray(dirty_sess, dtype=np.int64))
         rec = {"seq": self.seq, "f": FORMAT, "rules": rules_version, "t": now,
-               "si": ds.tobytes(), "sr": self.subs[ds].tobytes(),
-               "xi": dx.tobytes(), "xr": self.sessions[dx].tobytes(),
+               "si": ds.tobytes(), "sr": _rows_bytes(self.subs, ds),
+               "xi": dx.tobytes(), "xr": _rows_bytes(self.sessions, dx),
                "new": new_sessions, "ans": answers, "use": usage}
         if op is not None:
             rec["op"] = op
@@ -514,6 +514,13 @@ class EmbeddedStore:
         self.sessions = np.load(snap / "sessions.npy")
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}
+
+
+def _rows_bytes(table: np.ndarray, rows: np.ndarray) -> bytes:
+    """The bytes of these rows, as `table[rows].tobytes()` gives them, taken
+    as raw rows: fancy indexing on records copies field by field (~0.37 us a
+    subscriber row, ten times this)."""
+    return table.view(np.uint8).reshape(len(table), table.dtype.itemsize).take(rows, axis=0).tobytes()
 
 
 def _subscriber_rows(cap: int, filled: int) -> np.ndarray:
