@@ -34,6 +34,8 @@ def warm_up(rules) -> None:
     kernel.expire_sessions(subs, sessions, spons, 0.0, 1)
     kernel.rebuild_reservations(subs, sessions, spons, 0)
     from .diameter import fastcca, fastccr
+    from .diameter.message import split_frames
+    split_frames(bytearray(b"\x01\x00\x00\x14" + bytes(16)))
     buf, frames, msccs, _ = fastccr.decode_batch([bytes(20)], MSCC)
     fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
 
