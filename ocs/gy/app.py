@@ -127,7 +127,14 @@ class CreditControlApplication:
         opened: list[tuple[int, int]] = []
         new_subs: list[int] = []
         reopened: set[int] = set()        # CCR-I for a session this host already has open
-        dedup_keys: list[bytes | None] = [None] * n      # Origin-Host + End-to-End-Identifier
+        # The fast path's Session-Ids, Origin-Hosts and duplicate-cache keys
+        # (Origin-Host + End-to-End-Identifier) in bulk: comprehensions, not
+        # loop statements (a fallback frame's are redone from its full decode)
+        sids = [joined[o:o + k] for o, k in zip(sid_off, sid_len)]
+        hosts = [joined[o:o + k] for o, k in zip(host_off, host_len)]
+        dedup_keys: list[bytes | None] = [h + e.to_bytes(4, "big") for h, e in zip(hosts, e2es)]
+        stored_all = store.answers_for(dedup_keys)
+        session_of = store.session_index.get
         for i in range(n):
             if fallback[i]:
                 h = parse_header(frames[i])
@@ -140,14 +147,11 @@ class CreditControlApplication:
                     continue
                 slow[i] = ccr
                 sid, host, rtype, keys = ccr.session_id, ccr.origin_host, ccr.request_type, _slow_keys(ccr)
+                key = dedup_keys[i] = host + e2es[i].to_bytes(4, "big")
+                stored = store.answer_for(key)
             else:
-                sid = joined[sid_off[i]:sid_off[i] + sid_len[i]]
-                host = joined[host_off[i]:host_off[i] + host_len[i]]
-                rtype = rtypes[i]
-                keys = None
-            key = host + e2es[i].to_bytes(4, "big")
-            dedup_keys[i] = key
-            stored = store.answer_for(key)
+                sid, host, rtype, keys = sids[i], hosts[i], rtypes[i], None
+                key, stored = dedup_keys[i], stored_all[i]
             if stored is not None:
                 answers[i] = CCA.with_hop_by_hop(stored, hbhs[i])
                 results[i] = c.SUCCESS
@@ -186,7 +190,7 @@ class CreditControlApplication:
                         req_sess[i] = row
                 req_sub[i] = sub
             else:
-                row = store.session_index.get(sid)
+                row = session_of(sid)
                 if row is None:
                     refusal = c.UNKNOWN_SESSION_ID
                 else:

@@ -336,6 +336,11 @@ class EmbeddedStore:
             self._dedup_old = self._dedup_young
             self._dedup_young = {}
 
+    def answers_for(self, keys: list[bytes]) -> list[bytes | None]:
+        """`answer_for` of each key, for a batch."""
+        young, old = self._dedup_young.get, self._dedup_old.get
+        return [young(k) or old(k) for k in keys]
+
     def answer_for(self, key: bytes) -> bytes | None:
         """The answer already given to the request with this key, if kept."""
         answer = self._dedup_young.get(key)
