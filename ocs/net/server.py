@@ -141,7 +141,6 @@ class Server:
                 # still on its way to the journal (see _begin_snapshot)
                 with trio.move_on_after(self.cfg.shutdown_grace + 5):
                     while self._outbox is not None and self._durable_seq < self._outbox.seq:
-                        self._durable = trio.Event()
                         await self._durable.wait()
             system.cancel_scope.cancel()
         self.store.snapshot()
@@ -324,7 +323,6 @@ class Server:
         change and the gateway's retransmission would apply it again. The
         capture is on the loop, between batches; the writing in a thread."""
         while self._durable_seq < sent:
-            self._durable = trio.Event()
             await self._durable.wait()
         job = self.store.begin_snapshot()
         if job is not None:
@@ -349,6 +347,10 @@ class Server:
                     # idle: a thread hand-off would cost more than the fsync itself
                     store.write(*records)
                 self.metrics.journal_seconds.observe(time.perf_counter() - started)
+                self._durable_seq = records[-1]["seq"]
+                # wake every waiter (_begin_snapshot, shutdown): each waits on the event of its time
+                woken, self._durable = self._durable, trio.Event()
+                woken.set()
             ready: dict[Peer, list[bytes]] = {}
             changed = []
             arrived: list[tuple[float, int]] = []
@@ -374,9 +376,6 @@ class Server:
                 self._reauthorize(np.unique(np.concatenate(changed)))
             if self.usage is not None and records:
                 await self._usage_send.send(records)     # after the answers: not on their path
-            if records:
-                self._durable_seq = records[-1]["seq"]
-                self._durable.set()
             if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
                 self._snapshot_due = True
                 self._work.set()
