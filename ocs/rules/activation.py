@@ -29,6 +29,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..durable import fsync_path
 from .compile import RuleError, read_rule_files
 from .versions import version_dir
 
@@ -50,7 +51,7 @@ def begin(data_dir: str | Path, version: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _sync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def pending(data_dir: str | Path) -> str | None:
@@ -68,7 +69,7 @@ def end(data_dir: str | Path) -> None:
         path.unlink()
     except FileNotFoundError:
         return
-    _sync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def write_files(directory: str | Path, files: dict[str, bytes]) -> None:
@@ -86,7 +87,7 @@ def write_files(directory: str | Path, files: dict[str, bytes]) -> None:
     for path in directory.glob("*.toml"):
         if path.name not in files:
             path.unlink()
-    _sync_dir(directory)
+    fsync_path(directory)
 
 
 def kept_files(data_dir: str | Path, version: str) -> dict[str, bytes]:
@@ -128,9 +129,3 @@ def complete(data_dir: str | Path, directory: str | Path, installed: str | None)
     return version
 
 
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

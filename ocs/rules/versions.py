@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..durable import fsync_path
 from ..engine.tables import HOLDS, PLAN_BUCKETS, SLOT_FREE
 from .compile import RuleError, RuleSet, load_rules
 
@@ -55,11 +56,7 @@ def keep(data_dir: str | Path, rules: RuleSet) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(target.parent)
     return target
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from ..durable import fsync_path
 from ..engine.kernel import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
@@ -442,12 +443,12 @@ class EmbeddedStore:
         meta = {k: v for k, v in state.items() if k not in ("subs", "sessions", "sponsors")}
         (tmp / "meta.msgpack").write_bytes(_enc.encode(meta))
         for f in tmp.iterdir():
-            _fsync_file(f)
+            fsync_path(f)
         shutil.rmtree(old, ignore_errors=True)
         if snap.exists():
             snap.rename(old)
         tmp.rename(snap)
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
         shutil.rmtree(old, ignore_errors=True)
         log.info("snapshot at journal record %d (%d subscribers, %d open sessions)",
                  state["seq"], state["n_subs"], sum(m is not None for m in state["session_meta"]))
@@ -469,7 +470,7 @@ class EmbeddedStore:
             log_.unlink(missing_ok=True)
             self.journal = Journal(log_, self.fsync)
         old.unlink(missing_ok=True)
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
 
     @property
     def snapshot_unfinished(self) -> bool:
@@ -491,12 +492,12 @@ class EmbeddedStore:
         self.journal.close()
         os.replace(self.dir / "journal.log", old_journal)
         self.journal = Journal(self.dir / "journal.log", self.fsync)
-        _fsync_dir(self.dir)
+        fsync_path(self.dir)
 
         def write() -> None:
             self._write_snapshot(state)
             os.replace(old_journal, self.dir / "journal.prev")
-            _fsync_dir(self.dir)
+            fsync_path(self.dir)
         return write
 
     def _load_snapshot(self, snap: Path) -> None:
@@ -506,7 +507,7 @@ class EmbeddedStore:
             raise StoreFormatError(f"{snap}: written with other tables (format {meta.get('format', 1)}, "
                                    f"this version reads {FORMAT}); start from an empty data directory")
         self.n_subs = meta["n_subs"]
-        self.subs = _read_rows(snap / "subs.npy", SUBSCRIBER, self.n_subs)
+        self.subs = _read_subscribers(snap / "subs.npy", self.n_subs)
         self.explicit = {k: v for k, v in meta["explicit"]}
         self._explicit_keys = None
         self.labels = {k: v for k, v in meta["labels"]}
@@ -537,8 +538,8 @@ def _subscriber_rows(cap: int, filled: int) -> np.ndarray:
     return subs
 
 
-def _read_rows(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
-    """An .npy file of `n` rows of `dtype`, read straight into a table with
+def _read_subscribers(path: Path, n: int) -> np.ndarray:
+    """An .npy file of `n` subscriber rows, read straight into a table with
     some room to grow: one pass over the data (np.load and a copy into a
     larger table were three, and twice the memory)."""
     with open(path, "rb", buffering=0) as f:      # unbuffered: BufferedReader took 10x longer here
@@ -546,7 +547,7 @@ def _read_rows(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
             np.lib.format.read_array_header_2_0
         shape, fortran, descr = read_header(f)
-        if descr != dtype or shape != (n,) or fortran:
+        if descr != SUBSCRIBER or shape != (n,) or fortran:
             raise StoreFormatError(f"{path}: holds {shape} rows of another layout; "
                                    f"start from an empty data directory")
         rows = _subscriber_rows(max(n + n // 64, 1024), n)
@@ -554,18 +555,8 @@ def _read_rows(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
         while view:
             got = f.readinto(view)
             if not got:
-                raise StoreFormatError(f"{path}: ends after {n - len(view) // dtype.itemsize} of {n} rows")
+                raise StoreFormatError(f"{path}: ends after {n - len(view) // SUBSCRIBER.itemsize} of {n} rows")
             view = view[got:]
     return rows
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync_file(path)
