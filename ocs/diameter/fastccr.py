@@ -488,13 +488,14 @@ def _decode_all(buf, starts, ends, frames, msccs, keys, kinds):
     return mpos
 
 
-def decode_batch(frames: list[bytes], mscc_dtype: np.dtype, per_frame: int = 4):
-    """Decode a batch of CCR frames. Returns (buffer, frame records, MSCC
-    rows, rows used). Frames flagged `fallback` need the full decoder."""
+def decode_batch(frames: list[bytes], mscc_dtype: np.dtype, per_frame: int = 4, joined: bytes | None = None):
+    """Decode a batch of CCR frames (`joined`: the frames already joined, if
+    the caller has them). Returns (buffer, frame records, MSCC rows, rows
+    used). Frames flagged `fallback` need the full decoder."""
     lengths = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
     ends = np.cumsum(lengths)
     starts = ends - lengths
-    buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
+    buf = np.frombuffer(b"".join(frames) if joined is None else joined, dtype=np.uint8)
     out = np.zeros(len(frames), FRAME)
     msccs = np.zeros(len(frames) * per_frame, mscc_dtype)
     used = _decode_all(buf, starts, ends, out, msccs, DICT_KEYS, DICT_KINDS)

@@ -100,7 +100,7 @@ class CreditControlApplication:
         store = self.store
         n = len(frames)
         joined = b"".join(frames)
-        buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
+        buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC, joined=joined)
         # refunds and price enquiries are answered by the full path (Cost-Information)
         rare = (fr["type"] == c.EVENT_REQUEST) & ((fr["action"] == 1) | (fr["action"] == 3))
         if rare.any():
