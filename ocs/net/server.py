@@ -15,19 +15,15 @@ import math
 import signal
 import itertools
 import time
-from bisect import bisect_right
-from collections import deque
-from functools import partial
-from itertools import accumulate
 
 import numpy as np
 import trio
 
 from ..config import Config, PeerPolicy
 from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
-from ..diameter import constants as c
 from ..gy import reauth
 from ..gy.app import CreditControlApplication
+from .reauth import Reauthorizer
 from ..gy.operations import Done
 from ..metrics import Metrics
 from ..notify import Notifier, describe
@@ -38,9 +34,6 @@ from ..store.embedded import EmbeddedStore
 
 log = logging.getLogger("ocs.net")
 RECEIVE_SIZE = 1 << 18
-RAR_CHUNK = 256             # Re-Auth-Requests sent per turn of the sender
-MAX_RARS_PER_PEER = 1024    # unanswered RARs one peer may have; more wait in the queue
-LIMITED_SUCCESS = 2002      # DIAMETER_LIMITED_SUCCESS: a normal RAA (RFC 4006 5.5)
 SMALL_GROUP = 128   # requests; a smaller group with nothing else waiting is written inline
 
 
@@ -89,10 +82,8 @@ class Server:
         self._stopping = False
         self._snapshot_due = False
         self._peer_numbers = itertools.count(1)
-        self._by_ident: dict[int, Peer] = {}
-        self._via = np.zeros(0, np.int32)      # per session row: the peer its CCR-I came through (0: unknown)
-        self._rar_queue: deque[tuple[int, bytes]] = deque()    # (session row, Session-Id) to re-authorize
-        self._rar_ready = trio.Event()
+        self.by_ident: dict[int, Peer] = {}
+        self.reauthorizer = Reauthorizer(self)   # sends the RARs (ocs/net/reauth.py)
         self._outbox: _Outbox | None = None
         self._durable_seq = store.seq         # the last journal record known durable
         self._durable = trio.Event()
@@ -113,7 +104,7 @@ class Server:
             system.start_soon(self._charging_loop)
             system.start_soon(self._housekeeping)
             system.start_soon(self._rules_reload)
-            system.start_soon(self._reauth_sender)
+            system.start_soon(self.reauthorizer.run)
             if self.cfg.api:
                 await system.start(self._serve_api)
             if self.cfg.metrics:
@@ -173,7 +164,7 @@ class Server:
                               trio.current_time(), self.timers, self.cfg.max_message)
         peer = Peer(stream, conn, address, next(self._peer_numbers))
         self.peers.add(peer)
-        self._by_ident[peer.ident] = peer
+        self.by_ident[peer.ident] = peer
         try:
             async with trio.open_nursery() as n:
                 n.start_soon(self._writer, peer)
@@ -194,10 +185,8 @@ class Server:
             pass    # the peer is gone; nothing of it may stop the server
         finally:
             self.peers.discard(peer)
-            self._by_ident.pop(peer.ident, None)
-            if peer.rars:       # its gateway will not answer them now
-                self.metrics.reauth.labels("peer_closed").inc(len(peer.rars))
-                peer.rars.clear()
+            self.by_ident.pop(peer.ident, None)
+            self.reauthorizer.peer_closed(peer)
             if peer.conn.close_reason:
                 log.info("peer %s (%s) closed: %s", peer.conn.peer_host, address, peer.conn.close_reason)
             with trio.CancelScope(shield=True):
@@ -229,7 +218,7 @@ class Server:
                     self._pending.append((peer, frames, now))
                     self._work.set()
                 if conn.app_answers:
-                    self._on_answers(peer)
+                    self.reauthorizer.on_answers(peer)
             conn.handle_timer(now)
             if conn.dpa_pending and peer.outstanding == 0:
                 conn.send_pending_dpa()
@@ -306,7 +295,7 @@ class Server:
                     now = time.time()
                     result = self.app.process(frames, now)
                     if result.opened:
-                        self._remember_via(batch, result.opened)
+                        self.reauthorizer.remember_via(batch, result.opened)
                     self.metrics.count(result.types, result.results)
                     self.metrics.count_units(result.units)
                     events = None
@@ -373,7 +362,7 @@ class Server:
                 now = trio.current_time()
                 self.metrics.latency.observe_many("CCR", [now - t for t, _ in arrived], [n for _, n in arrived])
             if changed and self.cfg.reauth:
-                self._reauthorize(np.unique(np.concatenate(changed)))
+                self.reauthorizer.queue(np.unique(np.concatenate(changed)))
             if self.usage is not None and records:
                 await self._usage_send.send(records)     # after the answers: not on their path
             if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
@@ -416,6 +405,12 @@ class Server:
                 except trio.WouldBlock:
                     break
             await trio.to_thread.run_sync(self.usage.write, records)
+
+    def run_internal(self, op) -> None:
+        """Run `op` like `submit`, for the server itself: nobody waits for
+        it; a failure is logged."""
+        self._ops.append((op, [], None))
+        self._work.set()
 
     async def submit(self, op):
         """Run `op(store, rules, now) -> operations.Done` on the charging loop,
@@ -500,124 +495,13 @@ class Server:
                     self._next_rules = candidate
                     self._work.set()
 
-    # ------------------------------------------------------------ re-auth
-    def _remember_via(self, batch, opened: list[tuple[int, int]]) -> None:
-        """Which peer connection each new session came through: its RAR goes
-        back the same way, also when a relay (a DRA) stands between us and
-        the gateway (RFC 6733 6.1)."""
-        ends = list(accumulate(len(chunk) for _, chunk, _ in batch))
-        top = max(row for _, row in opened)
-        if top >= len(self._via):
-            grown = np.zeros(max(top + 1, 2 * len(self._via), 1024), np.int32)
-            grown[:len(self._via)] = self._via
-            self._via = grown
-        for i, row in opened:
-            self._via[row] = batch[bisect_right(ends, i)][0].ident
-
-    def _reauthorize(self, sessions: np.ndarray) -> None:
-        """Queue a Re-Auth-Request (RFC 4006 5.5) for each open session; the
-        sender paces them, so a rules change touching a million sessions
-        neither stalls the answers nor floods one peer."""
-        meta = self.store.session_meta
-        for row in sessions.tolist():
-            m = meta[row]
-            if m is not None:
-                self._rar_queue.append((row, m[0]))
-        self._rar_ready.set()
-
-    async def _reauth_sender(self) -> None:
-        while True:
-            await self._rar_ready.wait()
-            self._rar_ready = trio.Event()
-            while self._rar_queue:
-                progressed = self._send_rars(RAR_CHUNK)
-                # a checkpoint between chunks; a pause while every peer left is at its limit
-                await trio.sleep(0 if progressed else 0.01)
-
-    def _send_rars(self, limit: int) -> bool:
-        """Send up to `limit` queued RARs, each to the peer holding the
-        session: the one whose Origin-Host opened it if it is a direct peer,
-        else the connection its CCR-I came through (a relay). Sessions whose
-        peer is gone are counted, not kept: their gateway re-authorizes at
-        its next report anyway. Returns whether any RAR left the queue."""
-        by_host = {p.conn.peer_host.encode(): p for p in self.peers
-                   if p.conn.state is State.OPEN and p.conn.peer_host}
-        now = trio.current_time()
-        deferred = []
-        progressed = False
-        woken = set()
-        for _ in range(min(limit, len(self._rar_queue))):
-            row, sid = self._rar_queue.popleft()
-            meta = self.store.session_meta[row] if row < len(self.store.session_meta) else None
-            if meta is None or meta[0] != sid:
-                progressed = True
-                continue            # ended meanwhile
-            host = meta[1]
-            peer = by_host.get(host)
-            if peer is None and row < len(self._via):
-                peer = self._by_ident.get(int(self._via[row]))
-                if peer is not None and peer.conn.state is not State.OPEN:
-                    peer = None
-            if peer is None:
-                self.metrics.reauth.labels("no_peer").inc()
-                progressed = True
-                continue
-            if sid in peer.rar_sessions:
-                progressed = True
-                continue            # one outstanding RAR per session is enough
-            if len(peer.rars) >= MAX_RARS_PER_PEER:
-                deferred.append((row, sid))
-                continue
-            hbh, e2e = peer.conn.new_ids()
-            peer.conn.send(reauth.rar(self.identity.origin_avps, hbh, e2e, sid, host, peer.conn.peer_realm))
-            peer.rars[hbh] = (sid, now)
-            peer.rar_sessions.add(sid)
-            woken.add(peer)
-            progressed = True
-        self._rar_queue.extendleft(reversed(deferred))
-        for peer in woken:
-            peer.wake_writer.set()
-        return progressed
-
-    def _on_answers(self, peer: Peer) -> None:
-        """Match the peer's answers to our RARs (by hop-by-hop id, RFC 6733
-        6.2); an unmatched answer is dropped. A RAA saying the gateway has no
-        such session (5002) releases the session's reservations."""
-        for frame in peer.conn.app_answers:
-            raa = reauth.parse_raa(frame)
-            pending = peer.rars.pop(raa.hbh, None) if raa is not None else None
-            if pending is None:
-                log.debug("peer %s: dropped an answer matching no request of ours", peer.conn.peer_host)
-                continue
-            sid = pending[0]
-            peer.rar_sessions.discard(sid)
-            self.metrics.reauth.labels(str(raa.result_code)).inc()
-            if raa.session_id is not None and raa.session_id != sid:
-                log.warning("peer %s answered our RAR for %r with Session-Id %r; ignored",
-                            peer.conn.peer_host, sid, raa.session_id)
-            elif raa.result_code == c.UNKNOWN_SESSION_ID:
-                self._ops.append((partial(_release, sid), [], None))
-                self._work.set()
-            elif raa.result_code not in (c.SUCCESS, LIMITED_SUCCESS):
-                log.info("peer %s answered our RAR for %r with %d", peer.conn.peer_host, sid, raa.result_code)
-        peer.conn.app_answers.clear()
-
-    def _expire_rars(self) -> None:
-        now = trio.current_time()
-        for peer in list(self.peers):
-            late = [h for h, (_, sent) in peer.rars.items() if now - sent > self.cfg.reauth_timeout]
-            for h in late:
-                sid, _ = peer.rars.pop(h)
-                peer.rar_sessions.discard(sid)
-                self.metrics.reauth.labels("timeout").inc()
-
     async def _housekeeping(self) -> None:
         """Once a second: session supervision (Tcc expiry, RFC 4006 section
         13), and at each local midnight the daily summaries."""
         while True:
             await trio.sleep(1)
             self._expire_due = True
-            self._expire_rars()
+            self.reauthorizer.expire()
             rules = self.app.rules
             rules.set_clock(time.time())
             days = (rules.version, tuple(rules.tables.zones["day"].tolist()))
@@ -639,10 +523,6 @@ class _Outbox:
         if item[2] is not None:
             self.seq = item[2]["seq"]
         await self.channel.send(item)
-
-
-def _release(sid: bytes, store, rules, now: float):
-    return reauth.release(store, rules, sid, now)
 
 
 async def _flush(peer: Peer) -> None:

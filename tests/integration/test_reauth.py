@@ -241,7 +241,7 @@ async def test_a_storm_of_reauthorizations_is_paced_and_all_sent(tmp_path):
     answer (here: silent): never more than the per-peer limit of RARs
     outstanding, the rest sent as earlier ones time out, every session
     reached, and CCRs answered meanwhile."""
-    from ocs.net.server import MAX_RARS_PER_PEER
+    from ocs.net.reauth import MAX_RARS_PER_PEER
     sessions = 3 * MAX_RARS_PER_PEER
     server = start(tmp_path, "rules_poll = 0.1\nreauth_timeout = 1\n")
     rules = tmp_path / "rules" / "plans.toml"

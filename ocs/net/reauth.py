@@ -1,0 +1,154 @@
+"""Sending Gy Re-Auth-Requests and reading their answers, for the server
+(docs/running.md#re-authorization-rar; the messages themselves and which
+sessions a change affects are in ocs/gy/reauth.py).
+
+A change that affects live sessions queues them here once it is durable; a
+task of its own sends the RARs in chunks, each to the peer holding the
+session, with a bound on the unanswered ones per peer, so a rules change
+touching a million sessions neither stalls the answers nor floods a peer.
+"""
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from collections import deque
+from functools import partial
+from itertools import accumulate
+
+import numpy as np
+import trio
+
+from ..diameter import constants as c
+from ..diameter.peer import State
+from ..gy import reauth
+
+log = logging.getLogger("ocs.net")
+RAR_CHUNK = 256             # Re-Auth-Requests sent per turn of the sender
+MAX_RARS_PER_PEER = 1024    # unanswered RARs one peer may have; more wait in the queue
+LIMITED_SUCCESS = 2002      # DIAMETER_LIMITED_SUCCESS: a normal RAA (RFC 4006 5.5)
+
+
+class Reauthorizer:
+    def __init__(self, server):
+        self.server = server
+        self.via = np.zeros(0, np.int32)      # per session row: the peer its CCR-I came through (0: unknown)
+        self.queued: deque[tuple[int, bytes]] = deque()    # (session row, Session-Id) to re-authorize
+        self._ready = trio.Event()
+
+    def remember_via(self, batch, opened: list[tuple[int, int]]) -> None:
+        """Which peer connection each new session came through: its RAR goes
+        back the same way, also when a relay (a DRA) stands between us and
+        the gateway (RFC 6733 6.1)."""
+        ends = list(accumulate(len(chunk) for _, chunk, _ in batch))
+        top = max(row for _, row in opened)
+        if top >= len(self.via):
+            grown = np.zeros(max(top + 1, 2 * len(self.via), 1024), np.int32)
+            grown[:len(self.via)] = self.via
+            self.via = grown
+        for i, row in opened:
+            self.via[row] = batch[bisect_right(ends, i)][0].ident
+
+    def queue(self, sessions: np.ndarray) -> None:
+        """Queue a Re-Auth-Request (RFC 4006 5.5) for each open session; the
+        sender paces them, so a rules change touching a million sessions
+        neither stalls the answers nor floods one peer."""
+        meta = self.server.store.session_meta
+        for row in sessions.tolist():
+            m = meta[row]
+            if m is not None:
+                self.queued.append((row, m[0]))
+        self._ready.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            while self.queued:
+                progressed = self._send(RAR_CHUNK)
+                # a checkpoint between chunks; a pause while every peer left is at its limit
+                await trio.sleep(0 if progressed else 0.01)
+
+    def _send(self, limit: int) -> bool:
+        """Send up to `limit` queued RARs, each to the peer holding the
+        session: the one whose Origin-Host opened it if it is a direct peer,
+        else the connection its CCR-I came through (a relay). Sessions whose
+        peer is gone are counted, not kept: their gateway re-authorizes at
+        its next report anyway. Returns whether any RAR left the queue."""
+        by_host = {p.conn.peer_host.encode(): p for p in self.server.peers
+                   if p.conn.state is State.OPEN and p.conn.peer_host}
+        now = trio.current_time()
+        deferred = []
+        progressed = False
+        woken = set()
+        for _ in range(min(limit, len(self.queued))):
+            row, sid = self.queued.popleft()
+            meta = self.server.store.session_meta[row] if row < len(self.server.store.session_meta) else None
+            if meta is None or meta[0] != sid:
+                progressed = True
+                continue            # ended meanwhile
+            host = meta[1]
+            peer = by_host.get(host)
+            if peer is None and row < len(self.via):
+                peer = self.server.by_ident.get(int(self.via[row]))
+                if peer is not None and peer.conn.state is not State.OPEN:
+                    peer = None
+            if peer is None:
+                self.server.metrics.reauth.labels("no_peer").inc()
+                progressed = True
+                continue
+            if sid in peer.rar_sessions:
+                progressed = True
+                continue            # one outstanding RAR per session is enough
+            if len(peer.rars) >= MAX_RARS_PER_PEER:
+                deferred.append((row, sid))
+                continue
+            hbh, e2e = peer.conn.new_ids()
+            peer.conn.send(reauth.rar(self.server.identity.origin_avps, hbh, e2e, sid, host, peer.conn.peer_realm))
+            peer.rars[hbh] = (sid, now)
+            peer.rar_sessions.add(sid)
+            woken.add(peer)
+            progressed = True
+        self.queued.extendleft(reversed(deferred))
+        for peer in woken:
+            peer.wake_writer.set()
+        return progressed
+
+    def on_answers(self, peer) -> None:
+        """Match the peer's answers to our RARs (by hop-by-hop id, RFC 6733
+        6.2); an unmatched answer is dropped. A RAA saying the gateway has no
+        such session (5002) releases the session's reservations."""
+        for frame in peer.conn.app_answers:
+            raa = reauth.parse_raa(frame)
+            pending = peer.rars.pop(raa.hbh, None) if raa is not None else None
+            if pending is None:
+                log.debug("peer %s: dropped an answer matching no request of ours", peer.conn.peer_host)
+                continue
+            sid = pending[0]
+            peer.rar_sessions.discard(sid)
+            self.server.metrics.reauth.labels(str(raa.result_code)).inc()
+            if raa.session_id is not None and raa.session_id != sid:
+                log.warning("peer %s answered our RAR for %r with Session-Id %r; ignored",
+                            peer.conn.peer_host, sid, raa.session_id)
+            elif raa.result_code == c.UNKNOWN_SESSION_ID:
+                self.server.run_internal(partial(_release, sid))
+            elif raa.result_code not in (c.SUCCESS, LIMITED_SUCCESS):
+                log.info("peer %s answered our RAR for %r with %d", peer.conn.peer_host, sid, raa.result_code)
+        peer.conn.app_answers.clear()
+
+    def expire(self) -> None:
+        now = trio.current_time()
+        for peer in list(self.server.peers):
+            late = [h for h, (_, sent) in peer.rars.items() if now - sent > self.server.cfg.reauth_timeout]
+            for h in late:
+                sid, _ = peer.rars.pop(h)
+                peer.rar_sessions.discard(sid)
+                self.server.metrics.reauth.labels("timeout").inc()
+
+    def peer_closed(self, peer) -> None:
+        if peer.rars:       # its gateway will not answer them now
+            self.server.metrics.reauth.labels("peer_closed").inc(len(peer.rars))
+            peer.rars.clear()
+
+
+def _release(sid: bytes, store, rules, now: float):
+    return reauth.release(store, rules, sid, now)
