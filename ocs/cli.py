@@ -38,6 +38,8 @@ def warm_up(rules) -> None:
     split_frames(bytearray(b"\x01\x00\x00\x14" + bytes(16)))
     buf, frames, msccs, _ = fastccr.decode_batch([bytes(20)], MSCC)
     fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
+    from . import usage_lines
+    usage_lines.warm_up()
 
 
 def serve_config(args) -> Config:

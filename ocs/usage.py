@@ -9,17 +9,16 @@ the journal sequence number and the rules version that charged it.
 from __future__ import annotations
 
 import logging
-import re
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 import msgspec
-import numpy as np
 
 from .rules.compile import RuleSet
 from .rules.units import format_money
+from .usage_lines import Subscribers, usage_lines
 
 log = logging.getLogger("ocs.usage")
 
@@ -48,63 +47,6 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(UsageRecord)
 
 
-def records_of(rec: dict, rules: RuleSet, label: Callable[[int], str], plan_of: Callable[[int], int]) -> list[UsageRecord]:
-    """The usage records of one journal record, as Structs."""
-    return [_dec.decode(line) for line in lines_of(rec, rules, label, plan_of, {}, {})]
-
-
-def lines_of(rec: dict, rules: RuleSet, label: Callable[[int], str], plan_of: Callable[[int], int],
-             labels: dict, money: dict) -> list[bytes]:
-    """The usage records of one journal record as JSON lines (the fields of
-    UsageRecord, in order). Built with bytes formatting, not per-row
-    objects: this runs for every report at full load. `labels` and `money`
-    are caches the caller keeps."""
-    from .gy.app import USAGE
-    if not rec.get("use"):
-        return []
-    rows = np.frombuffer(rec["use"], USAGE)
-    n = len(rows)
-    sids = rec.get("ss") or [b""] * n
-    when = datetime.fromtimestamp(rec["t"], timezone.utc).isoformat(timespec="milliseconds").encode()
-    head = b'{"seq":%d,"time":"%s","rules":"%s","session":' % (rec["seq"], when, rec["rules"].encode())
-    cols = [rows[name].tolist() for name in ("sub", "rg", "used", "used_time", "from_bundle", "charged",
-                                             "service_id", "sponsor", "sponsored", "sponsor_charged")]
-    fmt = head + (b'%s,"subscriber":%s,"rating_group":%s,"service_id":%s,"octets":%d,"seconds":%d,'
-                  b'"from_buckets":%d,"charged":"%s","charged_micro":%d,"currency":"%s",%s')
-    none = b'"sponsor":null,"sponsored_octets":0,"sponsor_charged":null,"sponsor_charged_micro":0}'
-    out = []
-    for i, (sub, rg, used, secs, fb, charged, svc, sponsor, sponsored, sp_charged) in enumerate(zip(*cols)):
-        who = labels.get(sub)
-        if who is None:
-            p = plan_of(sub)
-            currency = rules.plans[p].currency if 0 <= p < len(rules.plans) else "CNY"
-            who = labels[sub] = (_enc.encode(label(sub)), currency, currency.encode())
-        m = money.get((charged, who[1]))
-        if m is None:
-            m = money[(charged, who[1])] = format_money(charged, who[1]).encode()
-        sid = sids[i]
-        sid = b'"%s"' % sid if _PLAIN(sid) else _enc.encode(sid.decode("utf-8", "replace"))
-        tail = none
-        if 0 <= sponsor < len(rules.sponsors):
-            sp = rules.sponsors[sponsor]
-            tail = b'"sponsor":"%s","sponsored_octets":%d,"sponsor_charged":"%s","sponsor_charged_micro":%d}' % (
-                sp.id.encode(), sponsored, format_money(sp_charged, sp.currency).encode(), sp_charged)
-        out.append(fmt % (sid, who[0], _INT(rg), _INT(svc), used if used > 0 else 0, secs, fb, m, charged, who[2], tail))
-    return out
-
-
-_UNPLAIN = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
-
-
-def _PLAIN(sid: bytes) -> bool:
-    """A Session-Id that is its own JSON string (printable ASCII, no quote or backslash)."""
-    return _UNPLAIN.search(sid) is None
-
-
-def _INT(v: int) -> bytes:
-    return b"%d" % v if v >= 0 else b"null"
-
-
 class UsageLog:
     def __init__(self, directory: str | Path, ruleset: Callable[[str], RuleSet], label: Callable[[int], str],
                  plan_of: Callable[[int], int]):
@@ -114,9 +56,7 @@ class UsageLog:
         self.label = label
         self.plan_of = plan_of
         self.last_seq = self._last_seq()
-        self._labels: dict = {}       # row -> (JSON label, currency): rows keep their identity
-        self._money: dict = {}        # (micro-units, currency) -> text
-        self._version = ""
+        self._subscribers = Subscribers(label, plan_of)
 
     def _last_seq(self) -> int:
         """The last journal record written whole. A file cut by a crash loses
@@ -148,17 +88,10 @@ class UsageLog:
             if rec["seq"] <= self.last_seq or not rec.get("use"):
                 continue
             day = datetime.fromtimestamp(rec["t"], timezone.utc).date().isoformat()
-            if rec["rules"] != self._version:      # a new version may move rows between plans
-                self._labels.clear()
-                self._version = rec["rules"]
-            if len(self._money) > 100_000:
-                self._money.clear()
-            by_day.setdefault(day, []).extend(
-                lines_of(rec, self.ruleset(rec["rules"]), self.label, self.plan_of, self._labels, self._money))
+            by_day.setdefault(day, []).append(usage_lines(rec, self.ruleset(rec["rules"]), self._subscribers))
         for day, lines in by_day.items():
-            if lines:
-                with (self.dir / f"{day}.jsonl").open("ab") as f:
-                    f.write(b"\n".join(lines) + b"\n")
+            with (self.dir / f"{day}.jsonl").open("ab") as f:
+                f.write(b"".join(lines))
         if records:
             self.last_seq = max(self.last_seq, max(r["seq"] for r in records))
 
