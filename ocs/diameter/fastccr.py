@@ -68,6 +68,15 @@ def _dictionary_table() -> tuple[np.ndarray, np.ndarray]:
 
 
 DICT_KEYS, DICT_KINDS = _dictionary_table()
+# The IETF and 3GPP AVPs, where nearly every AVP of a CCR is, by direct
+# index: a binary search over the whole dictionary per AVP was a third of
+# the decoding time. Row 0 vendor 0, row 1 vendor 10415; 0 is KIND_UNKNOWN.
+_DENSE_CODES = 8192
+DICT_DENSE = np.zeros((2, _DENSE_CODES), np.int8)
+for _key, _k in zip(DICT_KEYS.tolist(), DICT_KINDS.tolist()):
+    _vendor, _code = _key >> 32, _key & 0xFFFFFFFF
+    if _code < _DENSE_CODES and _vendor in (0, c.VENDOR_3GPP):
+        DICT_DENSE[0 if _vendor == 0 else 1, _code] = _k
 
 
 @njit(cache=True)
@@ -88,7 +97,7 @@ def _avp_header(buf, pos):
 
 
 @njit(cache=True)
-def _kind(keys, kinds, vendor, code):
+def _kind_searched(keys, kinds, vendor, code):
     key = (vendor << 32) | code
     i = np.searchsorted(keys, key)
     if i < keys.shape[0] and keys[i] == key:
@@ -97,13 +106,13 @@ def _kind(keys, kinds, vendor, code):
 
 
 @njit(cache=True)
-def _valid(buf, start, end, keys, kinds):
+def _valid(buf, start, end, keys, kinds, dense, ends, nexts):
     """True if buf[start:end] passes every check of avp.walk and has no
     V-bit AVP with Vendor-Id 0 (which the extraction would miss). Iterative, with
     an explicit stack of the enclosing groups' ends (numba's on-disk cache
     does not handle recursive functions)."""
-    ends = np.empty(MAX_NESTING + 2, np.int64)    # where each open group's data ends
-    nexts = np.empty(MAX_NESTING + 2, np.int64)   # where its parent goes on, past padding
+    # ends: where each open group's data ends; nexts: where its parent goes
+    # on, past padding (both of MAX_NESTING + 2, the caller's scratch)
     depth = 0
     ends[0] = end
     pos = start
@@ -128,7 +137,14 @@ def _valid(buf, start, end, keys, kinds):
             # V-bit with Vendor-Id 0 (RFC 6733 4.1.1 forbids it): the full path
             # reads it as the IETF AVP; the extraction below skips V-bit AVPs.
             return False
-        k = _kind(keys, kinds, vendor, code)
+        # the dense table inline: a call per AVP, passing three arrays, cost
+        # more than the rest of the walk
+        if code < _DENSE_CODES and vendor == 0:
+            k = dense[0, code]
+        elif code < _DENSE_CODES and vendor == c.VENDOR_3GPP:
+            k = dense[1, code]
+        else:
+            k = _kind_searched(keys, kinds, vendor, code)
         n = length - hdr
         if k == KIND_UNKNOWN:
             if flags & 0x40:
@@ -348,16 +364,17 @@ def _clear(m):
 
 
 @njit(cache=True)
-def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
-    """Decode one CCR frame; returns the next free MSCC row, or -1 to fall back."""
-    if (end - start) % 4 or buf[start] != 1 or not _valid(buf, start + 20, end, keys, kinds):
+def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, ends, nexts):
+    """Decode one CCR frame; returns the next free MSCC row, or -1 to fall
+    back. `counts`, `ends`, `nexts`: scratch, allocated once a batch."""
+    if (end - start) % 4 or buf[start] != 1 or not _valid(buf, start + 20, end, keys, kinds, dense, ends, nexts):
         return -1
     f["flags"] = buf[start + 4]
     if f["flags"] & 0x2F:
         return -1
     f["hbh"] = _u32(buf, start + 12)
     f["e2e"] = _u32(buf, start + 16)
-    counts = np.zeros(_ONCE.shape[0], np.int64)
+    counts[:] = 0
     f["n_sub"] = 0
     f["mscc_start"] = mpos
     f["mscc_count"] = 0
@@ -474,11 +491,15 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds):
 
 
 @njit(cache=True)
-def _decode_all(buf, starts, ends, frames, msccs, keys, kinds):
+def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense):
     mpos = 0
+    counts = np.zeros(_ONCE.shape[0], np.int64)
+    group_ends = np.empty(MAX_NESTING + 2, np.int64)
+    group_nexts = np.empty(MAX_NESTING + 2, np.int64)
     for i in range(starts.shape[0]):
         f = frames[i]
-        nxt = _decode_one(buf, starts[i], ends[i], f, msccs, mpos, keys, kinds)
+        nxt = _decode_one(buf, starts[i], ends[i], f, msccs, mpos, keys, kinds, dense, counts, group_ends,
+                          group_nexts)
         if nxt < 0:
             f["fallback"] = 1
             f["mscc_count"] = 0
@@ -498,5 +519,5 @@ def decode_batch(frames: list[bytes], mscc_dtype: np.dtype, per_frame: int = 4, 
     buf = np.frombuffer(b"".join(frames) if joined is None else joined, dtype=np.uint8)
     out = np.zeros(len(frames), FRAME)
     msccs = np.zeros(len(frames) * per_frame, mscc_dtype)
-    used = _decode_all(buf, starts, ends, out, msccs, DICT_KEYS, DICT_KINDS)
+    used = _decode_all(buf, starts, ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE)
     return buf, out, msccs, used
