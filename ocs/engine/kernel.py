@@ -81,7 +81,7 @@ class Tables(NamedTuple):
     zones: np.ndarray
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _rating(T, p, rg):
     """0 if the plan rates `rg`; else the MSCC Result-Code (4010 or 5031)."""
     pl = T.plans[p]
@@ -92,14 +92,14 @@ def _rating(T, p, rg):
     return 0
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _local_sec(T, subs, row, t):
     """Local seconds since midnight at epoch time `t`."""
     off = T.zones[_zone(T, subs, row)]["offset"]
     return (np.int64(np.floor(t)) + off) % 86400
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _period(T, subs, row):
     s = subs[row]
     pl = T.plans[s["plan"]]
@@ -108,14 +108,14 @@ def _period(T, subs, row):
                      s["anchor"], zn["day"], zn["year"], zn["month"], zn["mday"])
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _period_end(T, subs, row):
     """Epoch time the row's current period ends."""
     _, next_day = _period(T, subs, row)
     return float(next_day * 86400 - T.zones[_zone(T, subs, row)]["offset"])
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _add_pack(T, subs, row, d, now):
     """Put pack definition `d` on the row (a shared pack on its pool row);
     returns the slot, or -1 when every slot is taken."""
@@ -139,7 +139,7 @@ def _add_pack(T, subs, row, d, now):
     return slot
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _rollover(T, subs, row, now):
     """Start the row's new period: counters to zero, caps and reopen reset,
     expired packs dropped, a trial pack for a new or zero-usage subscriber."""
@@ -170,7 +170,7 @@ def _rollover(T, subs, row, now):
 
 
 # ---------------------------------------------------------------- money
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _context_ok(T, r, subs, row, ctx):
     """Does the rate's context hold: APN, RAT type, roaming, and the
     subscriber's customer type, terminal type and partner."""
@@ -201,7 +201,7 @@ def _context_ok(T, r, subs, row, ctx):
     return True
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _rate(T, subs, row, ctx, rg, sec):
     """(tariff, draws from buckets, refused) for this traffic now: tariff
     FREE_RATE for zero-rated traffic, -1 when the plan has no tariff. The
@@ -219,7 +219,7 @@ def _rate(T, subs, row, ctx, rg, sec):
     return pl["tariff"], True, False
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _mode(pl, ti, buckets):
     """What happens to traffic no bucket covers: zero-rated traffic is free,
     a rate that bypasses the buckets charges its tariff, else the plan decides."""
@@ -230,12 +230,12 @@ def _mode(pl, ti, buckets):
     return pl["after_bundle"]
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _caps_active(pl, payer_row):
     return not (pl["reopen"] and payer_row["reopened"])
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _debit_money(T, subs, row, ti, buckets, octets, m):
     """Charge `octets` no bucket covered, at tariff `ti`, to the payer."""
     pl = T.plans[subs[row]["plan"]]
@@ -256,7 +256,7 @@ def _debit_money(T, subs, row, ti, buckets, octets, m):
     m["charged"] += charge
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _debit(T, subs, row, ctx, rg, t, used, m, hc, hv):
     """Reported usage: buckets first, then money; rated as of time `t`."""
     sec = _local_sec(T, subs, row, t)
@@ -271,7 +271,7 @@ def _debit(T, subs, row, ctx, rg, t, used, m, hc, hv):
 
 
 # ---------------------------------------------------------------- grants
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _ceiling_room(T, subs, row, want):
     """(want within the plan's absolute ceiling, whether the ceiling is what
     limits it); want 0 when the ceiling is reached."""
@@ -284,7 +284,7 @@ def _ceiling_room(T, subs, row, want):
     return (room, True) if room <= want else (want, False)
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
     """Reserve up to `want` octets now. Holds go to hc/hv; `out` receives
     [granted, money, over, total, pool, fui, reason]; the caller keeps the
@@ -368,7 +368,7 @@ def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
     return got
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _quote(T, subs, row, ctx, rg, now, want, hc, hv):
     """What `want` octets would cost now, buckets first (a price enquiry)."""
     pl = T.plans[subs[row]["plan"]]
@@ -384,7 +384,7 @@ def _quote(T, subs, row, ctx, rg, now, want, hc, hv):
     return _cost(T, ti, py["over_used"] + py["over_res"], want - got)
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _hold(subs, row, out):
     py = subs[row]["payer"]
     subs[py]["res_money"] += out[1]
@@ -392,7 +392,7 @@ def _hold(subs, row, out):
     subs[row]["total_res"] += out[3]
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _unhold(subs, row, hc, hv, money, over, total):
     """Give back what a grant held (its bucket holds, money and counts)."""
     for k in range(HOLDS):
@@ -406,7 +406,7 @@ def _unhold(subs, row, hc, hv, money, over, total):
     subs[row]["total_res"] -= total
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _release(subs, sessions, spons, row, sess, slot):
     x = sessions[sess]
     k = x["sp"][slot]
@@ -424,7 +424,7 @@ def _release(subs, sessions, spons, row, sess, slot):
     x["granted"][slot] = 0
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _find_slot(sessions, sess, rg):
     for k in range(SLOTS):
         if sessions[sess]["rg"][k] == rg:
@@ -432,7 +432,7 @@ def _find_slot(sessions, sess, rg):
     return -1
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _validity(T, subs, row, now, hc):
     """Validity-Time: the plan's, cut at the next tariff or bucket band edge
     and at the end of a pack held, so usage is reported before the rate changes."""
@@ -454,7 +454,7 @@ def _validity(T, subs, row, now, hc):
 
 
 # ---------------------------------------------------------------- sponsors
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _sp_debit(T, subs, spons, row, ctx, rg, sid, t, used, m, hc, hv):
     """Reported usage: a contract that covers it pays first, within its
     budget; the rest goes to the contract's fallback (the subscriber's
@@ -480,7 +480,7 @@ def _sp_debit(T, subs, spons, row, ctx, rg, sid, t, used, m, hc, hv):
     return True
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _sp_grant(T, subs, spons, row, ctx, rg, sid, now, want, hc, hv, out, sp):
     """`_grant` with sponsorship: the contract's budget first, then its
     fallback. sp receives [contract, octets, money] held from the sponsor."""
@@ -520,7 +520,7 @@ def _sp_grant(T, subs, spons, row, ctx, rg, sid, now, want, hc, hv, out, sp):
     return granted
 
 
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _sp_unhold(spons, sp):
     if sp[0] >= 0:
         spons[sp[0]]["res_octets"] -= sp[1]
@@ -529,7 +529,7 @@ def _sp_unhold(spons, sp):
 
 
 # ---------------------------------------------------------------- the batch
-@njit(cache=_CACHE, _nrt=False)
+@njit(cache=_CACHE, _nrt=False, inline='always')
 def _touch(T, subs, row, now, dirty, nd):
     """Roll the rows a request may change into the current period; note them
     for the journal (a plain subscriber is its own pool and payer)."""
