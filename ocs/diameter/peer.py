@@ -65,7 +65,6 @@ _CER_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_HOST_
               c.AVP_FIRMWARE_REVISION: (0, 1)}
 _DWR_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_ORIGIN_STATE_ID: (0, 1)}
 _DPR_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_DISCONNECT_CAUSE: (1, 1)}
-_CCR_CODE_APP = (c.CMD_CREDIT_CONTROL.to_bytes(3, "big") + c.APP_CREDIT_CONTROL.to_bytes(4, "big"))
 
 
 @dataclass
@@ -155,7 +154,7 @@ class PeerConnection:
             return []
         self._inbuf += data
         try:
-            frames, used = split_frames(self._inbuf, self.max_message)
+            frames, used, others = split_frames(self._inbuf, self.max_message)
         except FramingError as e:
             self._close(f"unframeable stream: {e}")
             return []
@@ -163,14 +162,15 @@ class PeerConnection:
         if frames:
             self._last_rx = now
             self._dwr_sent_at = None if self.state is State.OPEN else self._dwr_sent_at
-        app = []
         is_open = self.state is State.OPEN
-        for frame in frames:
-            # The hot path: a well-formed Gy request while OPEN needs no
-            # transition and no header check (version 1, R set, E and reserved
-            # bits clear, command 272, application 4, length a multiple of 4).
-            if is_open and frame[:1] == b"\x01" and frame[4] & 0xAF == 0x80 and frame[5:12] == _CCR_CODE_APP \
-                    and not len(frame) & 3:
+        # The hot path: well-formed Gy requests while OPEN need no transition
+        # and no header check (split_frames lists the frames that are not).
+        if is_open and not others:
+            return frames
+        app = []
+        others = set(others)
+        for i, frame in enumerate(frames):
+            if is_open and i not in others:
                 app.append(frame)
                 continue
             if self.state is State.CLOSED:
