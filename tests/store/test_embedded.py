@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ocs.store.embedded import EmbeddedStore
 
@@ -89,3 +91,10 @@ def test_journal_reads_records_of_either_compression(tmp_path):
     data = path.read_bytes().rstrip(b"\0")
     path.write_bytes(data[:-3])
     assert [r["seq"] for r in replay(path)] == [1, 2]
+
+
+@given(st.lists(st.integers(0, 2**40), max_size=300))
+def test_distinct_rows_are_numpy_unique(rows):
+    from ocs.store.embedded import _distinct
+    got = _distinct(rows)
+    assert got.dtype == np.int64 and got.tolist() == np.unique(np.array(rows, dtype=np.int64)).tolist()
