@@ -11,6 +11,7 @@ Nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -111,14 +112,19 @@ class CreditControlApplication:
         host_off, host_len = fr["host_off"].tolist(), fr["host_len"].tolist()
         hbhs, e2es = fr["hbh"].tolist(), fr["e2e"].tolist()
         n_sub = fr["n_sub"].tolist()
-        first = store.lookup_many(fr["sub_key"][:, 0])
-        first[first >= 0] = np.where(store.subs["active"][first[first >= 0]] != 0, first[first >= 0], -1)
+        # the first Subscription-Id of each fast-path CCR-I/E, resolved in bulk
+        starting = ((fr["type"] == c.INITIAL_REQUEST) | (fr["type"] == c.EVENT_REQUEST)) & (fr["fallback"] == 0)
+        first = np.full(n, -1, np.int64)
+        if starting.any():
+            found = store.lookup_many(fr["sub_key"][starting, 0])
+            live = found >= 0
+            found[live] = np.where(store.subs["active"][found[live]] != 0, found[live], -1)
+            first[starting] = found
         first_rows = first.tolist()
 
         answers: list[bytes | None] = [None] * n
         results = [0] * n
-        req_sub = [-1] * n
-        req_sess = [-1] * n
+        req_sub = np.full(n, -1, np.int64)
         charged: list[int] = []
         slow: dict[int, CreditControlRequest] = {}
         copies: list[tuple[int, int]] = []
@@ -135,7 +141,18 @@ class CreditControlApplication:
         dedup_keys: list[bytes | None] = [h + e.to_bytes(4, "big") for h, e in zip(hosts, e2es)]
         stored_all = store.answers_for(dedup_keys)
         session_of = store.session_index.get
-        for i in range(n):
+        # Under load nearly every request is a fast-path CCR-U/T of an open
+        # session, new (not in the duplicate cache, not twice in the batch):
+        # those are settled here in bulk; the loop below takes the rest, in order
+        req_sess = np.array(list(map(session_of, sids, repeat(-1, n))), np.int64)
+        ongoing = (fr["fallback"] == 0) & ((fr["type"] == c.UPDATE_REQUEST) | (fr["type"] == c.TERMINATION_REQUEST))
+        ongoing &= req_sess >= 0
+        if stored_all.count(None) != n:
+            ongoing &= np.array([a is None for a in stored_all], bool)
+        if len(set(dedup_keys)) != n or fr["fallback"].any():
+            ongoing[:] = False      # a key twice (or a full decode's key unknown yet): one at a time
+        req_sess[~ongoing] = -1
+        for i in np.flatnonzero(~ongoing).tolist():
             if fallback[i]:
                 h = parse_header(frames[i])
                 hbhs[i], e2es[i] = h.hbh, h.e2e
@@ -210,6 +227,8 @@ class CreditControlApplication:
                 results[i] = refusal
                 continue
             charged.append(i)
+        charged = np.flatnonzero(ongoing).tolist() if not charged else \
+            np.sort(np.concatenate([np.flatnonzero(ongoing), np.array(charged, np.int64)])).tolist()
 
         if new_sessions:
             store.start_sessions([row for row, _, _ in new_sessions], new_subs)
@@ -239,7 +258,7 @@ class CreditControlApplication:
         sess = np.array(req_sess, dtype=np.int64)[idx]
         numbers = fr["number"][idx].copy()
         types = fr["type"][idx].copy()
-        for k, i in enumerate(charged):
+        for k, i in enumerate(charged if slow else ()):
             if i in slow:
                 numbers[k], types[k] = slow[i].request_number, slow[i].request_type
         ongoing = (types == c.UPDATE_REQUEST) | (types == c.TERMINATION_REQUEST)
@@ -247,7 +266,7 @@ class CreditControlApplication:
         repeat = np.zeros(len(idx), dtype=bool)
         repeat[ongoing] = (self.store.sessions["last_number"][sess[ongoing]] == numbers[ongoing]) & (numbers[ongoing] > 0)
         clash = np.zeros(len(idx), dtype=bool)
-        for k, i in enumerate(charged):
+        for k, i in enumerate(charged if reopened else ()):
             if i in reopened:       # the CCR-I again: a repeat while the session has had no update
                 again = numbers[k] == 0 and self.store.sessions["last_number"][sess[k]] == 0
                 repeat[k], clash[k] = again, not again
@@ -262,7 +281,7 @@ class CreditControlApplication:
             answers[i] = self._current_grants(frames[i], i, int(sess[k]), fr, msccs, slow)
             results[i] = c.SUCCESS
         keep = ~(repeat | clash)
-        return [int(i) for i in idx[keep]], (sess[keep], numbers[keep])
+        return idx[keep].tolist(), (sess[keep], numbers[keep])
 
     def _current_grants(self, frame, i, sess, fr, msccs, slow) -> bytes:
         row = self.store.sessions[sess]
@@ -331,13 +350,16 @@ class CreditControlApplication:
         dirty_subs, dirty_sess, events, sponsored = kernel.charge_batch(
             reqs, msccs, store.subs, store.sessions, store.sponsors, rules.tables, now)
 
-        fast_sel = np.array([i for i in charged if i not in slow], dtype=np.int64)
+        fast_sel = np.array([i for i in charged if i not in slow] if slow else charged, dtype=np.int64)
         if len(fast_sel):
             data, offs = fastcca.encode_batch(buf, fr, reqs, msccs, fast_sel, self._origin, self.ccfh,
                                               self._filters)
             offs = offs.tolist()
-            for i, start, end in zip(fast_sel.tolist(), offs, offs[1:]):
-                answers[i] = data[start:end]
+            if len(fast_sel) == n:
+                answers[:] = [data[start:end] for start, end in zip(offs, offs[1:])]
+            else:
+                for i, start, end in zip(fast_sel.tolist(), offs, offs[1:]):
+                    answers[i] = data[start:end]
         for i, ccr in slow.items():
             if reqs[i]["result"] != 0 or i in charged:
                 answers[i] = self._slow_answer(ccr, reqs[i], msccs, self._price_answer(ccr, reqs[i], msccs))
@@ -347,9 +369,13 @@ class CreditControlApplication:
         units_top = fr["top_level"].astype(bool) & (reqs["mscc_count"] > 0)
         top[units_top] = msccs["result"][starts[units_top]]
         top_list = top.tolist()
-        for i in charged:
-            results[i] = top_list[i]
-        answered = ([dedup_keys[i] for i in charged], [answers[i] for i in charged])
+        if len(charged) == n:
+            results[:] = top_list
+            answered = (list(dedup_keys), list(answers))
+        else:
+            for i in charged:
+                results[i] = top_list[i]
+            answered = ([dedup_keys[i] for i in charged], [answers[i] for i in charged])
         store.remember_answers(*answered)
         # a refused CCR-I leaves no session behind
         sess = reqs["sess"][sel]
