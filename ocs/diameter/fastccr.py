@@ -521,3 +521,33 @@ def decode_batch(frames: list[bytes], mscc_dtype: np.dtype, per_frame: int = 4, 
     msccs = np.zeros(len(frames) * per_frame, mscc_dtype)
     used = _decode_all(buf, starts, ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE)
     return buf, out, msccs, used
+
+
+def duplicate_keys(buf: np.ndarray, frames: np.ndarray) -> list[bytes]:
+    """Each decoded frame's duplicate-detection key, Origin-Host followed by
+    the 4 octets of the End-to-End-Identifier (RFC 6733 section 6.2): written
+    by one compiled pass and sliced from one copy."""
+    lengths = frames["host_len"] + 4
+    ends = np.cumsum(lengths)
+    out = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
+    _write_keys(buf, frames, out)
+    data = out.tobytes()
+    ends_list = ends.tolist()
+    return [data[s:e] for s, e in zip([0] + ends_list[:-1], ends_list)]
+
+
+@njit(cache=True)
+def _write_keys(buf, frames, out):
+    pos = 0
+    for i in range(frames.shape[0]):
+        f = frames[i]
+        off = f["host_off"]
+        for k in range(f["host_len"]):
+            out[pos + k] = buf[off + k]
+        pos += f["host_len"]
+        e2e = f["e2e"]
+        out[pos] = (e2e >> 24) & 0xFF
+        out[pos + 1] = (e2e >> 16) & 0xFF
+        out[pos + 2] = (e2e >> 8) & 0xFF
+        out[pos + 3] = e2e & 0xFF
+        pos += 4

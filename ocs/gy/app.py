@@ -109,7 +109,6 @@ class CreditControlApplication:
         fallback = fr["fallback"].tolist()
         rtypes = fr["type"].tolist()
         sid_off, sid_len = fr["sid_off"].tolist(), fr["sid_len"].tolist()
-        host_off, host_len = fr["host_off"].tolist(), fr["host_len"].tolist()
         hbhs, e2es = fr["hbh"].tolist(), fr["e2e"].tolist()
         n_sub = fr["n_sub"].tolist()
         # the first Subscription-Id of each fast-path CCR-I/E, resolved in bulk
@@ -133,12 +132,11 @@ class CreditControlApplication:
         opened: list[tuple[int, int]] = []
         new_subs: list[int] = []
         reopened: set[int] = set()        # CCR-I for a session this host already has open
-        # The fast path's Session-Ids, Origin-Hosts and duplicate-cache keys
-        # (Origin-Host + End-to-End-Identifier) in bulk: comprehensions, not
-        # loop statements (a fallback frame's are redone from its full decode)
+        # The fast path's Session-Ids and duplicate-cache keys (Origin-Host +
+        # End-to-End-Identifier) in bulk (a fallback frame's are redone from
+        # its full decode)
         sids = [joined[o:o + k] for o, k in zip(sid_off, sid_len)]
-        hosts = [joined[o:o + k] for o, k in zip(host_off, host_len)]
-        dedup_keys: list[bytes | None] = [h + e.to_bytes(4, "big") for h, e in zip(hosts, e2es)]
+        dedup_keys: list[bytes | None] = fastccr.duplicate_keys(buf, fr)
         stored_all = store.answers_for(dedup_keys)
         session_of = store.session_index.get
         # Under load nearly every request is a fast-path CCR-U/T of an open
@@ -167,7 +165,7 @@ class CreditControlApplication:
                 key = dedup_keys[i] = host + e2es[i].to_bytes(4, "big")
                 stored = store.answer_for(key)
             else:
-                sid, host, rtype, keys = sids[i], hosts[i], rtypes[i], None
+                sid, host, rtype, keys = sids[i], dedup_keys[i][:-4], rtypes[i], None
                 key, stored = dedup_keys[i], stored_all[i]
             if stored is not None:
                 answers[i] = CCA.with_hop_by_hop(stored, hbhs[i])

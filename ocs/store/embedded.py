@@ -339,8 +339,12 @@ class EmbeddedStore:
 
     def answers_for(self, keys: list[bytes]) -> list[bytes | None]:
         """`answer_for` of each key, for a batch."""
-        young, old = self._dedup_young.get, self._dedup_old.get
-        return [young(k) or old(k) for k in keys]
+        got = list(map(self._dedup_young.get, keys))
+        if self._dedup_old:
+            older = list(map(self._dedup_old.get, keys))
+            if older.count(None) != len(older):      # rare: only a retransmission finds anything
+                got = [a if a is not None else b for a, b in zip(got, older)]
+        return got
 
     def answer_for(self, key: bytes) -> bytes | None:
         """The answer already given to the request with this key, if kept."""

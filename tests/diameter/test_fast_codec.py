@@ -443,6 +443,7 @@ def check_batch(frames, must_fail, allowed_fallback) -> list[str]:
     outcomes = []
     buf, fr, rows, used = fastccr.decode_batch(frames, MSCC)
     assert used == sum(int(fr[i]["mscc_count"]) for i in range(len(frames)) if not fr[i]["fallback"])
+    keys = fastccr.duplicate_keys(buf, fr)
     for i, f in enumerate(frames):
         full = full_decode(f)
         outcomes.append(f"full path {'refuses' if isinstance(full, ProtocolError) else 'accepts'}, "
@@ -455,6 +456,7 @@ def check_batch(frames, must_fail, allowed_fallback) -> list[str]:
             assert allowed_fallback(i), f"fast path declined an ordinary CCR: {f.hex()}"
         else:
             assert fast_view(buf, fr, rows, i) == full_view(f, full), f.hex()
+            assert keys[i] == full.origin_host + full.header.e2e.to_bytes(4, "big")
     return outcomes
 
 
