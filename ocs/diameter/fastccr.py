@@ -18,6 +18,7 @@ from numba import njit
 
 from . import constants as c
 from .avp import MAX_NESTING
+from .message import Frames
 
 KIND_UNKNOWN, KIND_GROUPED, KIND_FIXED4, KIND_FIXED8, KIND_ADDRESS, KIND_OTHER = range(6)
 MAX_SUB_IDS = 4
@@ -509,17 +510,15 @@ def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense):
     return mpos
 
 
-def decode_batch(frames: list[bytes], mscc_dtype: np.dtype, per_frame: int = 4, joined: bytes | None = None):
-    """Decode a batch of CCR frames (`joined`: the frames already joined, if
-    the caller has them). Returns (buffer, frame records, MSCC rows, rows
-    used). Frames flagged `fallback` need the full decoder."""
-    lengths = np.fromiter((len(f) for f in frames), dtype=np.int64, count=len(frames))
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    buf = np.frombuffer(b"".join(frames) if joined is None else joined, dtype=np.uint8)
+def decode_batch(frames: Frames | list[bytes], mscc_dtype: np.dtype, per_frame: int = 4):
+    """Decode a batch of CCR frames. Returns (buffer, frame records, MSCC
+    rows, rows used). Frames flagged `fallback` need the full decoder."""
+    if not isinstance(frames, Frames):
+        frames = Frames.of(frames)
+    buf = np.frombuffer(frames.data, dtype=np.uint8)
     out = np.zeros(len(frames), FRAME)
     msccs = np.zeros(len(frames) * per_frame, mscc_dtype)
-    used = _decode_all(buf, starts, ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE)
+    used = _decode_all(buf, frames.starts, frames.ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE)
     return buf, out, msccs, used
 
 

@@ -39,7 +39,55 @@ def parse_header(buf, pos: int = 0) -> Header:
     return Header(vl >> 24, vl & 0xFFFFFF, fc >> 24, fc & 0xFFFFFF, app, hbh, e2e)
 
 
-def split_frames(buf: bytearray, max_message: int = DEFAULT_MAX_MESSAGE) -> tuple[list[bytes], int, list[int]]:
+class Frames:
+    """Messages kept as one buffer and where each ends: a batch goes from
+    the socket read to the compiled decoder without a bytes object per
+    message. `frames[i]` is message i (a copy), as from a list."""
+
+    __slots__ = ("data", "ends")
+
+    def __init__(self, data: bytes, ends: np.ndarray):
+        self.data = data
+        self.ends = ends            # int64, one per message; the last is len(data)
+
+    @classmethod
+    def of(cls, messages: list[bytes]) -> Frames:
+        return cls(b"".join(messages), np.cumsum(np.fromiter(map(len, messages), np.int64, len(messages))))
+
+    @classmethod
+    def join(cls, parts: list[Frames]) -> Frames:
+        if len(parts) == 1:
+            return parts[0]
+        shift = np.cumsum([0] + [len(p.data) for p in parts[:-1]])
+        return cls(b"".join(p.data for p in parts),
+                   np.concatenate([p.ends + k for p, k in zip(parts, shift.tolist())]))
+
+    @property
+    def starts(self) -> np.ndarray:
+        starts = np.empty_like(self.ends)
+        starts[:1] = 0
+        starts[1:] = self.ends[:-1]
+        return starts
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> bytes:
+        if i < 0:
+            i += len(self.ends)
+        return self.data[int(self.ends[i - 1]) if i else 0:int(self.ends[i])]
+
+    def __iter__(self):
+        start = 0
+        for end in self.ends.tolist():
+            yield self.data[start:end]
+            start = end
+
+
+_NO_FRAMES = Frames(b"", np.zeros(0, np.int64))
+
+
+def split_frames(buf: bytearray, max_message: int = DEFAULT_MAX_MESSAGE) -> tuple[Frames, int, list[int]]:
     """Complete messages at the front of `buf`, how many bytes they took,
     and the indices of those that are not plainly Gy requests (version 1,
     R set, E and reserved bits clear, command 272, application 4, a length
@@ -47,11 +95,11 @@ def split_frames(buf: bytearray, max_message: int = DEFAULT_MAX_MESSAGE) -> tupl
 
     A length below the header size or above `max_message` cannot be framed
     (nor skipped safely): FramingError, and the connection closes. The
-    lengths and headers are walked by a compiled loop; the messages are
-    slices of one copy of the complete part.
+    lengths and headers are walked by a compiled loop; the messages stay in
+    one copy of the complete part.
     """
     if len(buf) < 4:
-        return [], 0, []
+        return _NO_FRAMES, 0, []
     view = np.frombuffer(buf, np.uint8)
     ends = np.empty(len(buf) // c.HEADER_LEN + 1, np.int64)
     others = np.empty(len(ends), np.int64)
@@ -60,11 +108,10 @@ def split_frames(buf: bytearray, max_message: int = DEFAULT_MAX_MESSAGE) -> tupl
     if used < 0:
         raise FramingError(f"message length {-used - 1} outside {c.HEADER_LEN}..{max_message}")
     if k == 0:
-        return [], 0, []
-    with memoryview(buf) as whole_view:
-        whole = bytes(whole_view[:used])        # one copy (bytes(buf[:used]) made two)
-    ends_list = ends[:k].tolist()
-    return [whole[s:e] for s, e in zip([0] + ends_list[:-1], ends_list)], used, others[:n_others].tolist()
+        return _NO_FRAMES, 0, []
+    with memoryview(buf) as whole:
+        data = bytes(whole[:used])              # one copy (bytes(buf[:used]) made two)
+    return Frames(data, ends[:k].copy()), used, others[:n_others].tolist()
 
 
 @njit(cache=True)

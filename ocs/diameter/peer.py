@@ -27,7 +27,7 @@ from typing import Callable
 from . import avp as A
 from . import constants as c
 from .errors import FramingError, ProtocolError
-from .message import Header, answer_header, check_header, error_answer, parse_header, split_frames
+from .message import Frames, Header, answer_header, check_header, error_answer, parse_header, split_frames
 
 log = logging.getLogger("ocs.diameter.peer")
 
@@ -147,17 +147,17 @@ class PeerConnection:
         return next(self._hbh) & 0xFFFFFFFF, next(self._e2e) & 0xFFFFFFFF
 
     # ------------------------------------------------------------ inputs
-    def receive_data(self, data: bytes, now: float) -> list[bytes]:
+    def receive_data(self, data: bytes, now: float) -> Frames:
         """Feed received bytes; returns the application requests to handle.
         Application answers (RAA) are appended to `app_answers`."""
         if self.state is State.CLOSED:
-            return []
+            return Frames.of([])
         self._inbuf += data
         try:
             frames, used, others = split_frames(self._inbuf, self.max_message)
         except FramingError as e:
             self._close(f"unframeable stream: {e}")
-            return []
+            return Frames.of([])
         del self._inbuf[:used]
         if frames:
             self._last_rx = now
@@ -183,7 +183,7 @@ class PeerConnection:
                     app.append(f)
                 else:
                     self.app_answers.append(f)
-        return app
+        return Frames.of(app)
 
     def handle_timer(self, now: float) -> None:
         if now < self.next_deadline():

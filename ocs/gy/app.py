@@ -19,7 +19,7 @@ from ..diameter import avp as A
 from ..diameter import constants as c
 from ..diameter import fastcca, fastccr
 from ..diameter.errors import ProtocolError
-from ..diameter.message import Header, error_answer, parse_header
+from ..diameter.message import Frames, Header, error_answer, parse_header
 from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
@@ -97,11 +97,13 @@ class CreditControlApplication:
             body.append(A.encode(c.AVP_FAILED_AVP, failed))
         return CCA.cca(h, sid, result, self._origin, rtype, number, body, self.ccfh)
 
-    def process(self, frames: list[bytes], now: float) -> BatchResult:
+    def process(self, frames: Frames | list[bytes], now: float) -> BatchResult:
         store = self.store
+        if not isinstance(frames, Frames):
+            frames = Frames.of(frames)
         n = len(frames)
-        joined = b"".join(frames)
-        buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC, joined=joined)
+        joined = frames.data
+        buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
         # refunds and price enquiries are answered by the full path (Cost-Information)
         rare = (fr["type"] == c.EVENT_REQUEST) & ((fr["action"] == 1) | (fr["action"] == 3))
         if rare.any():

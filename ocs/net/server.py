@@ -20,6 +20,7 @@ import numpy as np
 import trio
 
 from ..config import Config, PeerPolicy
+from ..diameter.message import Frames
 from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
 from ..gy import reauth
 from ..gy.app import CreditControlApplication
@@ -77,7 +78,7 @@ class Server:
         self.policy = policy
         self.timers = PeerTimers(cer_timeout=cfg.cer_timeout, tw=cfg.tw, dpa_timeout=cfg.dpa_timeout)
         self.peers: set[Peer] = set()
-        self._pending: list[tuple[Peer, list[bytes], float]] = []    # each read's requests, by peer, and when
+        self._pending: list[tuple[Peer, Frames, float]] = []    # each read's requests, by peer, and when
         self._work = trio.Event()
         self._stopping = False
         self._snapshot_due = False
@@ -291,7 +292,7 @@ class Server:
                         await send.send(([], [], record, described))
                 batch, self._pending = self._pending, []
                 if batch:
-                    frames = [f for _, chunk, _ in batch for f in chunk]
+                    frames = Frames.join([chunk for _, chunk, _ in batch])
                     now = time.time()
                     result = self.app.process(frames, now)
                     if result.opened:

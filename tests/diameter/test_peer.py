@@ -211,7 +211,7 @@ class Runner:
             if m.header.is_request:
                 self.peer_requests[m.header.hop_by_hop_identifier] = m.header.end_to_end_identifier
         if not self.bytewise:
-            app = self.conn.receive_data(data, now)
+            app = list(self.conn.receive_data(data, now))
         else:
             app = []
             for i in range(len(data)):
@@ -502,7 +502,7 @@ def test_cer(data, authorised, result_code, e_bit, state):
         return authorised
 
     conn = new_conn(authorize=authorize)
-    assert conn.receive_data(data, 1.0) == []
+    assert list(conn.receive_data(data, 1.0)) == []
     [cea] = [decode(f) for f in frames(conn.data_to_send())]
     req = decode(data)
     assert cea.header.command_code == 257 and not cea.header.is_request
@@ -568,10 +568,10 @@ def test_unframeable_length_closes(length, opened):
     if opened:
         conn.receive_data(cer(), 0.0)
         conn.data_to_send()
-    assert conn.receive_data(_header_with_length(length), 1.0) == []
+    assert list(conn.receive_data(_header_with_length(length), 1.0)) == []
     assert conn.state is State.CLOSED
     assert conn.data_to_send() == b""
-    assert conn.receive_data(dwr(), 2.0) == []
+    assert list(conn.receive_data(dwr(), 2.0)) == []
     assert conn.data_to_send() == b""
 
 
