@@ -39,7 +39,9 @@ def warm_up(rules) -> None:
     buf, frames, msccs, _ = fastccr.decode_batch([bytes(20)], MSCC)
     fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
     from . import usage_lines
+    from .store import dedup
     usage_lines.warm_up()
+    dedup.warm_up()
 
 
 def serve_config(args) -> Config:

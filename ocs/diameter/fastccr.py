@@ -522,17 +522,17 @@ def decode_batch(frames: Frames | list[bytes], mscc_dtype: np.dtype, per_frame: 
     return buf, out, msccs, used
 
 
-def duplicate_keys(buf: np.ndarray, frames: np.ndarray) -> list[bytes]:
+def duplicate_keys(buf: np.ndarray, frames: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     """Each decoded frame's duplicate-detection key, Origin-Host followed by
     the 4 octets of the End-to-End-Identifier (RFC 6733 section 6.2): written
-    by one compiled pass and sliced from one copy."""
-    lengths = frames["host_len"] + 4
-    ends = np.cumsum(lengths)
+    by one compiled pass and sliced from one copy. Also that copy and where
+    each key ends in it."""
+    ends = np.cumsum(frames["host_len"] + 4)
     out = np.empty(int(ends[-1]) if len(ends) else 0, np.uint8)
     _write_keys(buf, frames, out)
     data = out.tobytes()
     ends_list = ends.tolist()
-    return [data[s:e] for s, e in zip([0] + ends_list[:-1], ends_list)]
+    return [data[s:e] for s, e in zip([0] + ends_list[:-1], ends_list)], out, ends
 
 
 @njit(cache=True)

@@ -24,6 +24,7 @@ from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
+from ..store.dedup import packed_fingerprints
 from ..store.embedded import EmbeddedStore
 from . import cca as CCA
 from .ccr import CreditControlRequest, decode_ccr
@@ -138,8 +139,9 @@ class CreditControlApplication:
         # End-to-End-Identifier) in bulk (a fallback frame's are redone from
         # its full decode)
         sids = [joined[o:o + k] for o, k in zip(sid_off, sid_len)]
-        dedup_keys: list[bytes | None] = fastccr.duplicate_keys(buf, fr)
-        stored_all = store.answers_for(dedup_keys)
+        dedup_keys, packed_keys, key_ends = fastccr.duplicate_keys(buf, fr)
+        fps = packed_fingerprints(packed_keys, key_ends)
+        stored_all = store.answers_for(dedup_keys, fps)
         session_of = store.session_index.get
         # Under load nearly every request is a fast-path CCR-U/T of an open
         # session, new (not in the duplicate cache, not twice in the batch):
@@ -238,7 +240,9 @@ class CreditControlApplication:
             charged, numbers = self._answer_repeats(frames, charged, reopened, fr, msccs, slow, req_sess,
                                                     answers, results)
             if charged:
-                record, events = self._charge(e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged,
+                if fr["fallback"].any():
+                    fps = None          # a full decode's key replaced the fast path's
+                record, events = self._charge(e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged,
                                               req_sub, req_sess, numbers, answers, results, new_sessions, now)
         for i, j in copies:
             answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
@@ -306,7 +310,7 @@ class CreditControlApplication:
             body.append(CCA.mscc(rg, sids, c.SUCCESS, granted, 0, int(plan["validity"]), 0))
         return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
-    def _charge(self, e2es, dedup_keys, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
+    def _charge(self, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
                 numbers, answers, results, new_sessions, now) -> dict:
         store, rules = self.store, self.rules
         n = len(e2es)
@@ -376,7 +380,8 @@ class CreditControlApplication:
             for i in charged:
                 results[i] = top_list[i]
             answered = ([dedup_keys[i] for i in charged], [answers[i] for i in charged])
-        store.remember_answers(*answered)
+            fps = fps[sel] if fps is not None else None
+        store.remember_answers(*answered, fps)
         # a refused CCR-I leaves no session behind
         sess = reqs["sess"][sel]
         failed_initial = sess[(reqs["type"][sel] == c.INITIAL_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]

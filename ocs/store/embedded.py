@@ -21,6 +21,7 @@ from ..durable import fsync_path
 from ..engine.kernel import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
+from .dedup import DuplicateCache
 from .journal import Journal, replay
 from .profiles import Profile
 from .profiles import decode as decode_profile
@@ -64,12 +65,7 @@ class EmbeddedStore:
         self.session_index: dict[bytes, int] = {}
         self.session_meta: list[tuple[bytes, bytes] | None] = [None] * 1024
         self.free_sessions: list[int] = list(range(1023, -1, -1))
-        # Origin-Host + End-to-End-Id -> answer, in two generations: when the
-        # young one holds half the budget it becomes the old one and the old
-        # one is dropped whole, so the cache keeps between dedup_entries/2 and
-        # dedup_entries of the latest answers without evicting one by one.
-        self._dedup_young: dict[bytes, bytes] = {}
-        self._dedup_old: dict[bytes, bytes] = {}
+        self.dedup = DuplicateCache(dedup_entries)     # Origin-Host + End-to-End-Id -> answer
         self.seq = 0
         self.journal: Journal | None = None
         self.rules_version = ""           # the rules version the rows are indexed by
@@ -329,27 +325,19 @@ class EmbeddedStore:
             self.session_meta[row] = None
             self.free_sessions.append(row)   # rebuilt after replay, so duplicates there are harmless
 
-    def remember_answers(self, keys: list[bytes], answers: list[bytes]) -> None:
+    def remember_answers(self, keys: list[bytes], answers: list[bytes], fps: np.ndarray | None = None) -> None:
         """Keep answers for retransmissions, keyed by Origin-Host followed by
-        the 4 octets of the End-to-End-Identifier."""
-        self._dedup_young.update(zip(keys, answers))
-        if len(self._dedup_young) * 2 >= self.dedup_entries:
-            self._dedup_old = self._dedup_young
-            self._dedup_young = {}
+        the 4 octets of the End-to-End-Identifier (`fps`: their fingerprints,
+        ocs.store.dedup, if the caller has them)."""
+        self.dedup.remember(keys, answers, fps)
 
-    def answers_for(self, keys: list[bytes]) -> list[bytes | None]:
+    def answers_for(self, keys: list[bytes], fps: np.ndarray | None = None) -> list[bytes | None]:
         """`answer_for` of each key, for a batch."""
-        got = list(map(self._dedup_young.get, keys))
-        if self._dedup_old:
-            older = list(map(self._dedup_old.get, keys))
-            if older.count(None) != len(older):      # rare: only a retransmission finds anything
-                got = [a if a is not None else b for a, b in zip(got, older)]
-        return got
+        return self.dedup.lookup(keys, fps)
 
     def answer_for(self, key: bytes) -> bytes | None:
         """The answer already given to the request with this key, if kept."""
-        answer = self._dedup_young.get(key)
-        return answer if answer is not None else self._dedup_old.get(key)
+        return self.dedup.lookup([key])[0]
 
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,

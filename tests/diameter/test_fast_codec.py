@@ -443,7 +443,7 @@ def check_batch(frames, must_fail, allowed_fallback) -> list[str]:
     outcomes = []
     buf, fr, rows, used = fastccr.decode_batch(frames, MSCC)
     assert used == sum(int(fr[i]["mscc_count"]) for i in range(len(frames)) if not fr[i]["fallback"])
-    keys = fastccr.duplicate_keys(buf, fr)
+    keys, _, _ = fastccr.duplicate_keys(buf, fr)
     for i, f in enumerate(frames):
         full = full_decode(f)
         outcomes.append(f"full path {'refuses' if isinstance(full, ProtocolError) else 'accepts'}, "
