@@ -40,7 +40,8 @@ def warm_up(rules) -> None:
     fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
     from . import usage_lines
     from .store import dedup
-    usage_lines.warm_up()
+    fastccr.duplicate_keys(buf, frames)
+    usage_lines.warm_up(rules)
     dedup.warm_up()
 
 

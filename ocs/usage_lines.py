@@ -128,16 +128,14 @@ def usage_lines(rec: dict, rules: RuleSet, subscribers: Subscribers) -> bytes:
     return out[:end].tobytes()
 
 
-def warm_up() -> None:
-    """Compile the kernel (or load it from numba's cache) before serving: a
-    first compile in the usage writer's thread would stall the loop."""
+def warm_up(rules: RuleSet) -> None:
+    """Compile the kernel (or load it from numba's cache) before serving, by
+    the path the usage writer takes (numba compiles read-only and writable
+    arrays apart): a first compile in the writer's thread would stall the loop."""
     from .gy.app import USAGE
     rows = np.zeros(1, USAGE)
-    rows["sponsor"] = 0
-    one = np.ones(1, np.int64)
-    _write_lines(np.empty(2 * _FIXED, np.uint8), _lit(b"{"), np.frombuffer(rows.tobytes(), USAGE),
-                 _lit(b"s"), one, np.zeros(1, np.bool_), _lit(b"\0"), one, _lit(b"CNY"), 3 * one, 2 * one,
-                 _lit(b"x"), one, 2 * one)
+    usage_lines({"seq": 1, "t": 0.0, "rules": "", "use": rows.tobytes(), "ss": [b"s"]}, rules,
+                Subscribers(str, lambda row: -1))
 
 
 def _ends(parts: list[bytes]) -> np.ndarray:

@@ -24,15 +24,17 @@ class _Generation:
         self.at = np.zeros(slots, np.int64)       # where the key and answer are in the lists
         self.keys: list[bytes] = []
         self.answers: list[bytes] = []
+        self.distinct = 0                          # keys, each counted once
 
     def clear(self) -> None:
         self.fp[:] = 0
         self.keys, self.answers = [], []
+        self.distinct = 0
 
     def add(self, keys: list[bytes], answers: list[bytes], fps: np.ndarray) -> None:
         if (len(self.keys) + len(keys)) * 2 > len(self.fp):      # at most half full
             self._grow(len(self.keys) + len(keys))
-        _insert(self.fp, self.at, fps, len(self.keys))
+        self.distinct += _insert(self.fp, self.at, fps, len(self.keys))
         self.keys.extend(keys)
         self.answers.extend(answers)
 
@@ -41,7 +43,7 @@ class _Generation:
         while need * 2 > slots:
             slots *= 2
         self.fp, self.at = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
-        _insert(self.fp, self.at, fingerprints(self.keys), 0)
+        self.distinct = _insert(self.fp, self.at, fingerprints(self.keys), 0)
 
 
 class DuplicateCache:
@@ -53,7 +55,7 @@ class DuplicateCache:
         self.young, self.old = _Generation(slots), _Generation(slots)
 
     def __len__(self) -> int:
-        return len(self.young.keys) + len(self.old.keys)
+        return self.young.distinct + self.old.distinct
 
     def remember(self, keys: list[bytes], answers: list[bytes], fps: np.ndarray | None = None) -> None:
         """Keep these answers (a later one for the same key wins); `fps`:
@@ -61,7 +63,7 @@ class DuplicateCache:
         if not keys:
             return
         self.young.add(list(keys), list(answers), fingerprints(keys) if fps is None else fps)
-        if len(self.young.keys) * 2 >= self.entries:
+        if self.young.distinct * 2 >= self.entries:
             self.young, self.old = self.old, self.young
             self.young.clear()
 
@@ -116,13 +118,19 @@ def _fingerprints(data, ends, out):
 
 @njit(cache=True)
 def _insert(table, at, fps, first):
+    """Index keys first, first + 1, ... by their fingerprints (a key already
+    there now points to its latest answer); the number of new keys."""
     mask = table.shape[0] - 1
+    new = 0
     for k in range(fps.shape[0]):
         i = fps[k] & mask
         while table[i] != 0 and table[i] != fps[k]:
             i = (i + 1) & mask
+        if table[i] == 0:
+            new += 1
         table[i] = fps[k]
         at[i] = first + k
+    return new
 
 
 @njit(cache=True)
@@ -139,7 +147,12 @@ def _find(table, at, fps, out):
 
 
 def warm_up() -> None:
-    """Compile the kernels (or load them from numba's cache) before serving."""
+    """Compile the kernels (or load them from numba's cache) before serving,
+    for the array types the charging loop passes too (a writable packed
+    buffer: numba compiles read-only and writable arrays apart)."""
     cache = DuplicateCache(4)
     cache.remember([b"k"], [b"a"])
     cache.lookup([b"k", b"x"])
+    fps = packed_fingerprints(np.frombuffer(b"k", np.uint8).copy(), np.ones(1, np.int64))
+    cache.remember([b"k"], [b"a"], fps)
+    cache.lookup([b"k"], fps)

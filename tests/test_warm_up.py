@@ -1,0 +1,58 @@
+"""`ocs serve` compiles its kernels before it listens (cli.warm_up): a
+kernel first compiled by a batch would stall the loop for up to a second.
+numba compiles a function again for each new set of argument types
+(read-only and writable arrays differ), so warm_up must call each kernel
+with the types the hot path passes: after it, charging batches and writing
+their usage records compiles nothing. Run in a process of its own, where
+no other test has compiled anything."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+SCRIPT = """
+import sys, time
+from numba.core.registry import CPUDispatcher
+from ocs import usage_lines
+from ocs.cli import warm_up
+from ocs.diameter import fastcca, fastccr, message
+from ocs.engine import kernel
+from ocs.store import dedup
+from ocs.usage import UsageLog
+from tests.support.charging import Charging
+from tests.support.rawclient import build_ccr
+
+def signatures():
+    return {f"{m.__name__}.{name}": len(f.signatures)
+            for m in (fastccr, fastcca, message, kernel, dedup, usage_lines)
+            for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
+
+data = sys.argv[1]
+ch = Charging(data + "/data", "rules/demo")
+warm_up(ch.rules)
+before = signatures()
+now = time.time()
+got = ch.app.process([build_ccr("pgw.test", f"s{k}", 1, 0, f"86139000000{k:02d}", [{"rg": 10, "rsu": 0}])
+                      .as_bytes() for k in range(3)], now)
+ch.store.write(got.record)
+got = ch.app.process([build_ccr("pgw.test", f"s{k}", 2, 1, None, [{"rg": 10, "rsu": 0, "used": 1000}])
+                      .as_bytes() for k in range(3)], now)
+ch.store.write(got.record)
+UsageLog(data + "/usage", lambda version: ch.rules, ch.store.label,
+         lambda row: int(ch.store.subs[row]["plan"])).write([got.record])
+after = signatures()
+print({k: (before.get(k), n) for k, n in after.items() if before.get(k) != n})
+"""
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="nothing is compiled")
+def test_batches_after_warm_up_compile_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "{}", f"compiled after warm_up (kernel: (before, after)): {out.stdout}"
