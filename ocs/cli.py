@@ -33,6 +33,17 @@ def warm_up(rules) -> None:
     kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), subs, sessions, spons, rules.tables, 0.0)
     kernel.expire_sessions(subs, sessions, spons, 0.0, 1)
     kernel.rebuild_reservations(subs, sessions, spons, 0)
+    # the kernels of rarer moments (a failed CCR-I, midnight, an operator's
+    # pack or query), on scratch rows: compiled on the loop they would stall
+    # it for seconds
+    kernel.close_session(subs, sessions, spons, 0)
+    kernel.daily_sweep(subs, rules.tables, 0, limit=1)
+    if len(rules.tables.plans):
+        subs[0]["plan"], subs[0]["pool"], subs[0]["payer"] = 0, 0, 0
+        kernel.period_bounds(subs, rules.tables, 0)
+        kernel.rollover(subs, rules.tables, 0, 0.0)
+        if len(rules.tables.packs):
+            kernel.add_pack(subs, rules.tables, 0, 0, 0.0)
     from .diameter import fastcca, fastccr
     from .diameter.message import split_frames
     split_frames(bytearray(b"\x01\x00\x00\x14" + bytes(16)))

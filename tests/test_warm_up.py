@@ -2,8 +2,9 @@
 kernel first compiled by a batch would stall the loop for up to a second.
 numba compiles a function again for each new set of argument types
 (read-only and writable arrays differ), so warm_up must call each kernel
-with the types the hot path passes: after it, charging batches and writing
-their usage records compiles nothing. Run in a process of its own, where
+with the types the hot path passes: after it, charging batches, writing
+their usage records, and the kernels of rarer moments (midnight, Tcc, an
+operator's pack or query) compile nothing. Run in a process of its own, where
 no other test has compiled anything."""
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ got = ch.app.process([build_ccr("pgw.test", f"s{k}", 2, 1, None, [{"rg": 10, "rs
 ch.store.write(got.record)
 UsageLog(data + "/usage", lambda version: ch.rules, ch.store.label,
          lambda row: int(ch.store.subs[row]["plan"])).write([got.record])
+row = ch.row("8613900000001")
+subs, tables = ch.store.subs, ch.rules.tables
+kernel.period_bounds(subs, tables, row)
+kernel.rollover(subs, tables, row, now)
+if len(tables.packs):
+    kernel.add_pack(subs, tables, row, 0, now)
+kernel.daily_sweep(subs, tables, ch.store.n_subs)
+kernel.expire_sessions(subs, ch.store.sessions, ch.store.sponsors, now + 1e6)
+kernel.close_session(subs, ch.store.sessions, ch.store.sponsors, ch.store.session_index[b"s0"])
 after = signatures()
 print({k: (before.get(k), n) for k, n in after.items() if before.get(k) != n})
 """
