@@ -507,11 +507,22 @@ class EmbeddedStore:
         self.profiles = {row: decode_profile(p) for row, p in meta.get("profiles", ())}
         self.retired = set(meta.get("retired", ()))
         self.rules_version = meta.get("rules_version", "")
-        self.sponsors = np.load(snap / "sponsors.npy")
+        self.sponsors = _load_table(snap / "sponsors.npy", SPONSOR)
         self.sponsor_ids = list(meta["sponsor_ids"])
-        self.sessions = np.load(snap / "sessions.npy")
+        self.sessions = _load_table(snap / "sessions.npy", SESSION)
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}
+
+
+def _load_table(path: Path, dtype: np.dtype) -> np.ndarray:
+    """A table saved with np.save, as `dtype` itself: np.load gives an equal
+    dtype without the aligned-struct mark, which numba types apart, so the
+    first batch after a restart compiled the charging kernel again, on the
+    loop (a minute with numba's cache cold)."""
+    table = np.load(path)
+    if table.dtype != dtype:
+        raise StoreFormatError(f"{path}: holds rows of another layout; start from an empty data directory")
+    return table.view(dtype)
 
 
 def _distinct(rows) -> np.ndarray:
