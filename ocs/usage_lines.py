@@ -27,7 +27,6 @@ _enc = msgspec.json.Encoder()
 # bytes a Session-Id may not hold to be its own JSON string: controls, quote,
 # backslash, DEL and everything outside ASCII (those are encoded by msgspec)
 _UNPLAIN = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
-_NONE = -1
 # the longest text a line has besides its variable strings: the field names
 # (~330 octets) and at most 10 integers of 20 digits and 2 amounts of 28
 _FIXED = 640
