@@ -151,7 +151,9 @@ class CreditControlApplication:
         ongoing &= req_sess >= 0
         if stored_all.count(None) != n:
             ongoing &= np.array([a is None for a in stored_all], bool)
-        if len(set(dedup_keys)) != n or fr["fallback"].any():
+        if fr["fallback"].any():
+            fps = None              # a full decode's key replaces the fast path's
+        if fps is None or len(set(dedup_keys)) != n:
             ongoing[:] = False      # a key twice (or a full decode's key unknown yet): one at a time
         req_sess[~ongoing] = -1
         for i in np.flatnonzero(~ongoing).tolist():
@@ -240,8 +242,6 @@ class CreditControlApplication:
             charged, numbers = self._answer_repeats(frames, charged, reopened, fr, msccs, slow, req_sess,
                                                     answers, results)
             if charged:
-                if fr["fallback"].any():
-                    fps = None          # a full decode's key replaced the fast path's
                 record, events = self._charge(e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged,
                                               req_sub, req_sess, numbers, answers, results, new_sessions, now)
         for i, j in copies:
