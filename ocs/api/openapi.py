@@ -8,6 +8,7 @@ the repository (a test fails when it differs):
 """
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 
@@ -36,7 +37,7 @@ def document(routes: list[Route]) -> dict:
         types.update(a.body for a in r.answers.values() if a.body is not None)
     ordered = sorted(types, key=lambda t: t.__name__)
     refs, components = msgspec.json.schema_components(ordered, ref_template=REF)
-    components = dict(sorted(components.items()))
+    components = _clean(dict(sorted(components.items())))
     ref_of = dict(zip(ordered, refs))
     paths: dict[str, dict] = {}
     for r in routes:
@@ -89,6 +90,7 @@ def _query_params(r: Route) -> list[dict]:
     if r.query is None:
         return []
     (ref,), comps = msgspec.json.schema_components([r.query], ref_template=REF)
+    comps = _clean(comps)
     schema = comps[r.query.__name__]
     required = set(schema.get("required", ()))
     example = r.query_example or {}
@@ -103,6 +105,19 @@ def _query_params(r: Route) -> list[dict]:
             p["example"] = example[name]
         out.append(p)
     return out
+
+
+def _clean(schema):
+    """Every description as `inspect.cleandoc` makes it: msgspec takes a
+    Struct's docstring as its description, and its releases differ on the
+    indentation they keep (0.23 keeps it, 0.18 strips it); the document
+    must not depend on which one is installed."""
+    if isinstance(schema, dict):
+        return {k: inspect.cleandoc(v) if k in ("description", "title") and isinstance(v, str) else _clean(v)
+                for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_clean(v) for v in schema]
+    return schema
 
 
 def render(routes: list[Route]) -> str:

@@ -7,6 +7,7 @@ answers 401 without a token or with a wrong one, and says nothing more.
 Bad requests get a 4xx whose message names what is wrong."""
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import shutil
@@ -28,6 +29,26 @@ DOC = ROOT / "docs" / "openapi.json"
 
 def test_committed_document_is_the_generated_one():
     assert DOC.read_text() == render(ROUTES), f"docs/openapi.json is stale; regenerate it: {REGENERATE}"
+
+
+def test_descriptions_are_the_projects_own_cleaned_text():
+    """Struct docstrings reach the document cleaned by the project
+    (inspect.cleandoc), not as the installed msgspec happens to keep them:
+    a docstring's continuation lines carry no indentation."""
+    texts = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            texts.extend(v for k, v in node.items() if k == "description" and isinstance(v, str))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(json.loads(render(ROUTES)))
+    multiline = [t for t in texts if "\n" in t]
+    assert multiline, "the API's Structs have multi-line docstrings: the check must see some"
+    assert [t for t in texts if t != inspect.cleandoc(t)] == []
 
 
 def test_every_route_is_documented_once():
