@@ -23,37 +23,32 @@ def _load_rules_or_exit(directory: str):
         raise SystemExit(2)
 
 
-def warm_up(rules) -> None:
-    """Compile the kernels (or load them from numba's on-disk cache) before
-    the first connection is accepted."""
-    import numpy as np
-    from .engine import kernel
-    from .engine.tables import MSCC, REQUEST, SESSION, SPONSOR, SUBSCRIBER, new_table
-    subs, sessions, spons = new_table(SUBSCRIBER, 1), new_table(SESSION, 1), np.zeros(1, SPONSOR)
-    kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), subs, sessions, spons, rules.tables, 0.0)
-    kernel.expire_sessions(subs, sessions, spons, 0.0, 1)
-    kernel.rebuild_reservations(subs, sessions, spons, 0)
-    # the kernels of rarer moments (a failed CCR-I, midnight, an operator's
-    # pack or query), on scratch rows: compiled on the loop they would stall
-    # it for seconds
-    kernel.close_session(subs, sessions, spons, 0)
-    kernel.daily_sweep(subs, rules.tables, 0, limit=1)
-    if len(rules.tables.plans):
-        subs[0]["plan"], subs[0]["pool"], subs[0]["payer"] = 0, 0, 0
-        kernel.period_bounds(subs, rules.tables, 0)
-        kernel.rollover(subs, rules.tables, 0, 0.0)
-        if len(rules.tables.packs):
-            kernel.add_pack(subs, rules.tables, 0, 0, 0.0)
-    from .diameter import fastcca, fastccr
-    from .diameter.message import split_frames
-    split_frames(bytearray(b"\x01\x00\x00\x14" + bytes(16)))
-    buf, frames, msccs, _ = fastccr.decode_batch([bytes(20)], MSCC)
-    fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
-    from . import usage_lines
-    from .store import dedup
-    fastccr.duplicate_keys(buf, frames)
-    usage_lines.warm_up(rules)
-    dedup.warm_up()
+def _compile_kernels(rules, log) -> None:
+    """Compile the kernels before the first connection is accepted, saying
+    so first when numba's cache cannot supply them (ocs/kernels.py)."""
+    from . import kernels
+    cold = kernels.cold_groups()
+    if cold:
+        log.warning("compiling the charging kernels once after an install or upgrade (%s), a minute or two; "
+                    "the cache is under %s", ", ".join(g.name.partition(" (")[0] for g in cold), kernels.cache_dir())
+    took = kernels.warm_up(rules)
+    if cold:
+        log.warning("kernels compiled in %.1f s; later starts load them from the cache", took)
+
+
+def cmd_compile(args) -> int:
+    from . import kernels
+    rules = _load_rules_or_exit(args.rules)
+    cold = kernels.cold_groups()
+    print(f"compiling the kernels into numba's cache under {kernels.cache_dir()}, a minute or two" if cold else
+          "the kernels are in numba's cache; loading them", flush=True)
+
+    def report(name: str, seconds: float, compiled: bool) -> None:
+        print(f"  {name:<56} {seconds:6.1f} s{'' if compiled else '  (cached)'}", flush=True)
+
+    took = kernels.warm_up(rules, report)
+    print(f"kernels ready in {took:.1f} s", flush=True)
+    return 0
 
 
 def serve_config(args) -> Config:
@@ -109,7 +104,7 @@ def cmd_serve(args) -> int:
     usage.catch_up([Path(cfg.data) / n for n in ("journal.prev", "journal.old", "journal.log")])
     if new or was != rules.version or store.snapshot_unfinished:
         store.snapshot()
-    warm_up(rules)
+    _compile_kernels(rules, log)
     try:
         sink = load_sink(cfg.notification_sink) if cfg.notification_sink else None
     except ValueError as e:
@@ -261,6 +256,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", help="HOST:PORT serving only GET /metrics, without a token (also served on --api)")
     s.add_argument("--no-fsync", action="store_true", help="do not fsync the journal (unsafe; for experiments)")
     s.set_defaults(func=cmd_serve)
+
+    cp = sub.add_parser("compile", help="compile the kernels into numba's on-disk cache",
+                        description="Compile every numba kernel the server runs into numba's on-disk cache, a "
+                                    "line per group with its time (make install runs it). A later `ocs serve` "
+                                    "loads them in about a second.")
+    cp.add_argument("--rules", default="rules/demo", help="a rules directory (default rules/demo): its tables "
+                                                          "have the types every rules directory has")
+    cp.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("rules", help="rule files")
     rs = r.add_subparsers(dest="rules_command", required=True)

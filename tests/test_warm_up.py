@@ -1,4 +1,4 @@
-"""`ocs serve` compiles its kernels before it listens (cli.warm_up): a
+"""`ocs serve` compiles its kernels before it listens (ocs/kernels.py): a
 kernel first compiled by a batch would stall the loop for up to a second.
 numba compiles a function again for each new set of argument types
 (read-only and writable arrays differ), so warm_up must call each kernel
@@ -21,7 +21,7 @@ SCRIPT = """
 import sys, time
 from numba.core.registry import CPUDispatcher
 from ocs import usage_lines
-from ocs.cli import warm_up
+from ocs.kernels import warm_up
 from ocs.diameter import fastcca, fastccr, message
 from ocs.engine import kernel
 from ocs.store import dedup
