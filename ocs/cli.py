@@ -80,7 +80,8 @@ def cmd_serve(args) -> int:
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("ocs")
     started = time.monotonic()
-    store = EmbeddedStore(cfg.data, fsync=cfg.fsync, dedup_entries=cfg.dedup_entries)
+    store = EmbeddedStore(cfg.data, fsync=cfg.fsync, dedup_entries=cfg.dedup_entries,
+                          dedup_seconds=cfg.dedup_seconds, dedup_bytes=cfg.dedup_mb << 20)
     installer = Installer(store)
     try:
         store.open(on_rules=installer.replay)

@@ -171,6 +171,15 @@ def top_level_avps(frame: bytes):
         pos += length + ((-length) & 3)
 
 
+def printable(data: bytes | str, limit: int = 200) -> str:
+    """What a peer sent, fit for a log line: control characters, newlines
+    and bytes that are not UTF-8 escaped (a peer must not forge log lines),
+    at most `limit` characters."""
+    text = data.decode("utf-8", "backslashreplace") if isinstance(data, (bytes, bytearray)) else data
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def find_session_id(frame: bytes) -> bytes | None:
     """The Session-Id of a request, read leniently for error answers."""
     for code, start, end in top_level_avps(frame):

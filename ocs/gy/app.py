@@ -10,6 +10,7 @@ Nothing here does I/O.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from itertools import repeat
 
@@ -19,7 +20,7 @@ from ..diameter import avp as A
 from ..diameter import constants as c
 from ..diameter import fastcca, fastccr
 from ..diameter.errors import ProtocolError
-from ..diameter.message import Frames, Header, error_answer, parse_header
+from ..diameter.message import Frames, Header, error_answer, parse_header, printable
 from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
@@ -29,6 +30,7 @@ from ..store.embedded import EmbeddedStore
 from . import cca as CCA
 from .ccr import CreditControlRequest, decode_ccr
 
+log = logging.getLogger("ocs.gy")
 _SUB_KINDS = {c.END_USER_E164: E164, c.END_USER_IMSI: IMSI}
 # One usage row per reported MSCC, journaled with its batch (docs/usage.md).
 USAGE = np.dtype([("req", np.int32), ("sub", np.int64), ("rg", np.int64), ("used", np.int64),
@@ -130,7 +132,7 @@ class CreditControlApplication:
         charged: list[int] = []
         slow: dict[int, CreditControlRequest] = {}
         copies: list[tuple[int, int]] = []
-        seen: dict[bytes, int] = {}
+        seen: dict[tuple, int] = {}     # (key, Session-Id, type, number) -> the first such request
         new_sessions: list = []
         opened: list[tuple[int, int]] = []
         new_subs: list[int] = []
@@ -141,7 +143,7 @@ class CreditControlApplication:
         sids = [joined[o:o + k] for o, k in zip(sid_off, sid_len)]
         dedup_keys, packed_keys, key_ends = fastccr.duplicate_keys(buf, fr)
         fps = packed_fingerprints(packed_keys, key_ends)
-        stored_all = store.answers_for(dedup_keys, fps)
+        stored_all = store.answers_for(dedup_keys, now, fps)
         session_of = store.session_index.get
         # Under load nearly every request is a fast-path CCR-U/T of an open
         # session, new (not in the duplicate cache, not twice in the batch):
@@ -169,18 +171,25 @@ class CreditControlApplication:
                 slow[i] = ccr
                 sid, host, rtype, keys = ccr.session_id, ccr.origin_host, ccr.request_type, _slow_keys(ccr)
                 key = dedup_keys[i] = host + e2es[i].to_bytes(4, "big")
-                stored = store.answer_for(key)
+                stored = store.answer_for(key, now)
+                number = ccr.request_number
             else:
                 sid, host, rtype, keys = sids[i], dedup_keys[i][:-4], rtypes[i], None
                 key, stored = dedup_keys[i], stored_all[i]
+                number = int(fr["number"][i])
             if stored is not None:
-                answers[i] = CCA.with_hop_by_hop(stored, hbhs[i])
-                results[i] = c.SUCCESS
+                if CCA.answers_request(stored, sid, rtype, number):
+                    answers[i] = CCA.with_hop_by_hop(stored, hbhs[i])
+                    results[i] = c.SUCCESS
+                    continue
+                log.info("%s reused End-to-End-Identifier %08x for another request (Session-Id %s, "
+                         "CC-Request-Type %d, CC-Request-Number %d): charged as a new request",
+                         printable(host), e2es[i], printable(sid), rtype, number)
+            identity = (key, sid, rtype, number)
+            if identity in seen:
+                copies.append((i, seen[identity]))
                 continue
-            if key in seen:
-                copies.append((i, seen[key]))
-                continue
-            seen[key] = i
+            seen[identity] = i
             refusal = 0
             if rtype == c.INITIAL_REQUEST or rtype == c.EVENT_REQUEST:
                 if keys is None:     # fast path: the first identity was resolved in bulk
@@ -364,8 +373,11 @@ class CreditControlApplication:
             else:
                 for i, start, end in zip(fast_sel.tolist(), offs, offs[1:]):
                     answers[i] = data[start:end]
+        # only what this step charged: a full-path request refused, repeated or
+        # answered from the cache earlier in the batch keeps the answer it has
+        charged_set = set(charged) if slow else ()
         for i, ccr in slow.items():
-            if reqs[i]["result"] != 0 or i in charged:
+            if i in charged_set:
                 answers[i] = self._slow_answer(ccr, reqs[i], msccs, self._price_answer(ccr, reqs[i], msccs))
         # Top-level Result-Code: a CCR with top-level units takes its units' result.
         top = reqs["result"].copy()
@@ -381,7 +393,7 @@ class CreditControlApplication:
                 results[i] = top_list[i]
             answered = ([dedup_keys[i] for i in charged], [answers[i] for i in charged])
             fps = fps[sel] if fps is not None else None
-        store.remember_answers(*answered, fps)
+        store.remember_answers(*answered, now, fps)
         # a refused CCR-I leaves no session behind
         sess = reqs["sess"][sel]
         failed_initial = sess[(reqs["type"][sel] == c.INITIAL_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]

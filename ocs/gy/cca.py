@@ -5,7 +5,7 @@ import struct
 
 from ..diameter import avp as A
 from ..diameter import constants as c
-from ..diameter.message import Header, answer_header
+from ..diameter.message import Header, answer_header, top_level_avps
 
 AVP_CHECK_BALANCE_RESULT = 422
 FUI_TERMINATE = A.grouped(c.AVP_FINAL_UNIT_INDICATION, [A.u32(c.AVP_FINAL_UNIT_ACTION, c.FUA_TERMINATE)])
@@ -84,6 +84,22 @@ def error_extra(frame: bytes) -> bytes:
         if code in found:
             out.append(found[code])
     return b"".join(out)
+
+
+def answers_request(answer: bytes, session_id: bytes, request_type: int, request_number: int) -> bool:
+    """Whether a kept CCA answers the request with this Session-Id,
+    CC-Request-Type and CC-Request-Number (RFC 4006 5.7; RFC 6733 6.2: an
+    answer carries its request's Session-Id): the duplicate cache's key,
+    Origin-Host and End-to-End-Identifier, only finds a candidate."""
+    found = {}
+    for code, start, end in top_level_avps(answer):
+        if code in (c.AVP_SESSION_ID, c.AVP_CC_REQUEST_TYPE, c.AVP_CC_REQUEST_NUMBER) and code not in found:
+            found[code] = answer[start + 8:end]
+            if len(found) == 3:
+                break
+    return (found.get(c.AVP_SESSION_ID) == session_id
+            and found.get(c.AVP_CC_REQUEST_TYPE) == request_type.to_bytes(4, "big")
+            and found.get(c.AVP_CC_REQUEST_NUMBER) == (request_number & 0xFFFFFFFF).to_bytes(4, "big"))
 
 
 def with_hop_by_hop(answer: bytes, hbh: int) -> bytes:

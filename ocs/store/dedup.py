@@ -1,11 +1,18 @@
 """The duplicate cache: the answers given lately, by Origin-Host followed by
 the 4 octets of the End-to-End-Identifier (RFC 6733 section 6.2), so that a
-retransmitted request gets the original answer and changes nothing.
+retransmitted request gets the original answer and changes nothing. The
+key only finds a candidate: the caller confirms that the answer is to the
+same request (ocs.gy: its Session-Id, CC-Request-Type and -Number), since
+a gateway may reuse an identifier after RFC 6733's four minutes or after
+restarting its counter.
 
-Two generations: when the young one holds half the budget it becomes the
-old one and the old one is dropped whole, so the cache keeps between
-`entries`/2 and `entries` of the latest answers without evicting one by
-one. Every request of a batch is looked up, and nearly all are new: in
+An answer is kept for `seconds` (DEFAULT_SECONDS, above the four minutes
+RFC 6733 section 3 requires an End-to-End-Identifier to stay unique) and
+within two budgets, of entries and of bytes (keys and answers). Two
+generations: when the young one holds half of either budget it becomes the
+old one and the old one is dropped whole, so the cache keeps between half
+and all of the latest answers without evicting one by one; a generation
+whose newest answer is past `seconds` is dropped too. Every request of a batch is looked up, and nearly all are new: in
 Python dicts of a few hundred thousand keys each miss cost ~170 ns of
 cache misses. Here each generation indexes its keys by a 64-bit
 fingerprint in an open-addressing table that a compiled loop probes for a
@@ -17,6 +24,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+DEFAULT_SECONDS = 600.0
+DEFAULT_BYTES = 256 << 20
+
 
 class _Generation:
     def __init__(self, slots: int):
@@ -24,19 +34,26 @@ class _Generation:
         self.at = np.zeros(slots, np.int64)       # where the key and answer are in the lists
         self.keys: list[bytes] = []
         self.answers: list[bytes] = []
+        self.times: list[float] = []               # when each answer was given
         self.distinct = 0                          # keys, each counted once
+        self.bytes = 0                             # of keys and answers
+        self.newest = float("-inf")
 
     def clear(self) -> None:
         self.fp[:] = 0
-        self.keys, self.answers = [], []
-        self.distinct = 0
+        self.keys, self.answers, self.times = [], [], []
+        self.distinct = self.bytes = 0
+        self.newest = float("-inf")
 
-    def add(self, keys: list[bytes], answers: list[bytes], fps: np.ndarray) -> None:
+    def add(self, keys: list[bytes], answers: list[bytes], fps: np.ndarray, now: float) -> None:
         if (len(self.keys) + len(keys)) * 2 > len(self.fp):      # at most half full
             self._grow(len(self.keys) + len(keys))
         self.distinct += _insert(self.fp, self.at, fps, len(self.keys))
         self.keys.extend(keys)
         self.answers.extend(answers)
+        self.times.extend([now] * len(keys))
+        self.bytes += sum(map(len, keys)) + sum(map(len, answers))
+        self.newest = max(self.newest, now)
 
     def _grow(self, need: int) -> None:
         slots = len(self.fp)
@@ -47,8 +64,10 @@ class _Generation:
 
 
 class DuplicateCache:
-    def __init__(self, entries: int):
+    def __init__(self, entries: int, seconds: float = DEFAULT_SECONDS, max_bytes: int = DEFAULT_BYTES):
         self.entries = entries
+        self.seconds = seconds
+        self.max_bytes = max_bytes
         slots = 1024
         while slots < entries + 2:        # a generation holds about entries/2: at most half full
             slots *= 2
@@ -57,18 +76,24 @@ class DuplicateCache:
     def __len__(self) -> int:
         return self.young.distinct + self.old.distinct
 
-    def remember(self, keys: list[bytes], answers: list[bytes], fps: np.ndarray | None = None) -> None:
-        """Keep these answers (a later one for the same key wins); `fps`:
-        the keys' fingerprints, if the caller has them."""
+    @property
+    def bytes(self) -> int:
+        return self.young.bytes + self.old.bytes
+
+    def remember(self, keys: list[bytes], answers: list[bytes], now: float, fps: np.ndarray | None = None) -> None:
+        """Keep these answers, given at `now` (a later one for the same key
+        wins); `fps`: the keys' fingerprints, if the caller has them."""
+        if self.old.newest < now - self.seconds and self.old.keys:
+            self.old.clear()
         if not keys:
             return
-        self.young.add(list(keys), list(answers), fingerprints(keys) if fps is None else fps)
-        if self.young.distinct * 2 >= self.entries:
+        self.young.add(list(keys), list(answers), fingerprints(keys) if fps is None else fps, now)
+        if self.young.distinct * 2 >= self.entries or self.young.bytes * 2 >= self.max_bytes:
             self.young, self.old = self.old, self.young
             self.young.clear()
 
-    def lookup(self, keys: list[bytes], fps: np.ndarray | None = None) -> list[bytes | None]:
-        """The answer kept for each key, or None."""
+    def lookup(self, keys: list[bytes], now: float, fps: np.ndarray | None = None) -> list[bytes | None]:
+        """The answer kept for each key, given within `seconds` of `now`, or None."""
         n = len(keys)
         out: list[bytes | None] = [None] * n
         if not n or not len(self):
@@ -81,7 +106,8 @@ class DuplicateCache:
         for i in np.flatnonzero(np.maximum(found[0], found[1]) >= 0).tolist():    # rare: a retransmission
             for g, at in ((self.young, int(found[0, i])), (self.old, int(found[1, i]))):
                 if at >= 0 and g.keys[at] == keys[i]:
-                    out[i] = g.answers[at]
+                    if now - g.times[at] <= self.seconds:
+                        out[i] = g.answers[at]
                     break
         return out
 
@@ -151,8 +177,8 @@ def warm_up() -> None:
     for the array types the charging loop passes too (a writable packed
     buffer: numba compiles read-only and writable arrays apart)."""
     cache = DuplicateCache(4)
-    cache.remember([b"k"], [b"a"])
-    cache.lookup([b"k", b"x"])
+    cache.remember([b"k"], [b"a"], 0.0)
+    cache.lookup([b"k", b"x"], 0.0)
     fps = packed_fingerprints(np.frombuffer(b"k", np.uint8).copy(), np.ones(1, np.int64))
-    cache.remember([b"k"], [b"a"], fps)
-    cache.lookup([b"k"], fps)
+    cache.remember([b"k"], [b"a"], 0.0, fps)
+    cache.lookup([b"k"], 0.0, fps)

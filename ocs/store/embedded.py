@@ -21,7 +21,7 @@ from ..durable import fsync_path
 from ..engine.kernel import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
-from .dedup import DuplicateCache
+from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS, DuplicateCache
 from .journal import Journal, replay
 from .profiles import Profile
 from .profiles import decode as decode_profile
@@ -48,7 +48,8 @@ def new_subscribers(n: int) -> np.ndarray:
 
 
 class EmbeddedStore:
-    def __init__(self, data_dir: str | Path, fsync: bool = True, dedup_entries: int = 500_000):
+    def __init__(self, data_dir: str | Path, fsync: bool = True, dedup_entries: int = 500_000,
+                 dedup_seconds: float = DEFAULT_SECONDS, dedup_bytes: int = DEFAULT_BYTES):
         self.dir = Path(data_dir)
         self.fsync = fsync
         self.dedup_entries = dedup_entries
@@ -65,7 +66,7 @@ class EmbeddedStore:
         self.session_index: dict[bytes, int] = {}
         self.session_meta: list[tuple[bytes, bytes] | None] = [None] * 1024
         self.free_sessions: list[int] = list(range(1023, -1, -1))
-        self.dedup = DuplicateCache(dedup_entries)     # Origin-Host + End-to-End-Id -> answer
+        self.dedup = DuplicateCache(dedup_entries, dedup_seconds, dedup_bytes)  # Origin-Host + End-to-End-Id -> answer
         self.seq = 0
         self.journal: Journal | None = None
         self.rules_version = ""           # the rules version the rows are indexed by
@@ -90,7 +91,7 @@ class EmbeddedStore:
         if prev.exists():
             for rec in replay(prev):
                 if rec["ans"]:
-                    self.remember_answers(*rec["ans"])
+                    self.remember_answers(*rec["ans"], rec["t"])
         snap = self.dir / "snapshot"
         if (snap / "meta.msgpack").exists():
             self._load_snapshot(snap)
@@ -104,7 +105,7 @@ class EmbeddedStore:
                         replayed += 1
                     elif rec["ans"]:
                         # in the snapshot already, but its answers are not
-                        self.remember_answers(*rec["ans"])
+                        self.remember_answers(*rec["ans"], rec["t"])
         self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
         self.journal = None if readonly else Journal(jpath, self.fsync)
         log.info("store %s: %d subscribers, %d open sessions, %d journal records replayed",
@@ -325,19 +326,21 @@ class EmbeddedStore:
             self.session_meta[row] = None
             self.free_sessions.append(row)   # rebuilt after replay, so duplicates there are harmless
 
-    def remember_answers(self, keys: list[bytes], answers: list[bytes], fps: np.ndarray | None = None) -> None:
-        """Keep answers for retransmissions, keyed by Origin-Host followed by
-        the 4 octets of the End-to-End-Identifier (`fps`: their fingerprints,
-        ocs.store.dedup, if the caller has them)."""
-        self.dedup.remember(keys, answers, fps)
+    def remember_answers(self, keys: list[bytes], answers: list[bytes], now: float,
+                         fps: np.ndarray | None = None) -> None:
+        """Keep answers given at `now` for retransmissions, keyed by
+        Origin-Host followed by the 4 octets of the End-to-End-Identifier
+        (`fps`: their fingerprints, ocs.store.dedup, if the caller has them)."""
+        self.dedup.remember(keys, answers, now, fps)
 
-    def answers_for(self, keys: list[bytes], fps: np.ndarray | None = None) -> list[bytes | None]:
+    def answers_for(self, keys: list[bytes], now: float, fps: np.ndarray | None = None) -> list[bytes | None]:
         """`answer_for` of each key, for a batch."""
-        return self.dedup.lookup(keys, fps)
+        return self.dedup.lookup(keys, now, fps)
 
-    def answer_for(self, key: bytes) -> bytes | None:
-        """The answer already given to the request with this key, if kept."""
-        return self.dedup.lookup([key])[0]
+    def answer_for(self, key: bytes, now: float) -> bytes | None:
+        """The answer given lately to a request with this key, if kept (the
+        caller checks that it answers the same request)."""
+        return self.dedup.lookup([key], now)[0]
 
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
@@ -408,7 +411,7 @@ class EmbeddedStore:
             self.sponsors = np.frombuffer(rec["sp"], SPONSOR).copy()
             self.sponsor_ids = list(rec["spi"])
         if rec["ans"]:
-            self.remember_answers(*rec["ans"])
+            self.remember_answers(*rec["ans"], rec["t"])
 
     # ------------------------------------------------------------ snapshots
     def _capture(self, copy: bool = True) -> dict:

@@ -25,12 +25,12 @@ def _store(path) -> EmbeddedStore:
 
 def _debit(store: EmbeddedStore, row: int, amount: int, key: bytes) -> None:
     store.subs[row]["balance"] -= amount
-    store.remember_answers([key], [b"answer-" + key])
+    store.remember_answers([key], [b"answer-" + key], 0.0)
     store.write(store.record("v1", 0.0, np.array([row]), EMPTY, [], ([key], [b"answer-" + key]), b""))
 
 
 def _state(store: EmbeddedStore):
-    return store.subs[:store.n_subs]["balance"].tolist(), store.answer_for(b"k1"), store.answer_for(b"k3")
+    return store.subs[:store.n_subs]["balance"].tolist(), store.answer_for(b"k1", 0.0), store.answer_for(b"k3", 0.0)
 
 
 @pytest.mark.parametrize("crash_at", ["after-rotation", "after-snapshot-written", "never"])
@@ -62,12 +62,12 @@ def test_answers_survive_a_crash_between_snapshot_and_journal_rename(tmp_path):
     # the disk as the crash left it: the job wrote the snapshot, not the rename
     (tmp_path / "journal.prev").rename(tmp_path / "journal.old")
     again = _store(tmp_path)
-    assert again.answer_for(b"k1") == b"answer-k1"
+    assert again.answer_for(b"k1", 0.0) == b"answer-k1"
     assert again.subs[0]["balance"] == -5
     assert again.snapshot_unfinished
     again.snapshot()                 # what `ocs serve` does before serving
     assert not again.snapshot_unfinished and (tmp_path / "journal.prev").exists()
-    assert _store(tmp_path).answer_for(b"k1") == b"answer-k1"
+    assert _store(tmp_path).answer_for(b"k1", 0.0) == b"answer-k1"
 
 
 def test_journal_reads_records_of_either_compression(tmp_path):
