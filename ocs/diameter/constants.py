@@ -93,6 +93,11 @@ TERMINATION_REQUEST = 3
 EVENT_REQUEST = 4
 
 # Subscription-Id-Type (RFC 4006 section 8.47)
+# The most octets one MSCC's Used-Service-Units may report (16 TiB: a 10 Gbit/s
+# line for almost four hours): more is not traffic, and is refused with 5004
+# before anything is charged, so no sum of reports can wrap a 64-bit counter.
+MAX_REPORTED_OCTETS = 1 << 44
+
 # Requested-Action (RFC 4006 8.41), in CCR-Event
 DIRECT_DEBITING, REFUND_ACCOUNT, CHECK_BALANCE, PRICE_ENQUIRY = 0, 1, 2, 3
 

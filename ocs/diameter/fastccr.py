@@ -342,8 +342,8 @@ def _group_fields(buf, start, end, m):
                 ok, octets, seconds = _units(buf, d, pos + length)
                 if not ok:
                     return False, 0, 0
-                if max(m["used"], 0) > _MAX_OCTETS - max(octets, 0):
-                    return False, 0, 0
+                if max(m["used"], 0) > c.MAX_REPORTED_OCTETS - max(octets, 0):
+                    return False, 0, 0      # the full decoder answers 5004
                 m["used"] = max(m["used"], 0) + max(octets, 0)
                 m["used_time"] += seconds
             elif code == c.AVP_SERVICE_IDENTIFIER:

@@ -39,7 +39,7 @@ from .notices import R_CAP, R_CEILING, R_CREDIT, R_THROTTLED, _daily, _daily_swe
 from .tables import (CHARGE, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT, FUI_TERMINATE, HOLDS,
                      MSCC, PACKS, PLAN, PLAN_BUCKETS, REQUEST, SESSION, SLOT_FREE, SLOTS,
                      STOP, SUBSCRIBER, THROTTLE, ZONE)
-from .tariff import BIG, _affordable, _cost
+from .tariff import BIG, _affordable, _cost, sat_add, sat_sub
 
 SUCCESS = 2001
 END_USER_SERVICE_DENIED = 4010
@@ -245,15 +245,15 @@ def _debit_money(T, subs, row, ti, buckets, octets, m):
     py = subs[payer]
     charge = _cost(T, ti, py["over_used"], octets)
     if not T.tariffs[ti]["free"]:
-        py["over_used"] += octets
+        py["over_used"] = sat_add(py["over_used"], octets)
     if pl["fee_cap"] >= 0 and _caps_active(pl, py):
         room = pl["fee_cap"] - py["spent"]
         room = room if room > 0 else 0
         if charge > room:
             charge = room                  # never charged beyond the fee cap
-    py["balance"] -= charge
-    py["spent"] += charge
-    m["charged"] += charge
+    py["balance"] = sat_sub(py["balance"], charge)
+    py["spent"] = sat_add(py["spent"], charge)
+    m["charged"] = sat_add(m["charged"], charge)
 
 
 @njit(cache=_CACHE, _nrt=False, inline='always')
@@ -265,7 +265,7 @@ def _debit(T, subs, row, ctx, rg, t, used, m, hc, hv):
     if buckets:
         got, _, _ = _walk(T, subs, row, rg, sec, t, used, hc, hv, False)
     m["from_bundle"] += got
-    subs[row]["total_used"] += used
+    subs[row]["total_used"] = sat_add(subs[row]["total_used"], used)
     if used - got > 0:
         _debit_money(T, subs, row, ti, buckets, used - got, m)
 
@@ -466,17 +466,17 @@ def _sp_debit(T, subs, spons, row, ctx, rg, sid, t, used, m, hc, hv):
         return False
     SP.roll(T, spons, k)
     take, money = SP.room(T, spons, k, used)
-    spons[k]["used"] += take
-    spons[k]["spent"] += money
+    spons[k]["used"] = sat_add(spons[k]["used"], take)
+    spons[k]["spent"] = sat_add(spons[k]["spent"], money)
     m["sponsor"] = k
     m["sponsored"] += take
     m["sponsor_charged"] += money
-    subs[row]["total_used"] += take
+    subs[row]["total_used"] = sat_add(subs[row]["total_used"], take)
     if used - take > 0:
         if T.contracts[k]["fallback"] == CHARGE:
             _debit(T, subs, row, ctx, rg, t, used - take, m, hc, hv)
         else:
-            subs[row]["total_used"] += used - take
+            subs[row]["total_used"] = sat_add(subs[row]["total_used"], used - take)
     return True
 
 
@@ -601,8 +601,8 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
             if m["used_time"] > 0:
                 subs[sub]["used_time"] += m["used_time"]
             if m["used"] > 0 and rating == 0:
-                subs[sub]["day_used"] += m["used"]
-                subs[sub]["day_spent"] += m["charged"]
+                subs[sub]["day_used"] = sat_add(subs[sub]["day_used"], m["used"])
+                subs[sub]["day_spent"] = sat_add(subs[sub]["day_spent"], m["charged"])
             result = SUCCESS
             if rating != 0:
                 result = rating
@@ -639,8 +639,8 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
                         else:
                             m["used"] = granted
                             _sp_debit(T, subs, spons, sub, ctx, rg, sid, now, granted, m, hc, hv)
-                            subs[sub]["day_used"] += granted
-                            subs[sub]["day_spent"] += m["charged"]
+                            subs[sub]["day_used"] = sat_add(subs[sub]["day_used"], granted)
+                            subs[sub]["day_spent"] = sat_add(subs[sub]["day_spent"], m["charged"])
                             m["granted"] = granted
                             m["validity"] = 0
                     else:

@@ -14,12 +14,32 @@ from numba import njit
 from .tables import CUMULATIVE
 
 _CACHE = os.environ.get("OCS_NUMBA_NOCACHE") is None
-BIG = 1 << 62                 # no limit (a postpaid balance)
+BIG = 1 << 62                 # no limit (a postpaid balance); also where money and volume saturate
 
 
 @njit(cache=_CACHE, _nrt=False)
 def _ceil_div(a, b):
     return -((-a) // b)
+
+
+@njit(cache=_CACHE, _nrt=False)
+def sat_add(a, b):
+    """a + b for b >= 0, at most BIG: a counter never wraps (a >= -BIG)."""
+    return a + b if b < BIG - a else BIG
+
+
+@njit(cache=_CACHE, _nrt=False)
+def sat_sub(a, b):
+    """a - b for b >= 0, at least -BIG."""
+    return a - b if b < a + BIG else -BIG
+
+
+@njit(cache=_CACHE, _nrt=False)
+def _units_price(units, price):
+    """units * price (both >= 0), at most BIG."""
+    if price > 0 and units > BIG // price:
+        return BIG
+    return units * price
 
 
 @njit(cache=_CACHE, _nrt=False)
@@ -33,7 +53,7 @@ def _ladder(T, ti, volume):
     st = T.steps[k]
     extra = volume - st["start"]
     if st["price"] > 0 and extra > 0:
-        return st["base"] + _ceil_div(extra, st["unit"]) * st["price"]
+        return sat_add(st["base"], _units_price(_ceil_div(extra, st["unit"]), st["price"]))
     return st["base"]
 
 
@@ -44,9 +64,9 @@ def _cost(T, ti, basis, octets):
         return 0
     tf = T.tariffs[ti]
     if tf["rounding"] == CUMULATIVE:
-        return _ladder(T, ti, basis + octets) - _ladder(T, ti, basis)
+        return _ladder(T, ti, sat_add(basis, octets)) - _ladder(T, ti, basis)
     st = T.steps[tf["step_start"]]
-    return _ceil_div(octets, st["unit"]) * st["price"]
+    return _units_price(_ceil_div(octets, st["unit"]), st["price"])
 
 
 @njit(cache=_CACHE, _nrt=False)

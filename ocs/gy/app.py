@@ -20,7 +20,7 @@ from ..diameter import avp as A
 from ..diameter import constants as c
 from ..diameter import fastcca, fastccr
 from ..diameter.errors import ProtocolError
-from ..diameter.message import Frames, Header, error_answer, parse_header, printable
+from ..diameter.message import Frames, Header, error_answer, find_session_id, parse_header, printable
 from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
@@ -251,7 +251,7 @@ class CreditControlApplication:
             charged, numbers = self._answer_repeats(frames, charged, reopened, fr, msccs, slow, req_sess,
                                                     answers, results)
             if charged:
-                record, events = self._charge(e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged,
+                record, events = self._charge(frames, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged,
                                               req_sub, req_sess, numbers, answers, results, new_sessions, now)
         for i, j in copies:
             answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
@@ -319,7 +319,7 @@ class CreditControlApplication:
             body.append(CCA.mscc(rg, sids, c.SUCCESS, granted, 0, int(plan["validity"]), 0))
         return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
-    def _charge(self, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
+    def _charge(self, frames, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
                 numbers, answers, results, new_sessions, now) -> dict:
         store, rules = self.store, self.rules
         n = len(e2es)
@@ -352,12 +352,20 @@ class CreditControlApplication:
                 m["has_rsu"], m["rsu_octets"], m["rsu_time"] = u.has_rsu, u.rsu_octets, u.rsu_time
                 m["used"], m["used_time"] = u.used, u.used_time
                 pos += 1
-        sel = np.array(charged, dtype=np.int64)
-        reqs["result"][sel] = 0
         ongoing = (reqs["sub"] < 0) & (reqs["sess"] >= 0)
         reqs["sub"][ongoing] = store.sessions["sub"][reqs["sess"][ongoing]]
-        # what this batch charges becomes each session's last request number
         sess_n, number_n = numbers
+        refused = self._over_reported(reqs, msccs, np.array(charged, dtype=np.int64))
+        if refused:
+            keep = np.array([i not in refused for i in charged], bool)
+            charged = [i for i in charged if i not in refused]
+            sess_n, number_n = sess_n[keep], number_n[keep]
+            for i, (j, limit) in refused.items():
+                answers[i] = self._refuse_report(frames[i], slow.get(i), fr, i, msccs[j], limit)
+                results[i] = c.INVALID_AVP_VALUE
+        sel = np.array(charged, dtype=np.int64)
+        reqs["result"][sel] = 0
+        # what this batch charges becomes each session's last request number
         store.sessions["last_number"][sess_n[sess_n >= 0]] = number_n[sess_n >= 0]
         rules.set_clock(now)
         dirty_subs, dirty_sess, events, sponsored = kernel.charge_batch(
@@ -415,6 +423,46 @@ class CreditControlApplication:
         for row in set(closed.tolist()):
             store.release_session_row(row)
         return record, events if len(events) else None
+
+    def _over_reported(self, reqs, msccs, sel) -> dict[int, tuple[int, int]]:
+        """CCR-U/Ts of `sel` with an MSCC reporting more octets than its
+        rating group's grant plus the plan's largest grant (what a gateway
+        can have used: the grant, and what was in flight or allowed while
+        the next grant was asked for; with no grant held, the largest grant
+        alone): request -> (the MSCC row, the limit). Such a report is not
+        traffic; it is refused whole (5004 with Failed-AVP), charging nothing."""
+        if not len(sel):
+            return {}
+        kind = reqs["type"][sel]
+        sel = sel[((kind == c.UPDATE_REQUEST) | (kind == c.TERMINATION_REQUEST)) & (reqs["sess"][sel] >= 0)]
+        req_of, rows = _unit_rows(reqs, sel)
+        used = msccs["used"][rows]
+        reported = used > 0
+        if not reported.any():
+            return {}
+        req_of, rows, used = req_of[reported], rows[reported], used[reported]
+        sess = reqs["sess"][req_of]
+        held = self.store.sessions["rg"][sess] == msccs["rg"][rows][:, None]
+        granted = np.where(held, self.store.sessions["granted"][sess], 0).max(axis=1)
+        limit = granted + self.rules.tables.plans["max_grant"][self.store.subs["plan"][reqs["sub"][req_of]]]
+        out: dict[int, tuple[int, int]] = {}
+        for k in np.flatnonzero(used > limit).tolist():
+            out.setdefault(int(req_of[k]), (int(rows[k]), int(limit[k])))
+        return out
+
+    def _refuse_report(self, frame: bytes, ccr: CreditControlRequest | None, fr, i: int, m, limit: int) -> bytes:
+        used = int(m["used"])
+        failed = A.grouped(c.AVP_USED_SERVICE_UNIT, [A.u64(c.AVP_CC_TOTAL_OCTETS, used)])
+        rg = int(m["rg"])
+        what = f"rating group {rg}" if rg != NO_RG else "the service"
+        msg = f"Used-Service-Unit of {what} reports {used} octets, more than the {limit} its grant allows"
+        sid = ccr.session_id if ccr is not None else find_session_id(frame) or b""
+        log.warning("refused: %s (Session-Id %s)", msg, printable(sid))
+        if ccr is not None:
+            return self._refuse(ccr.header, sid, ccr.request_type, ccr.request_number,
+                                c.INVALID_AVP_VALUE, msg, failed, ccr.proxy_info)
+        return self._refuse(parse_header(frame), sid, int(fr[i]["type"]), int(fr[i]["number"]),
+                            c.INVALID_AVP_VALUE, msg, failed)
 
     def _slow_answer(self, ccr: CreditControlRequest, r, msccs, extra: bytes = b"") -> bytes:
         body = []

@@ -113,8 +113,9 @@ def _service_units(avps: dict[int, list[A.RawAvp]], su: ServiceUnits) -> Service
     for usu in avps.get(c.AVP_USED_SERVICE_UNIT, ()):
         octets, seconds = _units(usu)
         su.used = max(su.used, 0) + max(octets, 0)
-        if su.used > MAX_OCTETS:
-            raise ProtocolError(c.INVALID_AVP_VALUE, "Used-Service-Units report more than 2**63-1 octets", usu.raw)
+        if su.used > c.MAX_REPORTED_OCTETS:
+            raise ProtocolError(c.INVALID_AVP_VALUE, f"Used-Service-Unit reports {su.used} octets in one MSCC, "
+                                f"more than {c.MAX_REPORTED_OCTETS} (16 TiB)", usu.raw)
         su.used_time += seconds
     su.service_ids = [a.u32 for a in avps.get(c.AVP_SERVICE_IDENTIFIER, ())]
     return su

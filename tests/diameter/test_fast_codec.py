@@ -110,6 +110,8 @@ def unknown_avps(draw, mandatory=False):
 
 u32 = st.integers(0, 2**32 - 1)
 octets = st.integers(0, 2**60)          # four of them still fit an int64
+# what an MSCC's Used-Service-Units may report in all: at most 2**44 (constants.MAX_REPORTED_OCTETS)
+used_octets_values = st.integers(0, 2**41)
 utf8 = st.text(st.characters(codec="utf-8"), max_size=24)
 identity = st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,30}", fullmatch=True).map(str.encode)
 digits = st.one_of(st.text("0123456789", max_size=18),      # and the length limits exactly:
@@ -127,7 +129,8 @@ def units(draw, code):
     kids = []
     for avp_code in (c.AVP_CC_TOTAL_OCTETS, c.AVP_CC_INPUT_OCTETS, c.AVP_CC_OUTPUT_OCTETS):
         if draw(st.booleans()):
-            kids.append(Avp.new(avp_code, value=draw(octets)))
+            kids.append(Avp.new(avp_code, value=draw(used_octets_values if code == c.AVP_USED_SERVICE_UNIT
+                                                     else octets)))
     if draw(st.booleans()):
         kids.append(Avp.new(c.AVP_CC_TIME, value=draw(u32)))
     if draw(st.booleans()):
@@ -560,7 +563,10 @@ FOUND = {
                                             Avp.new(c.AVP_CC_OUTPUT_OCTETS, value=1))), True),
     "two USU past 2**63-1": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=INT64_MAX)),
                                         _usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=1)))), True),
-    "CC-Total-Octets 2**63-1": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=INT64_MAX)))), False),
+    # a report past any physical volume (more than 2**44 octets in one MSCC) is refused (5004)
+    "CC-Total-Octets 2**63-1": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=INT64_MAX)))), True),
+    "CC-Total-Octets 2**44": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=2**44)))), False),
+    "CC-Total-Octets 2**44+1": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=2**44 + 1)))), True),
 }
 
 

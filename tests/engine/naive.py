@@ -80,6 +80,14 @@ def covers(rgs, hours, rg: int, sec: int) -> bool:
     return frm <= sec < to if frm <= to else (sec >= frm or sec < to)
 
 
+BIG = 1 << 62      # money and volume saturate here in the kernel: no counter wraps
+
+
+def clamp(v: int) -> int:
+    """Python's integers do not wrap; the kernel's counters stop at +-BIG."""
+    return max(-BIG, min(BIG, v))
+
+
 class Tariff:
     def __init__(self, steps: list[tuple[int, int, int, int]], cumulative: bool):
         self.steps = steps            # (start, base, price, unit)
@@ -88,15 +96,15 @@ class Tariff:
 
     def total(self, volume: int) -> int:
         start, base, price, unit = [s for s in self.steps if s[0] <= volume][-1]
-        return base + ceil_div(volume - start, unit) * price
+        return clamp(base + clamp(ceil_div(volume - start, unit) * price))
 
     def cost(self, basis: int, octets: int) -> int:
         if octets <= 0:
             return 0
         if self.cumulative:
-            return self.total(basis + octets) - self.total(basis)
+            return self.total(clamp(basis + octets)) - self.total(basis)
         _, _, price, unit = self.steps[0]
-        return ceil_div(octets, unit) * price
+        return clamp(ceil_div(octets, unit) * price)
 
     def affordable(self, basis: int, money: int, want: int) -> int:
         if self.free or want <= 0:
@@ -324,12 +332,12 @@ class Ledger:
         self.paid[sp.id][0] += take
         self.paid[sp.id][1] += money
         out.sponsor, out.sponsored, out.sponsor_charged = sp.id, out.sponsored + take, out.sponsor_charged + money
-        sub.total_used += take
+        sub.total_used = clamp(sub.total_used + take)
         if used - take > 0:
             if sp.fallback == "charge":
                 self.debit(sub, ctx, rg, t, used - take, out)
             else:
-                sub.total_used += used - take
+                sub.total_used = clamp(sub.total_used + used - take)
 
     def sp_grant(self, sub: Account, ctx: Context, rg: int, sid: int, now: float, want: int):
         sp = self.contract_for(sub, ctx, rg, sid, now)
@@ -380,19 +388,19 @@ class Ledger:
                         sub.pool_used += take
                     got += take
         out.from_buckets += got
-        sub.total_used += used
+        sub.total_used = clamp(sub.total_used + used)
         rest = used - got
         if rest > 0 and self.mode(sub.plan, tariff, buckets) == "charge":
             payer = sub.payer
             charge = tariff.cost(payer.over_used, rest)
             if not tariff.free:
-                payer.over_used += rest
+                payer.over_used = clamp(payer.over_used + rest)
             cap = sub.plan.cap
             if cap is not None and cap.fee is not None and self.caps_active(sub):
                 charge = min(charge, max(parse_money(cap.fee) - payer.spent, 0))
-            payer.balance -= charge
-            payer.spent += charge
-            out.charged += charge
+            payer.balance = clamp(payer.balance - charge)
+            payer.spent = clamp(payer.spent + charge)
+            out.charged = clamp(out.charged + charge)
 
     # ---- grants ---------------------------------------------------------------
     def grant(self, sub: Account, ctx: Context, rg: int, now: float, want: int) -> tuple[Reservation | None, int, set]:

@@ -413,3 +413,27 @@ def test_daily_summary_closes_each_day_once():
     assert list(dirty) == [w.rows[0]] and [(int(e["value"]), int(e["money"])) for e in events] == [(1000, 300)]
     dirty, events = kernel.daily_sweep(w.store.subs, w.rules.tables, w.store.n_subs)
     assert len(dirty) == len(events) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["0.000001", "1", "1000000", "9999999999"]), st.sampled_from(["1 B", "1 KB", "1 GB"]),
+       st.sampled_from(["prepaid", "postpaid"]), st.booleans(),
+       st.lists(st.sampled_from([1, (1 << 44) - 1, 1 << 44, 1 << 43]), min_size=1, max_size=6))
+def test_money_and_volume_saturate_at_the_int64_edges(price, per, billing, ladder, reports):
+    """Reports as large as a request may carry, priced high enough to pass
+    2**63: every counter stops at +-2**62 (tariff.BIG) instead of wrapping,
+    exactly as the reference's clamped integers do."""
+    if ladder:
+        tariff = {"ladder": [{"from": 0, "price": price, "per": per}]}      # priced on the period's total
+    else:
+        tariff = {"overage": {"price": price, "per": per}}
+    w = _world({"bundle": "1 KB", "billing": billing} | tariff, balance="100")
+    _ccr(w, N.INITIAL, 1024)
+    for used in reports:
+        _ccr(w, N.UPDATE, 1024, used)
+    _ccr(w, N.TERMINATE, 0, 1)
+    w.check_accounts()
+    row = w.store.subs[w.rows[0]]
+    for name in ("balance", "spent", "over_used", "total_used", "day_used", "day_spent"):
+        assert -(1 << 62) <= int(row[name]) <= 1 << 62, (name, int(row[name]))
+    assert int(row["balance"]) <= 100_000_000, "charging never adds money"
