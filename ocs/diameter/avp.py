@@ -9,6 +9,7 @@ decoder declines.
 """
 from __future__ import annotations
 
+import re
 import struct
 from typing import Iterable
 
@@ -207,3 +208,26 @@ def check_occurrences(avps: list[RawAvp], rules: dict[int, tuple[int, int]], whe
         if len(got) > hi:
             raise ProtocolError(c.AVP_OCCURS_TOO_MANY_TIMES, f"{where}: AVP {code} occurs {len(got)} times", got[hi].raw)
     return seen
+
+
+_IDENTITY = re.compile(rb"[A-Za-z0-9._-]{1,255}")
+_NAMES = {c.AVP_ORIGIN_HOST: "Origin-Host", c.AVP_ORIGIN_REALM: "Origin-Realm",
+          c.AVP_DESTINATION_HOST: "Destination-Host", c.AVP_DESTINATION_REALM: "Destination-Realm"}
+
+
+def identity_ok(data: bytes) -> bool:
+    """A DiameterIdentity (RFC 6733 4.3.1, an FQDN): not empty, letters,
+    digits, '-', '.', '_' only (fastccr._identity_ok is its compiled twin)."""
+    return _IDENTITY.fullmatch(data) is not None
+
+
+def check_identities(got: dict[int, list[RawAvp]], where: str) -> None:
+    """5004 with the AVP for an empty or malformed Origin-Host, Origin-Realm,
+    Destination-Host or Destination-Realm: a peer is named by them, and a
+    blank one would let two peers pass for one."""
+    for code, name in _NAMES.items():
+        for a in got.get(code, ()):
+            if not identity_ok(a.data):
+                what = "empty" if not a.data else "not a DiameterIdentity (letters, digits, '-', '.', '_')"
+                raise ProtocolError(c.INVALID_AVP_VALUE, f"{name} of the {where} is {what}", a.raw)
+

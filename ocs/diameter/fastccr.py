@@ -316,6 +316,20 @@ _REQUIRED = 8
 
 
 @njit(cache=True)
+def _identity_ok(buf, off, n):
+    """A DiameterIdentity (RFC 6733 4.3.1: an FQDN): not empty, letters,
+    digits, '-', '.', '_' only. As avp.diameter_identity_ok."""
+    if n <= 0 or n > 255:
+        return False
+    for i in range(off, off + n):
+        b = buf[i]
+        if not ((b >= 97 and b <= 122) or (b >= 65 and b <= 90) or (b >= 48 and b <= 57)
+                or b == 45 or b == 46 or b == 95):
+            return False
+    return True
+
+
+@njit(cache=True)
 def _group_fields(buf, start, end, m):
     """Fill one MSCC row from an MSCC's children (or the CCR's top level for
     top-level units). Returns False for shapes the full path must handle."""
@@ -406,6 +420,9 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
             elif code == c.AVP_ORIGIN_HOST:
                 f["host_off"] = d
                 f["host_len"] = n
+            elif code == c.AVP_ORIGIN_REALM or code == c.AVP_DESTINATION_REALM or code == c.AVP_DESTINATION_HOST:
+                if not _identity_ok(buf, d, n):
+                    return -1
             elif code == c.AVP_CC_REQUEST_TYPE:
                 rtype = _u32(buf, d)
                 if rtype < 1 or rtype > 4:     # checked before it goes into an int32
@@ -451,7 +468,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
                             doff = p + 8
                             dlen = l2 - 8
                     p += (l2 + 3) & ~3
-                if n_type != 1 or n_data != 1 or stype > 4:
+                if n_type != 1 or n_data != 1 or stype > 4 or dlen <= 0:
                     return -1
                 f["sub_type"][f["n_sub"]] = stype
                 kind = 0 if stype == 0 else (1 if stype == 1 else -1)
@@ -471,6 +488,8 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
     for k in range(_ONCE.shape[0]):
         if counts[k] > 1 or (k < _REQUIRED and counts[k] == 0):
             return -1
+    if f["sid_len"] == 0 or not _identity_ok(buf, f["host_off"], f["host_len"]):
+        return -1     # the full decoder answers 5004 with the AVP
     if f["type"] < 1 or f["type"] > 4:
         return -1
     if f["apn"] == 0:

@@ -304,7 +304,9 @@ class PeerConnection:
         if h.app != c.APP_COMMON:
             raise ProtocolError(c.APPLICATION_UNSUPPORTED, f"base command {h.code} with application {h.app}")
         avps = A.walk(frame, c.HEADER_LEN, len(frame))
-        return A.check_occurrences(avps, rules, f"command {h.code}")
+        got = A.check_occurrences(avps, rules, f"command {h.code}")
+        A.check_identities(got, f"command {h.code}")
+        return got
 
     def _on_cer(self, h: Header, frame: bytes) -> None:
         """RFC 6733 section 5.3: authorize the peer, find a common application."""

@@ -157,6 +157,13 @@ class CreditControlApplication:
             fps = None              # a full decode's key replaces the fast path's
         if fps is None or len(set(dedup_keys)) != n:
             ongoing[:] = False      # a key twice (or a full decode's key unknown yet): one at a time
+        else:
+            # a session answers only the Origin-Host that opened it; the others, one at a time
+            meta = store.session_meta
+            for i in np.flatnonzero(ongoing).tolist():
+                opener, key = meta[req_sess[i]][1], dedup_keys[i]
+                if len(key) != len(opener) + 4 or not key.startswith(opener):
+                    ongoing[i] = False
         req_sess[~ongoing] = -1
         for i in np.flatnonzero(~ongoing).tolist():
             if fallback[i]:
@@ -223,6 +230,11 @@ class CreditControlApplication:
                 row = session_of(sid)
                 if row is None:
                     refusal = c.UNKNOWN_SESSION_ID
+                elif store.session_meta[row][1] != host:
+                    # RFC 6733 8: a session belongs to the client that opened it
+                    refusal = c.UNKNOWN_SESSION_ID
+                    log.warning("%s sent a CC-Request-Type %d for session %s, opened by %s: refused",
+                                printable(host), rtype, printable(sid), printable(store.session_meta[row][1]))
                 else:
                     req_sess[i] = row     # its subscriber is filled in below, in bulk
             if refusal:
@@ -234,6 +246,8 @@ class CreditControlApplication:
                                                                A.utf8(c.AVP_SUBSCRIPTION_ID_DATA, b"")])
                 elif refusal == c.UNABLE_TO_COMPLY:
                     msg = "session already open"
+                elif refusal == c.UNKNOWN_SESSION_ID and session_of(sid) is not None:
+                    msg = "the session was opened by another Origin-Host"
                 h = slow[i].header if i in slow else parse_header(frames[i])
                 answers[i] = self._refuse(h, sid, rtype, number, refusal, msg, failed,
                                           slow[i].proxy_info if i in slow else b"")

@@ -124,6 +124,9 @@ def _service_units(avps: dict[int, list[A.RawAvp]], su: ServiceUnits) -> Service
 def decode_ccr(header: Header, frame: bytes) -> CreditControlRequest:
     avps = A.walk(frame, c.HEADER_LEN, len(frame))
     got = A.check_occurrences(avps, _CCR_RULES, "CCR")
+    if not got[c.AVP_SESSION_ID][0].data:
+        raise ProtocolError(c.INVALID_AVP_VALUE, "the Session-Id is empty", got[c.AVP_SESSION_ID][0].raw)
+    A.check_identities(got, "CCR")
     rtype = _enum(got[c.AVP_CC_REQUEST_TYPE][0], range(1, 5))
     app = got[c.AVP_AUTH_APPLICATION_ID][0]
     if app.u32 != c.APP_CREDIT_CONTROL:
@@ -135,6 +138,8 @@ def decode_ccr(header: Header, frame: bytes) -> CreditControlRequest:
     for s in got.get(c.AVP_SUBSCRIPTION_ID, ()):
         inner = A.check_occurrences(s.children or [], _SUBID_RULES, "Subscription-Id")
         t = _enum(inner[c.AVP_SUBSCRIPTION_ID_TYPE][0], range(0, 5))
+        if not inner[c.AVP_SUBSCRIPTION_ID_DATA][0].data:
+            raise ProtocolError(c.INVALID_AVP_VALUE, "a Subscription-Id-Data is empty", s.raw)
         sub_ids.append((t, inner[c.AVP_SUBSCRIPTION_ID_DATA][0].data))
     units = []
     for m in got.get(c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, ()):

@@ -159,7 +159,8 @@ def msccs(draw):
 
 @st.composite
 def subscription_ids(draw):
-    data = draw(st.one_of(digits, st.text("0123456789/:+#a \u0663", max_size=16), utf8))
+    # an empty Subscription-Id-Data is refused (5004): a valid CCR names someone
+    data = draw(st.one_of(digits, st.text("0123456789/:+#a \u0663", max_size=16), utf8).filter(bool))
     kids = [Avp.new(c.AVP_SUBSCRIPTION_ID_TYPE, value=draw(st.integers(0, 4))),
             Avp.new(c.AVP_SUBSCRIPTION_ID_DATA, value=data)]
     kids += draw(st.lists(unknown_avps(), max_size=1))
@@ -194,7 +195,7 @@ class Shape:
 @st.composite
 def ccrs(draw):
     """A valid CCR (RFC 4006 section 3.1) as an editable AVP list, and its shape."""
-    nodes = [Avp.new(c.AVP_SESSION_ID, value=draw(utf8)),
+    nodes = [Avp.new(c.AVP_SESSION_ID, value=draw(utf8.filter(bool))),     # empty: 5004
              Avp.new(c.AVP_ORIGIN_HOST, value=draw(identity)),
              Avp.new(c.AVP_ORIGIN_REALM, value=draw(identity)),
              Avp.new(c.AVP_DESTINATION_REALM, value=draw(identity)),
@@ -564,6 +565,10 @@ FOUND = {
     "two USU past 2**63-1": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=INT64_MAX)),
                                         _usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=1)))), True),
     # a report past any physical volume (more than 2**44 octets in one MSCC) is refused (5004)
+    # empty and malformed identities are refused (5004): the fast path declines them
+    "empty Session-Id": (_ccr(Avp.new(c.AVP_SESSION_ID, value=""), drop={c.AVP_SESSION_ID}), True),
+    "empty Origin-Realm": (_ccr(Avp.new(c.AVP_ORIGIN_REALM, value=b""), drop={c.AVP_ORIGIN_REALM}), True),
+    "newline in Origin-Host": (_ccr(Avp.new(c.AVP_ORIGIN_HOST, value=b"gw\nx"), drop={c.AVP_ORIGIN_HOST}), True),
     "CC-Total-Octets 2**63-1": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=INT64_MAX)))), True),
     "CC-Total-Octets 2**44": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=2**44)))), False),
     "CC-Total-Octets 2**44+1": (_ccr(_mscc(_usu(Avp.new(c.AVP_CC_TOTAL_OCTETS, value=2**44 + 1)))), True),
