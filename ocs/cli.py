@@ -117,8 +117,9 @@ def cmd_serve(args) -> int:
                              product_name=cfg.product_name)
     ccfh = {"TERMINATE": c.CCFH_TERMINATE, "CONTINUE": c.CCFH_CONTINUE,
             "RETRY_AND_TERMINATE": c.CCFH_RETRY_AND_TERMINATE}[cfg.failure_handling]
-    app = CreditControlApplication(store, rules, identity, ccfh)
-    server = Server(cfg, app, store, identity, PeerPolicy(cfg.peers), installer, notifier, usage)
+    policy = PeerPolicy(cfg.peers)
+    app = CreditControlApplication(store, rules, identity, ccfh, refund_hosts=policy.refund_hosts)
+    server = Server(cfg, app, store, identity, policy, installer, notifier, usage)
     history = InstallHistory(cfg.data)
     if was != rules.version:
         history.record(rules.version, was or None, time.time())

@@ -20,6 +20,7 @@ class PeerRule(Base, kw_only=True):
     origin_host: str | None = None
     realm: str | None = None
     address: str | None = None          # an address or a network, e.g. "10.1.0.0/16"
+    refunds: bool = False               # may send REFUND_ACCOUNT (RFC 4006 6.4); needs origin_host
 
 
 class Config(Base, kw_only=True):
@@ -67,6 +68,8 @@ def load_config(path: str | Path | None) -> Config:
     except msgspec.ValidationError as e:
         raise SystemExit(f"{path}: {e}")
     for i, p in enumerate(cfg.peers):
+        if p.refunds and p.origin_host is None:
+            raise SystemExit(f"{path}: $.peers[{i}].refunds: refunds are allowed by origin_host; name it")
         if p.address is not None:
             try:
                 ipaddress.ip_network(p.address, strict=False)
@@ -80,6 +83,11 @@ class PeerPolicy:
 
     def __init__(self, rules: list[PeerRule]):
         self.rules = rules
+
+    @property
+    def refund_hosts(self) -> frozenset[bytes]:
+        """Origin-Hosts allowed REFUND_ACCOUNT (none unless configured)."""
+        return frozenset(r.origin_host.encode() for r in self.rules if r.refunds and r.origin_host)
 
     @property
     def loopback_only(self) -> bool:

@@ -45,6 +45,7 @@ SUCCESS = 2001
 END_USER_SERVICE_DENIED = 4010
 CREDIT_LIMIT_REACHED = 4012
 RESOURCES_EXCEEDED = 5006
+UNABLE_TO_COMPLY = 5012
 RATING_FAILED = 5031
 TERMINATION_REQUEST = 3
 EVENT_REQUEST = 4
@@ -370,7 +371,12 @@ def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
 
 @njit(cache=_CACHE, _nrt=False, inline='always')
 def _quote(T, subs, row, ctx, rg, now, want, hc, hv):
-    """What `want` octets would cost now, buckets first (a price enquiry)."""
+    """What `want` octets would cost now, buckets first (a price enquiry):
+    the walk's holds are given back at once, and only they (hc/hv may hold
+    an earlier grant's, which its session slot keeps)."""
+    for k in range(HOLDS):
+        hc[k] = -1
+        hv[k] = 0
     pl = T.plans[subs[row]["plan"]]
     sec = _local_sec(T, subs, row, now)
     ti, buckets, _ = _rate(T, subs, row, ctx, rg, sec)
@@ -611,12 +617,9 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
                 if want > pl["max_grant"]:
                     want = pl["max_grant"]
                 if action == REFUND_ACCOUNT:
-                    # RFC 4006 6.4: give back the money value of the units
-                    back = _cost(T, pl["tariff"], 0, want) if pl["tariff"] >= 0 else 0
-                    payer = subs[sub]["payer"]
-                    subs[payer]["balance"] += back
-                    subs[payer]["spent"] -= back
-                    m["charged"] -= back
+                    # refunds are settled against the debit they name, by
+                    # ocs.gy.refund, never here: no money from units alone
+                    result = UNABLE_TO_COMPLY
                 elif action == PRICE_ENQUIRY:
                     # RFC 4006 6.5: the price, nothing debited or reserved
                     m["charged"] = _quote(T, subs, sub, ctx, rg, now, want, hc, hv)

@@ -25,9 +25,11 @@ from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
-from ..store.dedup import packed_fingerprints
+from ..store.debits import Debit
+from ..store.dedup import fingerprints, packed_fingerprints
 from ..store.embedded import EmbeddedStore
 from . import cca as CCA
+from . import refund as R
 from .ccr import CreditControlRequest, decode_ccr
 
 log = logging.getLogger("ocs.gy")
@@ -70,8 +72,9 @@ def _slow_keys(ccr: CreditControlRequest) -> list[int]:
 
 class CreditControlApplication:
     def __init__(self, store: EmbeddedStore, rules: RuleSet, identity: LocalIdentity,
-                 failure_handling: int = c.CCFH_TERMINATE):
+                 failure_handling: int = c.CCFH_TERMINATE, refund_hosts: frozenset[bytes] = frozenset()):
         self.store = store
+        self.refund_hosts = refund_hosts        # Origin-Hosts allowed REFUND_ACCOUNT (configuration)
         self.set_rules(rules)
         self.identity = identity
         self.ccfh = failure_handling
@@ -137,6 +140,9 @@ class CreditControlApplication:
         opened: list[tuple[int, int]] = []
         new_subs: list[int] = []
         reopened: set[int] = set()        # CCR-I for a session this host already has open
+        refunds: list[int] = []           # REFUND_ACCOUNT requests, answered by _refund
+        self._moved: list[int] = []       # subscriber rows a refund changed
+        self._debits: list = []           # debits made or refunded (refund.Debit), for the record
         # The fast path's Session-Ids and duplicate-cache keys (Origin-Host +
         # End-to-End-Identifier) in bulk (a fallback frame's are redone from
         # its full decode)
@@ -237,6 +243,11 @@ class CreditControlApplication:
                                 printable(host), rtype, printable(sid), printable(store.session_meta[row][1]))
                 else:
                     req_sess[i] = row     # its subscriber is filled in below, in bulk
+            if not refusal and i in slow and slow[i].requested_action == c.REFUND_ACCOUNT \
+                    and rtype == c.EVENT_REQUEST:
+                answers[i], results[i] = self._refund(slow[i], frames[i], req_sub[i], now)
+                refunds.append(i)
+                continue
             if refusal:
                 number = slow[i].request_number if i in slow else int(fr[i]["number"])
                 msg, failed = "", b""
@@ -266,7 +277,13 @@ class CreditControlApplication:
                                                     answers, results)
             if charged:
                 record, events = self._charge(frames, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged,
-                                              req_sub, req_sess, numbers, answers, results, new_sessions, now)
+                                              req_sub, req_sess, numbers, answers, results, new_sessions, now,
+                                              refunds)
+        if refunds and record is None:
+            answered = ([dedup_keys[i] for i in refunds], [answers[i] for i in refunds])
+            store.remember_answers(*answered, now)
+            record = store.record(self.rules.version, now, np.array(self._moved, np.int64), np.zeros(0, np.int64),
+                                  [], answered, b"", debits=self._debits)
         for i, j in copies:
             answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
             results[i] = results[j]
@@ -334,7 +351,7 @@ class CreditControlApplication:
         return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
     def _charge(self, frames, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
-                numbers, answers, results, new_sessions, now) -> dict:
+                numbers, answers, results, new_sessions, now, refunds) -> dict:
         store, rules = self.store, self.rules
         n = len(e2es)
         if slow:
@@ -401,6 +418,7 @@ class CreditControlApplication:
         for i, ccr in slow.items():
             if i in charged_set:
                 answers[i] = self._slow_answer(ccr, reqs[i], msccs, self._price_answer(ccr, reqs[i], msccs))
+        self._keep_debits(frames, slow, reqs, msccs, sel, answers, now)
         # Top-level Result-Code: a CCR with top-level units takes its units' result.
         top = reqs["result"].copy()
         starts = np.minimum(reqs["mscc_start"], max(len(msccs) - 1, 0))
@@ -413,8 +431,8 @@ class CreditControlApplication:
         else:
             for i in charged:
                 results[i] = top_list[i]
-            answered = ([dedup_keys[i] for i in charged], [answers[i] for i in charged])
-            fps = fps[sel] if fps is not None else None
+            answered = ([dedup_keys[i] for i in charged + refunds], [answers[i] for i in charged + refunds])
+            fps = np.concatenate([fps[sel], fingerprints(answered[0][len(charged):])]) if fps is not None else None
         store.remember_answers(*answered, now, fps)
         # a refused CCR-I leaves no session behind
         sess = reqs["sess"][sel]
@@ -428,8 +446,10 @@ class CreditControlApplication:
         req_of, rows = _unit_rows(reqs, sel)
         self._units = msccs.take(rows)       # take: 20x quicker than fancy indexing on records
         usage = self._usage(reqs, self._units, req_of)
+        if self._moved:
+            dirty_subs = np.concatenate([dirty_subs, np.array(self._moved, np.int64)])
         record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered, usage,
-                              sponsors=sponsored)
+                              sponsors=sponsored, debits=self._debits)
         if usage:
             # the Session-Id of each usage row, for usage records and sponsor settlement
             rows = np.frombuffer(usage, USAGE)["sess"].tolist()
@@ -437,6 +457,55 @@ class CreditControlApplication:
         for row in set(closed.tolist()):
             store.release_session_row(row)
         return record, events if len(events) else None
+
+    def _refund(self, ccr: CreditControlRequest, frame: bytes, sub: int, now: float) -> tuple[bytes, int]:
+        """A REFUND_ACCOUNT (ocs.gy.refund): its answer and Result-Code. The
+        money goes back to the payer now; the batch's record keeps it."""
+        def refuse(code: int, msg: str, failed: bytes = b"") -> tuple[bytes, int]:
+            log.warning("refund refused (%d): %s; from %s, Session-Id %s", code, msg, printable(ccr.origin_host),
+                        printable(ccr.session_id))
+            return self._refuse(ccr.header, ccr.session_id, c.EVENT_REQUEST, ccr.request_number, code, msg,
+                                failed, ccr.proxy_info), code
+        if ccr.origin_host not in self.refund_hosts:
+            return refuse(R.AUTHORIZATION_REJECTED, "refunds are not enabled for this peer")
+        store = self.store
+        tok = R.find_token(frame)
+        asked = sum(u.rsu_octets for u in ccr.units if u.has_rsu)
+        try:
+            debit, back = R.settle(store.debits.get(tok) if tok is not None else None, tok, sub,
+                                   asked if asked > 0 else -1)
+        except ProtocolError as e:
+            return refuse(e.result_code, e.message, e.failed_avp)
+        payer = int(store.subs[sub]["payer"])
+        store.subs[payer]["balance"] += back
+        store.subs[payer]["spent"] = max(int(store.subs[payer]["spent"]) - back, 0)
+        store.keep_debits([debit])
+        self._moved.append(payer)
+        self._debits.append(debit)
+        log.info("refund to %s of %d micro-units (%d octets of debit %s), asked by %s", store.label(sub), back,
+                 debit.refunded_octets, printable(debit.token), printable(ccr.origin_host))
+        plan = self.rules.plans[int(store.subs[sub]["plan"])]
+        body = [CCA.mscc(u.rating_group, u.service_ids, c.SUCCESS, -1, 0, 0, 0) for u in ccr.units
+                if not ccr.top_level]
+        body += [CCA.cost_information(back, plan.currency), ccr.proxy_info]
+        return CCA.cca(ccr.header, ccr.session_id, c.SUCCESS, self._origin, c.EVENT_REQUEST, ccr.request_number,
+                       body, self.ccfh), c.SUCCESS
+
+    def _keep_debits(self, frames, slow, reqs, msccs, sel, answers, now) -> None:
+        """Each DIRECT_DEBITING charged: kept for refunds, and its answer
+        given the Refund-Information that names it (TS 32.299 7.2.150a)."""
+        debiting = sel[(reqs["type"][sel] == c.EVENT_REQUEST) & (reqs["action"][sel] == c.DIRECT_DEBITING)
+                       & (reqs["result"][sel] == c.SUCCESS)]
+        for i in debiting.tolist():
+            r = reqs[i]
+            units = msccs[int(r["mscc_start"]):int(r["mscc_start"]) + int(r["mscc_count"])]
+            ok = units["result"] == c.SUCCESS
+            sid = slow[i].session_id if i in slow else find_session_id(frames[i])
+            debit = Debit(R.token(sid), int(r["sub"]), int(units["used"][ok].clip(0).sum()),
+                          int(units["charged"][ok].sum()), t=now)
+            self.store.keep_debits([debit])
+            self._debits.append(debit)
+            answers[i] = R.with_avp(answers[i], R.refund_information_avp(debit.token))
 
     def _over_reported(self, reqs, msccs, sel) -> dict[int, tuple[int, int]]:
         """CCR-U/Ts of `sel` with an MSCC reporting more octets than its

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from ..durable import fsync_path
 from ..engine.kernel import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
+from .debits import KEEP_SECONDS, Debit
+from .debits import decode as decode_debits
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS, DuplicateCache
 from .journal import Journal, replay
 from .profiles import Profile
@@ -72,6 +75,7 @@ class EmbeddedStore:
         self.rules_version = ""           # the rules version the rows are indexed by
         self.sponsors = np.zeros(0, SPONSOR)      # one account per sponsor contract, in the rules' order
         self.sponsor_ids: list[str] = []
+        self.debits: dict[bytes, Debit] = {}     # refundable direct debits by Refund-Information
         self._on_rules = None
 
     # ------------------------------------------------------------ lifecycle
@@ -345,7 +349,7 @@ class EmbeddedStore:
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
                new_sessions: list, answers: tuple[list, list] | list, usage: bytes, op: dict | None = None,
-               sponsors: bool = False, directory: list[dict] | None = None) -> dict:
+               sponsors: bool = False, directory: list[dict] | None = None, debits: list[Debit] = ()) -> dict:
         """The journal record of one batch (or of one operation, `op`): new
         values of every changed row, and the directory changes the
         operation made (`change_directory`)."""
@@ -363,6 +367,8 @@ class EmbeddedStore:
         if sponsors:
             rec["sp"] = self.sponsors.tobytes()
             rec["spi"] = list(self.sponsor_ids)
+        if debits:
+            rec["rf"] = list(debits)
         return rec
 
     def rules_record(self, version: str, now: float) -> dict:
@@ -410,8 +416,14 @@ class EmbeddedStore:
         if "sp" in rec:
             self.sponsors = np.frombuffer(rec["sp"], SPONSOR).copy()
             self.sponsor_ids = list(rec["spi"])
+        self.keep_debits(decode_debits(rec.get("rf", ())))
         if rec["ans"]:
             self.remember_answers(*rec["ans"], rec["t"])
+
+    def keep_debits(self, debits: list[Debit]) -> None:
+        """Debits made or refunded (a batch's; its record holds them too)."""
+        for d in debits:
+            self.debits[d.token] = d
 
     # ------------------------------------------------------------ snapshots
     def _capture(self, copy: bool = True) -> dict:
@@ -426,7 +438,9 @@ class EmbeddedStore:
                 "profiles": list(self.profiles.items()),     # frozen Structs: msgpack encodes them later
                 "retired": sorted(self.retired),
                 "rules_version": self.rules_version, "sponsors": self.sponsors.copy(),
-                "sponsor_ids": list(self.sponsor_ids)}
+                "sponsor_ids": list(self.sponsor_ids),
+                # debits past their refund window are left out
+                "debits": [d for d in self.debits.values() if d.t >= time.time() - KEEP_SECONDS]}
 
     def _write_snapshot(self, state: dict) -> None:
         tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
@@ -512,6 +526,7 @@ class EmbeddedStore:
         self.rules_version = meta.get("rules_version", "")
         self.sponsors = _load_table(snap / "sponsors.npy", SPONSOR)
         self.sponsor_ids = list(meta["sponsor_ids"])
+        self.debits = {d.token: d for d in decode_debits(meta.get("debits", ()))}
         self.sessions = _load_table(snap / "sessions.npy", SESSION)
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}

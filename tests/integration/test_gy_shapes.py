@@ -136,7 +136,8 @@ async def test_sigterm_sends_dpr_to_every_peer_and_exits_zero(server):
 async def test_refund_and_price_enquiry(server):
     """RFC 4006 6.4/6.5 with plan `tiny` (0.01 yuan per started KB, 0.10 yuan):
     a price enquiry debits nothing and answers Cost-Information; a refund
-    gives back the money value of the units."""
+    from a peer the configuration does not allow refunds is refused (5003)
+    and gives nothing (tests/gy/test_refunds.py: refunds of a debit)."""
     h = "pgw.price.example"
     msisdn = "8613700000001"
     with trio.fail_after(30):
@@ -144,12 +145,12 @@ async def test_refund_and_price_enquiry(server):
             build_ccr(h, f"{h};1", E, 0, msisdn, [{"rg": 10, "rsu": 3 * KB + 1}], action=3),
             build_ccr(h, f"{h};2", E, 0, msisdn, [{"rg": 10, "rsu": 2 * KB}], action=1),
         ])
-    assert enquiry.result_code == 2001 and refund.result_code == 2001
+    assert enquiry.result_code == 2001 and refund.result_code == 5003
     cost = enquiry.cost_information
     assert cost.unit_value.value_digits == 40_000 and cost.unit_value.exponent == -6   # 4 started KB = 0.04
     assert cost.currency_code == 156
     state = await trio.to_thread.run_sync(show_subscriber, server.data, msisdn, RULES)
-    assert Decimal(state["balance"]) == Decimal("0.12")     # 0.10 + 2 KB x 0.01
+    assert Decimal(state["balance"]) == Decimal("0.10")
 
 
 async def test_proxy_info_is_echoed(server):
