@@ -47,7 +47,7 @@ class Gateways(Base):
     count: Annotated[int, Meta(ge=1, le=4096)] = 1
     origin_host: str = "pgw{n}.loadtest.example"  # {n}: 1..count
     origin_realm: str = "loadtest.example"
-    destination_realm: str = "ocs.example"
+    destination_realm: str = "localdomain"          # ocs serve's default origin_realm
     host_ip: str = "127.0.0.1"  # Host-IP-Address in the CER
 
 

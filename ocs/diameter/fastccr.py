@@ -330,6 +330,23 @@ def _identity_ok(buf, off, n):
 
 
 @njit(cache=True)
+def _is(buf, off, n, ours):
+    """Whether buf[off:off+n] names `ours` (lower case), ignoring case as
+    DNS names are compared; an empty `ours` matches anything."""
+    if ours.shape[0] == 0:
+        return True
+    if n != ours.shape[0]:
+        return False
+    for i in range(n):
+        b = buf[off + i]
+        if b >= 65 and b <= 90:
+            b += 32
+        if b != ours[i]:
+            return False
+    return True
+
+
+@njit(cache=True)
 def _group_fields(buf, start, end, m):
     """Fill one MSCC row from an MSCC's children (or the CCR's top level for
     top-level units). Returns False for shapes the full path must handle."""
@@ -379,7 +396,7 @@ def _clear(m):
 
 
 @njit(cache=True)
-def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, ends, nexts):
+def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, ends, nexts, realm, host):
     """Decode one CCR frame; returns the next free MSCC row, or -1 to fall
     back. `counts`, `ends`, `nexts`: scratch, allocated once a batch."""
     if (end - start) % 4 or buf[start] != 1 or not _valid(buf, start + 20, end, keys, kinds, dense, ends, nexts):
@@ -422,6 +439,10 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
                 f["host_len"] = n
             elif code == c.AVP_ORIGIN_REALM or code == c.AVP_DESTINATION_REALM or code == c.AVP_DESTINATION_HOST:
                 if not _identity_ok(buf, d, n):
+                    return -1
+                if code == c.AVP_DESTINATION_REALM and not _is(buf, d, n, realm):
+                    return -1
+                if code == c.AVP_DESTINATION_HOST and not _is(buf, d, n, host):
                     return -1
             elif code == c.AVP_CC_REQUEST_TYPE:
                 rtype = _u32(buf, d)
@@ -511,7 +532,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
 
 
 @njit(cache=True)
-def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense):
+def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense, realm, host):
     mpos = 0
     counts = np.zeros(_ONCE.shape[0], np.int64)
     group_ends = np.empty(MAX_NESTING + 2, np.int64)
@@ -519,7 +540,7 @@ def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense):
     for i in range(starts.shape[0]):
         f = frames[i]
         nxt = _decode_one(buf, starts[i], ends[i], f, msccs, mpos, keys, kinds, dense, counts, group_ends,
-                          group_nexts)
+                          group_nexts, realm, host)
         if nxt < 0:
             f["fallback"] = 1
             f["mscc_count"] = 0
@@ -529,15 +550,28 @@ def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense):
     return mpos
 
 
-def decode_batch(frames: Frames | list[bytes], mscc_dtype: np.dtype, per_frame: int = 4):
+_ANY = np.zeros(0, np.uint8)
+
+
+def identity_bytes(name: str | bytes) -> np.ndarray:
+    """Our realm or host as the decoder compares it (lower case)."""
+    data = name.encode() if isinstance(name, str) else name
+    return np.frombuffer(data.lower(), np.uint8).copy()
+
+
+def decode_batch(frames: Frames | list[bytes], mscc_dtype: np.dtype, per_frame: int = 4,
+                 realm: np.ndarray = _ANY, host: np.ndarray = _ANY):
     """Decode a batch of CCR frames. Returns (buffer, frame records, MSCC
-    rows, rows used). Frames flagged `fallback` need the full decoder."""
+    rows, rows used). Frames flagged `fallback` need the full decoder; so
+    does a frame whose Destination-Realm is not `realm` or Destination-Host
+    not `host` (identity_bytes; empty: any), which the full decoder answers
+    3003 or 3002."""
     if not isinstance(frames, Frames):
         frames = Frames.of(frames)
     buf = np.frombuffer(frames.data, dtype=np.uint8)
     out = np.zeros(len(frames), FRAME)
     msccs = np.zeros(len(frames) * per_frame, mscc_dtype)
-    used = _decode_all(buf, frames.starts, frames.ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE)
+    used = _decode_all(buf, frames.starts, frames.ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE, realm, host)
     return buf, out, msccs, used
 
 

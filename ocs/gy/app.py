@@ -79,6 +79,8 @@ class CreditControlApplication:
         self.identity = identity
         self.ccfh = failure_handling
         self._origin = identity.origin_avps
+        self._realm = fastccr.identity_bytes(identity.origin_realm)
+        self._host = fastccr.identity_bytes(identity.origin_host)
 
     def set_rules(self, rules: RuleSet) -> None:
         """Charge with `rules` from the next batch on (already installed in the store)."""
@@ -109,7 +111,7 @@ class CreditControlApplication:
             frames = Frames.of(frames)
         n = len(frames)
         joined = frames.data
-        buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC)
+        buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC, realm=self._realm, host=self._host)
         # refunds and price enquiries are answered by the full path (Cost-Information)
         rare = (fr["type"] == c.EVENT_REQUEST) & ((fr["action"] == 1) | (fr["action"] == 3))
         if rare.any():
@@ -176,7 +178,8 @@ class CreditControlApplication:
                 h = parse_header(frames[i])
                 hbhs[i], e2es[i] = h.hbh, h.e2e
                 try:
-                    ccr = decode_ccr(h, frames[i])
+                    ccr = decode_ccr(h, frames[i], self.identity.origin_realm.encode(),
+                                     self.identity.origin_host.encode())
                 except ProtocolError as e:
                     answers[i] = error_answer(frames[i], e, self._origin, CCA.error_extra(frames[i]))
                     results[i] = e.result_code

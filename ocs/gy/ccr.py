@@ -121,12 +121,24 @@ def _service_units(avps: dict[int, list[A.RawAvp]], su: ServiceUnits) -> Service
     return su
 
 
-def decode_ccr(header: Header, frame: bytes) -> CreditControlRequest:
+def decode_ccr(header: Header, frame: bytes, realm: bytes = b"", host: bytes = b"") -> CreditControlRequest:
+    """The CCR, validated (RFC 4006 3.1); a ProtocolError carrying the
+    answer's Result-Code and Failed-AVP otherwise. A request for another
+    realm than `realm`, or another host than `host` (empty: any), gets
+    3003 DIAMETER_REALM_NOT_SERVED or 3002 DIAMETER_UNABLE_TO_DELIVER (RFC
+    6733 6.1: we serve our realm and host, and relay nothing)."""
     avps = A.walk(frame, c.HEADER_LEN, len(frame))
     got = A.check_occurrences(avps, _CCR_RULES, "CCR")
     if not got[c.AVP_SESSION_ID][0].data:
         raise ProtocolError(c.INVALID_AVP_VALUE, "the Session-Id is empty", got[c.AVP_SESSION_ID][0].raw)
     A.check_identities(got, "CCR")
+    dest = got[c.AVP_DESTINATION_REALM][0].data
+    if realm and dest.lower() != realm.lower():
+        raise ProtocolError(c.REALM_NOT_SERVED, f"realm {dest.decode()} is not served here (we serve "
+                            f"{realm.decode()})")
+    if host and c.AVP_DESTINATION_HOST in got and got[c.AVP_DESTINATION_HOST][0].data.lower() != host.lower():
+        raise ProtocolError(c.UNABLE_TO_DELIVER, f"Destination-Host {got[c.AVP_DESTINATION_HOST][0].data.decode()}"
+                            f" is not this server ({host.decode()}), which relays nothing")
     rtype = _enum(got[c.AVP_CC_REQUEST_TYPE][0], range(1, 5))
     app = got[c.AVP_AUTH_APPLICATION_ID][0]
     if app.u32 != c.APP_CREDIT_CONTROL:

@@ -81,3 +81,32 @@ def test_a_session_answers_only_the_host_that_opened_it(tmp_path):
     # its own gateway goes on
     (a,) = charge(ch, build_ccr("pgw-a.test", "shared-1", U, 1, None, [{"rg": 10, "rsu": 0, "used": MB}]))
     assert a.result_code == 2001
+
+
+@pytest.mark.parametrize("relayed", [False, True])
+def test_requests_for_other_realms_and_hosts_are_not_charged(tmp_path, relayed):
+    """RFC 6733 6.1: a server that does not relay answers a request for a
+    realm it does not serve with 3003 and one for another host with 3002
+    (E-bit set, 7.1.3), and charges nothing. Ours is realm `localdomain`,
+    host `ocs.test` (tests/support/charging.py), compared without case."""
+    from diameter.message.avp.grouped import ProxyInfo
+    ch = Charging(tmp_path / "data", RULES)
+    before = ch.view(A)
+
+    def req(sid, realm=b"localdomain", host=None):
+        r = build_ccr("pgw.test", sid, I, 0, A, [{"rg": 10, "rsu": 0}])
+        r.destination_realm = realm
+        if host is not None:
+            r.destination_host = host
+        if relayed:
+            r.proxy_info = [ProxyInfo(proxy_host=b"dra.example", proxy_state=b"1")]
+        return r
+    other_realm, other_host, ours = charge(ch, req("s1", realm=b"other.example"),
+                                           req("s2", host=b"ocs2.other.example"),
+                                           req("s3", realm=b"LocalDomain", host=b"OCS.test"))
+    assert other_realm.result_code == c.REALM_NOT_SERVED and other_realm.header.is_error
+    assert other_host.result_code == c.UNABLE_TO_DELIVER and other_host.header.is_error
+    assert ours.result_code == 2001
+    assert set(ch.store.session_index) == {b"s3"}
+    charge(ch, build_ccr("pgw.test", "s3", c.TERMINATION_REQUEST, 1, None, [{"rg": 10, "used": 0}]))
+    assert ch.view(A)["balance_micro"] == before["balance_micro"]

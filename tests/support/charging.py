@@ -33,7 +33,7 @@ class Charging:
         if new or was != self.rules.version or self.store.snapshot_unfinished:
             self.store.snapshot()           # as `ocs serve` does before serving
         self.app = CreditControlApplication(self.store, self.rules,
-                                            LocalIdentity(origin_host="ocs.test", origin_realm="test"))
+                                            LocalIdentity(origin_host="ocs.test", origin_realm="localdomain"))
 
     def run(self, op, *args, **kwargs):
         """op(store, rules, *args, now, **kwargs) -> Done, journaled as the
