@@ -82,6 +82,7 @@ def cmd_serve(args) -> int:
     started = time.monotonic()
     store = EmbeddedStore(cfg.data, fsync=cfg.fsync, dedup_entries=cfg.dedup_entries,
                           dedup_seconds=cfg.dedup_seconds, dedup_bytes=cfg.dedup_mb << 20)
+    store.session_grace = cfg.session_grace
     installer = Installer(store)
     try:
         store.open(on_rules=installer.replay)

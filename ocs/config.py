@@ -44,6 +44,7 @@ class Config(Base, kw_only=True):
     dedup_entries: Annotated[int, Meta(ge=1)] = 500_000      # answers kept for retransmissions
     dedup_seconds: Annotated[float, Meta(gt=240)] = 600.0   # ... for this long (RFC 6733: ids unique 4 minutes)
     dedup_mb: Annotated[int, Meta(ge=1)] = 256               # ... within this many MiB of keys and answers
+    session_grace: Annotated[float, Meta(ge=0)] = 3600.0     # s a session Tcc released still takes its usage
     fsync: bool = True
     log_level: str = "INFO"
     api: str | None = None               # HOST:PORT of the operator HTTP API; None: no API

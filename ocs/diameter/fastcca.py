@@ -111,6 +111,8 @@ def _encode(buf, frames, reqs, msccs, sel, origin, ccfh, filters, filter_off, ou
             if f["top_level"]:
                 if m["granted"] >= 0:
                     pos = _gsu(out, pos, m["granted"], m["granted_time"])
+                    if m["validity"] > 0:       # RFC 4006 8.33: also at the top level of a CCA
+                        pos = _avp32(out, pos, c.AVP_VALIDITY_TIME, m["validity"])
                 if m["final"]:
                     pos = _fui(out, pos, m["final"], m["filter"], filters, filter_off)
                 continue

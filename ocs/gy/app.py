@@ -25,7 +25,7 @@ from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
-from ..store.debits import Debit
+from ..store.records import Debit, ExpiredSession
 from ..store.dedup import fingerprints, packed_fingerprints
 from ..store.embedded import EmbeddedStore
 from . import cca as CCA
@@ -237,7 +237,16 @@ class CreditControlApplication:
                 req_sub[i] = sub
             else:
                 row = session_of(sid)
-                if row is None:
+                late = store.expired_session(sid, now) if row is None else None
+                if late is not None and late.host == host and number > late.last_number:
+                    # a report after supervision released the session: its usage is
+                    # debited (RFC 4006 7), and a CCR-U opens it again
+                    row = store.open_session(sid, host)
+                    store.expired.pop(sid, None)
+                    new_sessions.append([row, sid, host])
+                    new_subs.append(late.sub)
+                    req_sess[i], req_sub[i] = row, late.sub
+                elif row is None:
                     refusal = c.UNKNOWN_SESSION_ID
                 elif store.session_meta[row][1] != host:
                     # RFC 6733 8: a session belongs to the client that opened it
@@ -560,6 +569,8 @@ class CreditControlApplication:
             if ccr.top_level:
                 if granted >= 0:
                     body.append(CCA.granted_units(granted, int(m["granted_time"])))
+                    if int(m["validity"]) > 0:
+                        body.append(A.u32(c.AVP_VALIDITY_TIME, int(m["validity"])))
                 if final:
                     body.append(CCA.final_unit_indication(final, filter_id))
             else:
@@ -616,11 +627,18 @@ class CreditControlApplication:
 
     def expire(self, now: float) -> dict | None:
         """Release reservations of sessions silent past Tcc; the journal record, if any."""
-        dirty_subs, dirty_sess = kernel.expire_sessions(self.store.subs, self.store.sessions, self.store.sponsors, now)
+        store = self.store
+        store.forget_expired(now)
+        dirty_subs, dirty_sess = kernel.expire_sessions(store.subs, store.sessions, store.sponsors, now)
         if len(dirty_sess) == 0:
             return None
+        # what a gateway reports for them later, within the grace, is still debited (RFC 4006 7)
+        expired = [ExpiredSession(store.session_meta[s][0], store.session_meta[s][1], sub,
+                                  int(store.sessions["last_number"][s]), now)
+                   for s, sub in zip(dirty_sess.tolist(), dirty_subs[0::3].tolist()) if store.session_meta[s]]
+        store.keep_expired(expired)
         # sponsors' held amounts are recounted from the sessions at start: not journaled here
-        record = self.store.record(self.rules.version, now, dirty_subs, dirty_sess, [], [], b"")
+        record = store.record(self.rules.version, now, dirty_subs, dirty_sess, [], [], b"", expired=expired)
         for sess in dirty_sess:
-            self.store.release_session_row(int(sess))
+            store.release_session_row(int(sess))
         return record

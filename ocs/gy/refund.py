@@ -20,7 +20,7 @@ import msgspec
 from ..diameter import avp as A
 from ..diameter import constants as c
 from ..diameter.errors import ProtocolError
-from ..store.debits import Debit
+from ..store.records import Debit
 
 AVP_REFUND_INFORMATION = 2022          # TS 32.299 7.2.150a, vendor 3GPP, OctetString
 TOKEN_PREFIX = b"ocs-debit:"

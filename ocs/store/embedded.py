@@ -22,8 +22,7 @@ from ..durable import fsync_path
 from ..engine.kernel import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
-from .debits import KEEP_SECONDS, Debit
-from .debits import decode as decode_debits
+from .records import KEEP_SECONDS, Debit, ExpiredSession, decode_debits, decode_expired
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS, DuplicateCache
 from .journal import Journal, replay
 from .profiles import Profile
@@ -76,6 +75,8 @@ class EmbeddedStore:
         self.sponsors = np.zeros(0, SPONSOR)      # one account per sponsor contract, in the rules' order
         self.sponsor_ids: list[str] = []
         self.debits: dict[bytes, Debit] = {}     # refundable direct debits by Refund-Information
+        self.expired: dict[bytes, ExpiredSession] = {}   # sessions Tcc released, by Session-Id
+        self.session_grace = 3600.0               # ... whose late usage is still debited this long
         self._on_rules = None
 
     # ------------------------------------------------------------ lifecycle
@@ -349,7 +350,8 @@ class EmbeddedStore:
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
                new_sessions: list, answers: tuple[list, list] | list, usage: bytes, op: dict | None = None,
-               sponsors: bool = False, directory: list[dict] | None = None, debits: list[Debit] = ()) -> dict:
+               sponsors: bool = False, directory: list[dict] | None = None, debits: list[Debit] = (),
+               expired: list[ExpiredSession] = ()) -> dict:
         """The journal record of one batch (or of one operation, `op`): new
         values of every changed row, and the directory changes the
         operation made (`change_directory`)."""
@@ -369,6 +371,8 @@ class EmbeddedStore:
             rec["spi"] = list(self.sponsor_ids)
         if debits:
             rec["rf"] = list(debits)
+        if expired:
+            rec["ex"] = list(expired)
         return rec
 
     def rules_record(self, version: str, now: float) -> dict:
@@ -407,6 +411,7 @@ class EmbeddedStore:
             self._grow_sessions(row + 1)
             self.session_index[sid] = row
             self.session_meta[row] = (sid, host)
+            self.expired.pop(sid, None)           # a late report revived it
         si = np.frombuffer(rec["si"], np.int64)
         self.subs[si] = np.frombuffer(rec["sr"], SUBSCRIBER)
         xi = np.frombuffer(rec["xi"], np.int64)
@@ -417,8 +422,30 @@ class EmbeddedStore:
             self.sponsors = np.frombuffer(rec["sp"], SPONSOR).copy()
             self.sponsor_ids = list(rec["spi"])
         self.keep_debits(decode_debits(rec.get("rf", ())))
+        self.keep_expired(decode_expired(rec.get("ex", ())))
         if rec["ans"]:
             self.remember_answers(*rec["ans"], rec["t"])
+
+    def keep_expired(self, sessions: list[ExpiredSession]) -> None:
+        """Sessions supervision released (their record holds them too)."""
+        for e in sessions:
+            self.expired[e.session_id] = e
+
+    def forget_expired(self, now: float) -> None:
+        """Drop what is past the grace (oldest first: kept in expiry order)."""
+        while self.expired:
+            e = next(iter(self.expired.values()))
+            if now - e.t <= self.session_grace:
+                break
+            del self.expired[e.session_id]
+
+    def expired_session(self, sid: bytes, now: float) -> ExpiredSession | None:
+        """The session Tcc released under this Session-Id, within the grace."""
+        e = self.expired.get(sid)
+        if e is not None and now - e.t > self.session_grace:
+            del self.expired[sid]
+            return None
+        return e
 
     def keep_debits(self, debits: list[Debit]) -> None:
         """Debits made or refunded (a batch's; its record holds them too)."""
@@ -440,7 +467,8 @@ class EmbeddedStore:
                 "rules_version": self.rules_version, "sponsors": self.sponsors.copy(),
                 "sponsor_ids": list(self.sponsor_ids),
                 # debits past their refund window are left out
-                "debits": [d for d in self.debits.values() if d.t >= time.time() - KEEP_SECONDS]}
+                "debits": [d for d in self.debits.values() if d.t >= time.time() - KEEP_SECONDS],
+                "expired": [e for e in self.expired.values() if e.t >= time.time() - self.session_grace]}
 
     def _write_snapshot(self, state: dict) -> None:
         tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
@@ -527,6 +555,7 @@ class EmbeddedStore:
         self.sponsors = _load_table(snap / "sponsors.npy", SPONSOR)
         self.sponsor_ids = list(meta["sponsor_ids"])
         self.debits = {d.token: d for d in decode_debits(meta.get("debits", ()))}
+        self.expired = {e.session_id: e for e in decode_expired(meta.get("expired", ()))}
         self.sessions = _load_table(snap / "sessions.npy", SESSION)
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}
