@@ -119,7 +119,8 @@ def cmd_serve(args) -> int:
     ccfh = {"TERMINATE": c.CCFH_TERMINATE, "CONTINUE": c.CCFH_CONTINUE,
             "RETRY_AND_TERMINATE": c.CCFH_RETRY_AND_TERMINATE}[cfg.failure_handling]
     policy = PeerPolicy(cfg.peers)
-    app = CreditControlApplication(store, rules, identity, ccfh, refund_hosts=policy.refund_hosts)
+    app = CreditControlApplication(store, rules, identity, ccfh, refund_hosts=policy.refund_hosts,
+                                   session_failover=cfg.session_failover)
     server = Server(cfg, app, store, identity, policy, installer, notifier, usage)
     history = InstallHistory(cfg.data)
     if was != rules.version:

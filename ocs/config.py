@@ -45,6 +45,7 @@ class Config(Base, kw_only=True):
     dedup_seconds: Annotated[float, Meta(gt=240)] = 600.0   # ... for this long (RFC 6733: ids unique 4 minutes)
     dedup_mb: Annotated[int, Meta(ge=1)] = 256               # ... within this many MiB of keys and answers
     session_grace: Annotated[float, Meta(ge=0)] = 3600.0     # s a session Tcc released still takes its usage
+    session_failover: bool = False       # CCAs say CC-Session-Failover FAILOVER_SUPPORTED (another server has the state)
     fsync: bool = True
     log_level: str = "INFO"
     api: str | None = None               # HOST:PORT of the operator HTTP API; None: no API

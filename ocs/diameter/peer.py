@@ -268,6 +268,11 @@ class PeerConnection:
         try:
             if h.is_request:
                 check_header(h)
+            if event in (Event.CER, Event.DWR, Event.DPR) and h.flags & c.FLAG_PROXIABLE:
+                # RFC 6733 5.3.1, 5.5.1, 5.4.1: base commands are not proxiable; the
+                # answer does not echo the bit
+                frame = frame[:4] + bytes([frame[4] & ~c.FLAG_PROXIABLE]) + frame[5:]
+                raise ProtocolError(c.INVALID_HDR_BITS, f"command {h.code} with the P-bit set")
             if event is Event.CER:
                 self._on_cer(h, frame)
             elif event is Event.DWR:

@@ -72,13 +72,17 @@ def _slow_keys(ccr: CreditControlRequest) -> list[int]:
 
 class CreditControlApplication:
     def __init__(self, store: EmbeddedStore, rules: RuleSet, identity: LocalIdentity,
-                 failure_handling: int = c.CCFH_TERMINATE, refund_hosts: frozenset[bytes] = frozenset()):
+                 failure_handling: int = c.CCFH_TERMINATE, refund_hosts: frozenset[bytes] = frozenset(),
+                 session_failover: bool = False):
         self.store = store
         self.refund_hosts = refund_hosts        # Origin-Hosts allowed REFUND_ACCOUNT (configuration)
         self.set_rules(rules)
         self.identity = identity
         self.ccfh = failure_handling
-        self._origin = identity.origin_avps
+        # Origin-Host and -Realm, and CC-Session-Failover when another server can
+        # take the session over (RFC 4006 8.4: otherwise it is NOT_SUPPORTED, the default)
+        self._origin = identity.origin_avps + (
+            A.u32(c.AVP_CC_SESSION_FAILOVER, c.FAILOVER_SUPPORTED) if session_failover else b"")
         self._realm = fastccr.identity_bytes(identity.origin_realm)
         self._host = fastccr.identity_bytes(identity.origin_host)
 
@@ -451,6 +455,15 @@ class CreditControlApplication:
         failed_initial = sess[(reqs["type"][sel] == c.INITIAL_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]
         for row in failed_initial.tolist():
             kernel.close_session(store.subs, store.sessions, store.sponsors, row)
+        # RFC 4006 7: a failed CCR-U ends the session (Open -> Idle); the CCR-T
+        # that usually follows still has its usage debited, as after Tcc
+        failed_update = sess[(reqs["type"][sel] == c.UPDATE_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]
+        ended = [ExpiredSession(store.session_meta[row][0], store.session_meta[row][1],
+                                int(store.sessions["sub"][row]), int(store.sessions["last_number"][row]), now)
+                 for row in failed_update.tolist()]
+        for row in failed_update.tolist():
+            kernel.close_session(store.subs, store.sessions, store.sponsors, row)
+        store.keep_expired(ended)
         sess = sess[sess >= 0]
         closed = sess[store.sessions["sub"][sess] < 0]
         if len(closed):
@@ -461,7 +474,7 @@ class CreditControlApplication:
         if self._moved:
             dirty_subs = np.concatenate([dirty_subs, np.array(self._moved, np.int64)])
         record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered, usage,
-                              sponsors=sponsored, debits=self._debits)
+                              sponsors=sponsored, debits=self._debits, expired=ended)
         if usage:
             # the Session-Id of each usage row, for usage records and sponsor settlement
             rows = np.frombuffer(usage, USAGE)["sess"].tolist()

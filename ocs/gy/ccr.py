@@ -146,6 +146,15 @@ def decode_ccr(header: Header, frame: bytes, realm: bytes = b"", host: bytes = b
     action = -1
     if AVP_REQUESTED_ACTION in got:
         action = _enum(got[AVP_REQUESTED_ACTION][0], range(0, 4))
+    elif rtype == c.EVENT_REQUEST:
+        # RFC 4006 3.1: an event request says what it wants (6.1-6.5)
+        raise ProtocolError(c.MISSING_AVP, "a CCR-Event needs Requested-Action",
+                            A.u32(AVP_REQUESTED_ACTION, c.DIRECT_DEBITING))
+    msi = got.get(c.AVP_MULTIPLE_SERVICES_INDICATOR)
+    if msi and msi[0].u32 == 0 and c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL in got:
+        # RFC 4006 8.40: a client that cannot handle multiple services sends none
+        raise ProtocolError(c.CONTRADICTING_AVPS, "Multiple-Services-Indicator MULTIPLE_SERVICES_NOT_SUPPORTED "
+                            "with Multiple-Services-Credit-Control", msi[0].raw)
     sub_ids = []
     for s in got.get(c.AVP_SUBSCRIPTION_ID, ()):
         inner = A.check_occurrences(s.children or [], _SUBID_RULES, "Subscription-Id")

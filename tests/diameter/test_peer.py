@@ -489,6 +489,10 @@ CER_CASES = [
     ("only Gx vendor-specific", cer(apps=(), vendor_specific=(APP_GX,)), True, 5010, False, State.CLOSED),
     ("no application", cer(apps=()), True, 5010, False, State.CLOSED),
     ("no Origin-Host", cer(host=None), True, 5005, False, State.CLOSED),
+    # RFC 6733 5.3.1: a CER is not proxiable; 3008 with the E-bit, no P-bit echoed
+    ("P-bit", cer()[:4] + bytes([cer()[4] | 0x40]) + cer()[5:], True, 3008, True, State.CLOSED),
+    ("empty Origin-Host", cer(host=""), True, 5004, False, State.CLOSED),
+    ("Origin-Host with a newline", cer(host="pgw\nforged log line"), True, 5004, False, State.CLOSED),
 ]
 
 
@@ -507,13 +511,14 @@ def test_cer(data, authorised, result_code, e_bit, state):
     req = decode(data)
     assert cea.header.command_code == 257 and not cea.header.is_request
     assert cea.header.is_error is e_bit
+    assert not cea.header.is_proxyable
     assert (cea.header.hop_by_hop_identifier, cea.header.end_to_end_identifier) == \
         (req.header.hop_by_hop_identifier, req.header.end_to_end_identifier)
     assert one(cea, AVP_RESULT_CODE) == result_code
     assert one(cea, AVP_ORIGIN_HOST) == US.origin_host.encode()
     assert one(cea, AVP_ORIGIN_REALM) == US.origin_realm.encode()
     assert conn.state is state
-    if result_code != 5005:
+    if result_code not in (5005, 5004, 3008):
         assert asked == [(PEER_HOST, PEER_REALM)]
     if state is State.OPEN:
         assert (conn.peer_host, conn.peer_realm) == (PEER_HOST, PEER_REALM)
