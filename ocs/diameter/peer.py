@@ -52,6 +52,7 @@ class Event(enum.Enum):
 _TRANSITIONS: dict[State, dict[Event, State]] = {
     State.WAIT_CER: {Event.CER: State.OPEN},
     State.OPEN: {Event.DWR: State.OPEN, Event.DWA: State.OPEN, Event.DPR: State.CLOSING,
+                 Event.DPA: State.OPEN,        # a DPA to no DPR of ours: ignored
                  Event.APP_REQUEST: State.OPEN, Event.APP_ANSWER: State.OPEN,
                  Event.CER: State.OPEN},
     State.CLOSING: {Event.DWR: State.CLOSING, Event.DWA: State.CLOSING, Event.DPA: State.CLOSED,
@@ -88,6 +89,7 @@ class PeerTimers:
     cer_timeout: float = 10.0   # a connection must send its CER within this
     tw: float = 30.0            # RFC 3539 watchdog interval
     dpa_timeout: float = 5.0    # how long we wait for the DPA to our DPR
+    jitter: float = 2.0         # RFC 3539 3.4.1: each watchdog interval is tw +- up to this
 
 
 class PeerConnection:
@@ -96,7 +98,7 @@ class PeerConnection:
     def __init__(self, identity: LocalIdentity, authorize: Callable[[str, str], bool],
                  now: float, timers: PeerTimers | None = None,
                  max_message: int = 1 << 20, apps: frozenset[int] = frozenset({c.APP_CREDIT_CONTROL}),
-                 commands: frozenset[int] = frozenset({c.CMD_CREDIT_CONTROL})):
+                 commands: frozenset[int] = frozenset({c.CMD_CREDIT_CONTROL}), rng: random.Random | None = None):
         self.identity = identity
         self.timers = timers or PeerTimers()
         self.authorize = authorize
@@ -115,6 +117,8 @@ class PeerConnection:
         self._dpr_sent_at: float | None = None
         self._pending_dpa: bytes | None = None
         self.app_answers: list[bytes] = []
+        self._rng = rng or random.Random()
+        self._tw = self._interval()
         self._hbh = itertools.count(random.getrandbits(31))
         self._e2e = itertools.count(((identity.origin_state_id & 0xFFF) << 20) | random.getrandbits(20))
 
@@ -139,9 +143,15 @@ class PeerConnection:
             return (self._dpr_sent_at + t.dpa_timeout) if self._dpr_sent_at is not None else float("inf")
         if self.state is State.OPEN:
             if self._dwr_sent_at is not None:
-                return self._dwr_sent_at + t.tw
-            return self._last_rx + t.tw
+                return self._dwr_sent_at + self._tw
+            return self._last_rx + self._tw
         return float("inf")
+
+    def _interval(self) -> float:
+        """Tw with its jitter (RFC 3539 3.4.1), drawn anew each time the
+        watchdog fires, so peers started together do not probe in step."""
+        t = self.timers
+        return max(t.tw + self._rng.uniform(-t.jitter, t.jitter), t.tw / 2) if t.jitter else t.tw
 
     def new_ids(self) -> tuple[int, int]:
         return next(self._hbh) & 0xFFFFFFFF, next(self._e2e) & 0xFFFFFFFF
@@ -199,6 +209,7 @@ class PeerConnection:
                 self._send_request(c.CMD_DEVICE_WATCHDOG, self.identity.origin_avps
                                    + A.u32(c.AVP_ORIGIN_STATE_ID, self.identity.origin_state_id))
                 self._dwr_sent_at = now
+                self._tw = self._interval()
 
     def start_disconnect(self, now: float, cause: int = c.DISCONNECT_REBOOTING) -> None:
         """Send a DPR (RFC 6733 section 5.4); close after its DPA or a timeout."""
@@ -279,7 +290,7 @@ class PeerConnection:
                 self._on_dwr(h, frame)
             elif event is Event.DPR:
                 self._on_dpr(h, frame)
-            elif event is Event.DPA:
+            elif event is Event.DPA and before is State.CLOSING:
                 self._close("DPA received")
             elif event is Event.APP_REQUEST:
                 if h.code not in self.commands:

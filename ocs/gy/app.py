@@ -309,10 +309,10 @@ class CreditControlApplication:
         return BatchResult(answers, record, results, events, types, self._units, opened)
 
     def _answer_repeats(self, frames, charged, reopened, fr, msccs, slow, req_sess, answers, results):
-        """A CCR-U/T carrying the CC-Request-Number its session last had is a
-        retransmission whose answer has left the duplicate cache: it is not
-        charged again (RFC 4006 5.7), and is answered with what the session
-        holds now. Returns the requests still to charge, and (sessions,
+        """A CCR-U/T carrying the CC-Request-Number its session last had, or a
+        lower one, is a retransmission whose answer has left the duplicate
+        cache (or arrived out of order): it is not charged again (RFC 4006
+        5.2, 5.7), and is answered with what the session holds now. Returns the requests still to charge, and (sessions,
         request numbers) of those, to become the sessions' last numbers."""
         idx = np.array(charged, dtype=np.int64)
         sess = np.array(req_sess, dtype=np.int64)[idx]
@@ -324,7 +324,9 @@ class CreditControlApplication:
         ongoing = (types == c.UPDATE_REQUEST) | (types == c.TERMINATION_REQUEST)
         ongoing &= sess >= 0
         repeat = np.zeros(len(idx), dtype=bool)
-        repeat[ongoing] = (self.store.sessions["last_number"][sess[ongoing]] == numbers[ongoing]) & (numbers[ongoing] > 0)
+        # RFC 4006 5.2: numbers only grow in a session; one not above the last is a
+        # retransmission (or out of order), never a new charge
+        repeat[ongoing] = (numbers[ongoing] <= self.store.sessions["last_number"][sess[ongoing]]) & (numbers[ongoing] > 0)
         clash = np.zeros(len(idx), dtype=bool)
         for k, i in enumerate(charged if reopened else ()):
             if i in reopened:       # the CCR-I again: a repeat while the session has had no update

@@ -38,7 +38,7 @@ PEER_HOST, PEER_REALM = "pgw.peer.example", "peer.example"
 US = LocalIdentity(origin_host="ocs.test.example", origin_realm="test.example",
                    host_ip_addresses=("192.0.2.7", "2001:db8::7"), vendor_id=99999,
                    product_name="ocs-under-test", origin_state_id=1234)
-TIMERS = PeerTimers(cer_timeout=10.0, tw=30.0, dpa_timeout=5.0)
+TIMERS = PeerTimers(cer_timeout=10.0, tw=30.0, dpa_timeout=5.0, jitter=0.0)   # exact times; jitter: its own test
 MAX_MESSAGE = 4096
 
 APP_GY, APP_RELAY, APP_RX = 4, 0xFFFFFFFF, 16777236
@@ -647,3 +647,36 @@ def test_cea_refusing_with_5xxx_still_carries_our_capabilities(cer_bytes, code):
     assert {268, 264, 296, 257, 266, 269} <= codes     # Result-Code, Origin-*, Host-IP-Address, Vendor-Id, Product-Name
     assert next(a.value for a in cea.avps if a.code == 268) == code
     assert conn.state is State.CLOSED
+
+
+def test_the_watchdog_interval_has_jitter():
+    """RFC 3539 3.4.1: Tw is jittered by up to 2 s each time it is set, so
+    connections opened together do not send their DWRs in step."""
+    import random
+    seen = set()
+    for seed in range(20):
+        conn = PeerConnection(US, lambda h, r: True, 0.0, timers=PeerTimers(tw=30.0), rng=random.Random(seed))
+        conn.receive_data(cer(), 0.0)
+        conn.data_to_send()
+        first = conn.next_deadline()
+        assert 28.0 <= first <= 32.0
+        conn.handle_timer(first)                       # the DWR goes out; the next interval is drawn
+        assert b"" != conn.data_to_send()
+        seen.add(round(first, 3))
+        assert 28.0 <= conn.next_deadline() - first <= 32.0
+    assert len(seen) > 10
+
+
+def test_an_unsolicited_dpa_is_ignored():
+    """A DPA when we sent no DPR does not close the connection."""
+    conn = new_conn()
+    conn.receive_data(cer(), 0.0)
+    conn.data_to_send()
+    dpa = DisconnectPeerAnswer()
+    dpa.header.hop_by_hop_identifier, dpa.header.end_to_end_identifier = 7, 7
+    dpa.result_code = 2001
+    dpa.origin_host, dpa.origin_realm = PEER_HOST.encode(), PEER_REALM.encode()
+    conn.receive_data(dpa.as_bytes(), 1.0)
+    assert conn.state is State.OPEN and conn.close_reason is None
+    frames_out = conn.receive_data(ccr(), 2.0)
+    assert len(frames_out) == 1, "requests still flow"

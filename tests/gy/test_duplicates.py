@@ -109,3 +109,18 @@ def test_two_requests_sharing_an_id_in_one_batch_are_both_charged(tmp_path):
     a, b = charge(ch, [frame("sa", I, 0, A, e2e=0x7400), frame("sb", I, 0, B, e2e=0x7400)], now)
     assert (a.session_id, b.session_id) == ("sa", "sb")
     assert b"sa" in ch.store.session_index and b"sb" in ch.store.session_index
+
+
+def test_a_lower_request_number_is_not_charged_again(tmp_path):
+    """RFC 4006 5.2: CC-Request-Numbers grow within a session; one that
+    arrives after a higher one (a late duplicate, or out of order) is
+    answered and charges nothing."""
+    ch = Charging(tmp_path / "data", RULES)
+    now = time.time()
+    charge(ch, [frame("sa", I, 0, A)], now)
+    charge(ch, [frame("sa", U, 1, used=MB, e2e=0x7500)], now + 1)
+    charge(ch, [frame("sa", U, 2, used=MB, e2e=0x7501)], now + 2)
+    view = ch.view(A)
+    late, = charge(ch, [frame("sa", U, 1, used=MB, e2e=0x7502)], now + 3)
+    assert late.result_code == 2001
+    assert ch.view(A) == view
