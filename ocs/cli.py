@@ -120,7 +120,7 @@ def cmd_serve(args) -> int:
             "RETRY_AND_TERMINATE": c.CCFH_RETRY_AND_TERMINATE}[cfg.failure_handling]
     policy = PeerPolicy(cfg.peers)
     app = CreditControlApplication(store, rules, identity, ccfh, refund_hosts=policy.refund_hosts,
-                                   session_failover=cfg.session_failover)
+                                   session_failover=cfg.session_failover, max_mscc=cfg.max_mscc)
     server = Server(cfg, app, store, identity, policy, installer, notifier, usage)
     history = InstallHistory(cfg.data)
     if was != rules.version:

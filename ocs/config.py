@@ -45,6 +45,11 @@ class Config(Base, kw_only=True):
     dedup_seconds: Annotated[float, Meta(gt=240)] = 600.0   # ... for this long (RFC 6733: ids unique 4 minutes)
     dedup_mb: Annotated[int, Meta(ge=1)] = 256               # ... within this many MiB of keys and answers
     session_grace: Annotated[float, Meta(ge=0)] = 3600.0     # s a session Tcc released still takes its usage
+    max_mscc: Annotated[int, Meta(ge=1, le=4096)] = 64       # MSCCs one CCR may carry; more: 5009
+    batch_peer_kb: Annotated[int, Meta(ge=1)] = 256          # KiB of requests one peer puts in a batch
+    peer_buffer_kb: Annotated[int, Meta(ge=64)] = 16384      # KiB held for one peer (requests, answers) before
+                                                              # it stops being read; closed after Tw unread
+    buffer_mb: Annotated[int, Meta(ge=1)] = 512              # MiB held for all peers together
     session_failover: bool = False       # CCAs say CC-Session-Failover FAILOVER_SUPPORTED (another server has the state)
     fsync: bool = True
     log_level: str = "INFO"

@@ -149,6 +149,14 @@ class Metrics:
         r.register(self.latency)
         ProcessCollector(registry=r)
         self.rules = Gauge("ocs_rules_info", "The rules version in force", ["version"], registry=r)
+        self.buffered = Gauge("ocs_peer_buffer_bytes", "Octets held for peers: requests not answered yet and "
+                              "answers not written (bounded by peer_buffer_kb each, buffer_mb in all)", registry=r)
+        self.stalled = Gauge("ocs_peers_not_read", "Peers not being read because they hold their buffer budget",
+                             registry=r)
+        self.before_cer = Gauge("ocs_peer_bytes_before_cer", "Octets buffered for connections that have not "
+                                "completed their CER (at most 64 KiB each)", registry=r)
+        self.dedup_bytes = Gauge("ocs_duplicate_cache_bytes", "Octets of keys and answers in the duplicate cache "
+                                 "(bounded by dedup_mb)", registry=r)
 
     def count(self, types: np.ndarray, results: list[int]) -> None:
         """Tally one batch of CCRs (request types and top-level Result-Codes)."""
@@ -205,4 +213,8 @@ class Metrics:
         self.reservations.set(int(np.count_nonzero(store.sessions["rg"] != SLOT_FREE)))
         self.rules.clear()
         self.rules.labels(server.app.rules.version).set(1)
+        self.buffered.set(server.buffered())
+        self.stalled.set(sum(p.stalled_since is not None for p in list(server.peers)))
+        self.before_cer.set(sum(p.conn.buffered_input for p in list(server.peers) if p.conn.state.name == "WAIT_CER"))
+        self.dedup_bytes.set(store.dedup.bytes)
         return generate_latest(self.registry)

@@ -396,7 +396,7 @@ def _clear(m):
 
 
 @njit(cache=True)
-def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, ends, nexts, realm, host):
+def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, ends, nexts, realm, host, max_mscc):
     """Decode one CCR frame; returns the next free MSCC row, or -1 to fall
     back. `counts`, `ends`, `nexts`: scratch, allocated once a batch."""
     if (end - start) % 4 or buf[start] != 1 or not _valid(buf, start + 20, end, keys, kinds, dense, ends, nexts):
@@ -499,7 +499,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
                 f["sub_key"][f["n_sub"]] = _digits_key(buf, doff, dlen, kind) if kind >= 0 else -1
                 f["n_sub"] += 1
             elif code == c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL:
-                if mpos >= msccs.shape[0]:
+                if mpos >= msccs.shape[0] or f["mscc_count"] >= max_mscc:
                     return -1
                 m = msccs[mpos]
                 _clear(m)
@@ -537,7 +537,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
 
 
 @njit(cache=True)
-def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense, realm, host):
+def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense, realm, host, max_mscc):
     mpos = 0
     counts = np.zeros(_ONCE.shape[0], np.int64)
     group_ends = np.empty(MAX_NESTING + 2, np.int64)
@@ -545,7 +545,7 @@ def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense, realm, hos
     for i in range(starts.shape[0]):
         f = frames[i]
         nxt = _decode_one(buf, starts[i], ends[i], f, msccs, mpos, keys, kinds, dense, counts, group_ends,
-                          group_nexts, realm, host)
+                          group_nexts, realm, host, max_mscc)
         if nxt < 0:
             f["fallback"] = 1
             f["mscc_count"] = 0
@@ -556,6 +556,7 @@ def _decode_all(buf, starts, ends, frames, msccs, keys, kinds, dense, realm, hos
 
 
 _ANY = np.zeros(0, np.uint8)
+MAX_MSCC = 64        # MSCCs a CCR may carry (configuration: max_mscc); more get 5009
 
 
 def identity_bytes(name: str | bytes) -> np.ndarray:
@@ -565,19 +566,50 @@ def identity_bytes(name: str | bytes) -> np.ndarray:
 
 
 def decode_batch(frames: Frames | list[bytes], mscc_dtype: np.dtype, per_frame: int = 4,
-                 realm: np.ndarray = _ANY, host: np.ndarray = _ANY):
+                 realm: np.ndarray = _ANY, host: np.ndarray = _ANY, max_mscc: int = MAX_MSCC):
     """Decode a batch of CCR frames. Returns (buffer, frame records, MSCC
     rows, rows used). Frames flagged `fallback` need the full decoder; so
     does a frame whose Destination-Realm is not `realm` or Destination-Host
     not `host` (identity_bytes; empty: any), which the full decoder answers
-    3003 or 3002."""
+    3003 or 3002, and one with more than `max_mscc` MSCCs (5009)."""
     if not isinstance(frames, Frames):
         frames = Frames.of(frames)
     buf = np.frombuffer(frames.data, dtype=np.uint8)
     out = np.zeros(len(frames), FRAME)
     msccs = np.zeros(len(frames) * per_frame, mscc_dtype)
-    used = _decode_all(buf, frames.starts, frames.ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE, realm, host)
+    used = _decode_all(buf, frames.starts, frames.ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE, realm, host,
+                       max_mscc)
     return buf, out, msccs, used
+
+
+def count_top_level(frame: bytes, code: int, n: int) -> tuple[int, int, int]:
+    """How many top-level base AVPs `code` a message has, and where the
+    (n+1)-th lies (start, end; -1 if there are no more than n): a compiled
+    look that does not decode them, so a message of 10,000 MSCCs is
+    refused in microseconds."""
+    buf = np.frombuffer(frame, np.uint8)
+    return _count_top_level(buf, code, n)
+
+
+@njit(cache=True)
+def _count_top_level(buf, code, n):
+    count = 0
+    start = -1
+    end = -1
+    pos = 20
+    while buf.shape[0] - pos >= 8:
+        fl = _u32(buf, pos + 4)
+        length = fl & 0xFFFFFF
+        hdr = 12 if (fl >> 24) & 0x80 else 8
+        if length < hdr or pos + length > buf.shape[0]:
+            break
+        if hdr == 8 and _u32(buf, pos) == code:
+            if count == n:
+                start = pos
+                end = pos + length + ((-length) & 3)
+            count += 1
+        pos += (length + 3) & ~3
+    return count, start, end
 
 
 def duplicate_keys(buf: np.ndarray, frames: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:

@@ -84,6 +84,9 @@ class LocalIdentity:
                             + A.utf8(c.AVP_ORIGIN_REALM, self.origin_realm))
 
 
+MAX_BEFORE_CER = 64 << 10     # octets a connection may send before its CER is through (a CER is small)
+
+
 @dataclass
 class PeerTimers:
     cer_timeout: float = 10.0   # a connection must send its CER within this
@@ -123,6 +126,16 @@ class PeerConnection:
         self._e2e = itertools.count(((identity.origin_state_id & 0xFFF) << 20) | random.getrandbits(20))
 
     # ------------------------------------------------------------ outputs
+    @property
+    def buffered_input(self) -> int:
+        """Octets received and not yet framed into a message."""
+        return len(self._inbuf)
+
+    @property
+    def unsent(self) -> int:
+        """Octets of answers queued here, not yet taken by `data_to_send`."""
+        return len(self._out)
+
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
@@ -163,8 +176,10 @@ class PeerConnection:
         if self.state is State.CLOSED:
             return Frames.of([])
         self._inbuf += data
+        # before the CER, a peer is nobody: it may hold MAX_BEFORE_CER, not a whole max_message
+        limit = min(MAX_BEFORE_CER, self.max_message) if self.state is State.WAIT_CER else self.max_message
         try:
-            frames, used, others = split_frames(self._inbuf, self.max_message)
+            frames, used, others = split_frames(self._inbuf, limit)
         except FramingError as e:
             self._close(f"unframeable stream: {e}")
             return Frames.of([])

@@ -47,15 +47,19 @@ class Peer:
         self.conn = conn
         self.address = address
         self.outstanding = 0
+        self.held = 0                     # octets of its requests not answered yet, and answers not yet written
+        self.sending = 0                  # octets of answers inside a send not yet done
+        self.stalled_since: float | None = None   # when its buffered octets stopped its reading
         self.wake_writer = trio.Event()
         self.room = trio.Event()
         self.send_lock = trio.Lock()      # the writer and the closing handler both flush
         self.rars: dict[int, tuple[bytes, float]] = {}    # our Re-Auth-Requests: hop-by-hop -> (Session-Id, sent)
         self.rar_sessions: set[bytes] = set()
 
-    def deliver(self, answers: list[bytes]) -> None:
+    def deliver(self, answers: list[bytes], request_bytes: int = 0) -> None:
         self.conn.send(b"".join(answers))
         self.outstanding -= len(answers)
+        self.held -= request_bytes
         self.room.set()
         self.wake_writer.set()
 
@@ -180,7 +184,8 @@ class Server:
                             peer.wake_writer.set()
                         if peer.conn.state is State.CLOSED:
                             break
-                await _flush(peer)
+                with trio.move_on_after(1):     # a peer that does not read gets no more time
+                    await _flush(peer)
                 n.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
             pass    # the peer is gone; nothing of it may stop the server
@@ -193,13 +198,40 @@ class Server:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
+    def _over_budget(self, peer: Peer) -> bool:
+        """Whether this peer must not be read now: too many requests in
+        flight, or too many octets held for it (its requests not answered
+        and its answers not written: a peer that does not read its answers
+        stops being read), or all peers together hold the total budget."""
+        if peer.outstanding >= self.cfg.max_outstanding:
+            return True
+        mine = peer.held + peer.conn.unsent + peer.sending
+        if mine >= self.cfg.peer_buffer_kb << 10:
+            return True
+        # the total is summed only for a peer holding a fair amount itself
+        return mine >= 1 << 20 and self.buffered() >= self.cfg.buffer_mb << 20
+
+    def buffered(self) -> int:
+        """Octets held for all peers (requests not answered, answers not written)."""
+        return sum(p.held + p.conn.unsent + p.sending for p in self.peers)
+
     async def _reader(self, peer: Peer) -> None:
         conn = peer.conn
         while not conn.closed:
-            if peer.outstanding >= self.cfg.max_outstanding:
+            while self._over_budget(peer) and not conn.closed:
+                # backpressure: stop reading until answers leave; a peer whose
+                # own unread answers keep it there past Tw is closed
                 peer.room = trio.Event()
-                if peer.outstanding >= self.cfg.max_outstanding:
-                    await peer.room.wait()   # backpressure: stop reading until answers leave
+                now = trio.current_time()
+                peer.stalled_since = peer.stalled_since or now
+                if now - peer.stalled_since > self.cfg.tw and peer.conn.unsent + peer.sending > 0:
+                    conn.state = State.CLOSED
+                    conn.close_reason = (f"not reading its answers: {peer.conn.unsent + peer.sending} octets "
+                                         f"unsent for {now - peer.stalled_since:.0f} s")
+                    return
+                with trio.move_on_after(1):
+                    await peer.room.wait()
+            peer.stalled_since = None
             deadline = conn.next_deadline()
             data = None
             with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
@@ -216,6 +248,7 @@ class Server:
                 frames = conn.receive_data(data, now)
                 if frames:
                     peer.outstanding += len(frames)
+                    peer.held += len(frames.data)
                     self._pending.append((peer, frames, now))
                     self._work.set()
                 if conn.app_answers:
@@ -290,7 +323,9 @@ class Server:
                         described = describe(events, self.app.rules, self.store.label, now) \
                             if events is not None and self.notifier is not None else None
                         await send.send(([], [], record, described))
-                batch, self._pending = self._pending, []
+                batch, self._pending = self._admit(self._pending)
+                if self._pending:
+                    self._work.set()        # the rest in the next turn
                 if batch:
                     frames = Frames.join([chunk for _, chunk, _ in batch])
                     now = time.time()
@@ -305,6 +340,25 @@ class Server:
                     await send.send((batch, result.answers, result.record, events))
                     self.batches += 1
                     self.requests += len(frames)
+
+    def _admit(self, pending: list) -> tuple[list, list]:
+        """The reads to charge this turn, and those left for the next: each
+        peer brings at most `batch_peer_kb` of requests (its first read in
+        any case, in order), so one peer sending huge or countless requests
+        cannot hold the loop while the others wait."""
+        limit = self.cfg.batch_peer_kb << 10
+        taken: dict[int, int] = {}
+        batch, rest, held = [], [], set()
+        for item in pending:
+            peer, chunk, _ = item
+            size = taken.get(peer.ident, 0)
+            if peer.ident in held or (size and size + len(chunk.data) > limit):
+                held.add(peer.ident)
+                rest.append(item)
+                continue
+            taken[peer.ident] = size + len(chunk.data)
+            batch.append(item)
+        return batch, rest
 
     async def _begin_snapshot(self, nursery: trio.Nursery, sent: int) -> None:
         """Capture the state for a snapshot once everything charged so far
@@ -342,6 +396,7 @@ class Server:
                 woken, self._durable = self._durable, trio.Event()
                 woken.set()
             ready: dict[Peer, list[bytes]] = {}
+            request_bytes: dict[Peer, int] = {}
             changed = []
             arrived: list[tuple[float, int]] = []
             for batch, answers, _, events, *done in group:
@@ -356,9 +411,10 @@ class Server:
                 for peer, chunk, t in batch:
                     arrived.append((t, len(chunk)))
                     ready.setdefault(peer, []).extend(answers[at:at + len(chunk)])
+                    request_bytes[peer] = request_bytes.get(peer, 0) + len(chunk.data)
                     at += len(chunk)
             for peer, answers in ready.items():
-                peer.deliver(answers)
+                peer.deliver(answers, request_bytes[peer])
             if arrived:
                 now = trio.current_time()
                 self.metrics.latency.observe_many("CCR", [now - t for t, _ in arrived], [n for _, n in arrived])
@@ -530,4 +586,9 @@ async def _flush(peer: Peer) -> None:
     async with peer.send_lock:
         data = peer.conn.data_to_send()
         if data:
-            await peer.stream.send_all(data)
+            peer.sending = len(data)
+            try:
+                await peer.stream.send_all(data)
+            finally:
+                peer.sending = 0
+                peer.room.set()

@@ -86,3 +86,22 @@ def test_cc_session_failover_is_sent_when_configured(tmp_path):
                                       session_failover=True)
     (a,) = charge(ch, build_ccr("pgw.test", "s2", I, 0, A, [{"rg": 10, "rsu": 0}]))
     assert a.result_code == 2001 and a.cc_session_failover == c.FAILOVER_SUPPORTED
+
+
+def test_more_msccs_than_allowed_get_5009_with_the_first_one_beyond(tmp_path):
+    """A CCR may carry at most `max_mscc` (64) MSCCs: one with 10,000 is
+    refused (5009, RFC 6733 7.5: Failed-AVP the first MSCC beyond the
+    limit) before it is decoded, and charges nothing."""
+    ch = Charging(tmp_path / "data", RULES)
+    charge(ch, build_ccr("pgw.test", "s", I, 0, A, [{"rg": 10, "rsu": 0}]))
+    before = ch.view(A)
+    many = [{"rg": k, "used": 1000} for k in range(10_000)]
+    (a,) = charge(ch, build_ccr("pgw.test", "s", U, 1, None, many))
+    assert a.result_code == c.AVP_OCCURS_TOO_MANY_TIMES
+    (f,) = [x for x in a.avps if x.code == c.AVP_FAILED_AVP]
+    (mscc,) = f.value
+    assert mscc.code == c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL
+    assert [x.value for x in mscc.value if x.code == c.AVP_RATING_GROUP] == [64]
+    assert ch.view(A) == before
+    (a,) = charge(ch, build_ccr("pgw.test", "s", U, 2, None, [{"rg": k, "used": 0} for k in range(64)]))
+    assert a.result_code == 2001

@@ -72,7 +72,9 @@ async def test_retransmission_answered_once_also_across_restart(tmp_path):
 
 
 async def test_silent_session_released_after_tcc(tmp_path):
-    """Plan `tiny` has Validity-Time 2 s, so Tcc is 4 s."""
+    """Plan `tiny` has Validity-Time 2 s, so Tcc is 4 s: the reservation is
+    released; the gateway's late report is still debited (RFC 4006 7, within
+    `session_grace`): 1 KB at 0.01 yuan a started KB."""
     server = OcsProcess(tmp_path / "data", rules=RULES)
     await trio.to_thread.run_sync(server.start)
     msisdn = "8613700000001"
@@ -94,7 +96,9 @@ async def test_silent_session_released_after_tcc(tmp_path):
             async def late_update(conn):
                 return await conn.request(build_ccr(conn.origin_host, sid, 2, 1, None, [{"rg": 10, "used": KB}]))
             a = await _session(server, "pgw.tcc.example", late_update)
-            assert a.result_code == 5002
+            assert a.result_code == 2001
+            state = await trio.to_thread.run_sync(show_subscriber, server.data, msisdn, RULES)
+            assert Decimal(state["balance"]) == Decimal("0.09")
     finally:
         await trio.to_thread.run_sync(server.stop)
 
