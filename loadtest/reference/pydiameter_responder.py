@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.reference.pydiameter_responder")
     p.add_argument("--listen", default="127.0.0.1:3868", help="HOST:PORT")
     p.add_argument("--origin-host", default="responder.ocs.example")
-    p.add_argument("--realm", default="ocs.example",
+    p.add_argument("--realm", default="localdomain",
                    help="our realm; requests must carry it as Destination-Realm")
     p.add_argument("--peer", action="append",
                    help="Origin-Host of an allowed client (repeatable; the Node "
