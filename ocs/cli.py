@@ -74,12 +74,18 @@ def cmd_serve(args) -> int:
     from .rules import activation
     from .rules.history import InstallHistory
     from .rules.install import Installer
-    from .store.embedded import EmbeddedStore, StoreFormatError
+    from .store.embedded import EmbeddedStore, StoreFormatError, start_room
 
     cfg = serve_config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("ocs")
     started = time.monotonic()
+    free, needed = start_room(cfg.data)
+    if free < needed:
+        print(f"{cfg.data}: {free >> 20} MiB free, and a start needs about {needed >> 20} MiB there (a snapshot "
+              f"as large as the current one, and room for the journal): free some space and start again",
+              file=sys.stderr)
+        return 2
     store = EmbeddedStore(cfg.data, fsync=cfg.fsync, dedup_entries=cfg.dedup_entries,
                           dedup_seconds=cfg.dedup_seconds, dedup_bytes=cfg.dedup_mb << 20)
     store.session_grace = cfg.session_grace

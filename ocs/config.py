@@ -40,7 +40,7 @@ class Config(Base, kw_only=True):
     max_outstanding: Annotated[int, Meta(ge=1)] = 8192        # requests per peer before we stop reading
     failure_handling: Literal["TERMINATE", "CONTINUE", "RETRY_AND_TERMINATE"] = "TERMINATE"
     shutdown_grace: Annotated[float, Meta(ge=0)] = 5.0
-    snapshot_journal_mb: Annotated[int, Meta(ge=1)] = 256    # journal size that triggers a snapshot
+    snapshot_journal_mb: Annotated[int, Meta(ge=1)] = 32     # journal size that triggers a snapshot (restart time)
     dedup_entries: Annotated[int, Meta(ge=1)] = 500_000      # answers kept for retransmissions
     dedup_seconds: Annotated[float, Meta(gt=240)] = 600.0   # ... for this long (RFC 6733: ids unique 4 minutes)
     dedup_mb: Annotated[int, Meta(ge=1)] = 256               # ... within this many MiB of keys and answers

@@ -155,6 +155,12 @@ class Metrics:
                              registry=r)
         self.before_cer = Gauge("ocs_peer_bytes_before_cer", "Octets buffered for connections that have not "
                                 "completed their CER (at most 64 KiB each)", registry=r)
+        self.journal_failing = Gauge("ocs_journal_failing", "1 while the journal cannot be written (a full or "
+                                     "failing disk): requests get 3004, nothing is charged", registry=r)
+        self.write_errors = Counter("ocs_write_errors", "Failed writes to the data directory, by what was written: "
+                                    "journal, usage, snapshot", ["what"], registry=r)
+        self.usage_backlog = Gauge("ocs_usage_backlog_records", "Journal records whose usage records wait to be "
+                                   "written (the usage writer is behind or its disk refuses)", registry=r)
         self.dedup_bytes = Gauge("ocs_duplicate_cache_bytes", "Octets of keys and answers in the duplicate cache "
                                  "(bounded by dedup_mb)", registry=r)
 
@@ -217,4 +223,5 @@ class Metrics:
         self.stalled.set(sum(p.stalled_since is not None for p in list(server.peers)))
         self.before_cer.set(sum(p.conn.buffered_input for p in list(server.peers) if p.conn.state.name == "WAIT_CER"))
         self.dedup_bytes.set(store.dedup.bytes)
+        self.usage_backlog.set(len(server._usage_backlog))
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ the journal sequence number and the rules version that charged it.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -59,39 +60,41 @@ class UsageLog:
         self._subscribers = Subscribers(label, plan_of)
 
     def _last_seq(self) -> int:
-        """The last journal record written whole. A file cut by a crash loses
-        the lines of its last record, which catch_up writes again whole."""
+        """The last journal record written whole, read from the end of the
+        newest day file (a day file holds millions of lines: reading it
+        whole took seconds of every start). A file cut by a crash loses the
+        lines of its last record, which catch_up writes again whole."""
         for path in sorted(self.dir.glob("*.jsonl"), reverse=True):
-            data = path.read_bytes()
-            lines = data.splitlines()
-            complete = data.endswith(b"\n")
-            seqs = []
-            for line in lines:
-                try:
-                    seqs.append(_dec.decode(line).seq)
-                except msgspec.DecodeError:
-                    seqs.append(None)
-            if not complete or (seqs and seqs[-1] is None):
-                last = next((q for q in reversed(seqs) if q is not None), None)
-                keep = [l for l, q in zip(lines, seqs) if q is not None and q != last]
-                path.write_bytes(b"".join(l + b"\n" for l in keep))
-                log.warning("%s: a record cut by a crash is written again", path)
-                seqs = [q for q in seqs if q is not None and q != last]
-            if seqs:
-                return seqs[-1]
+            seq = _last_whole_record(path)
+            if seq:
+                return seq
         return 0
 
     def write(self, records: list[dict]) -> None:
-        """Append the usage of journal records (in order) not written yet."""
+        """Append the usage of journal records (in order) not written yet.
+        All or nothing: a write that fails (a full disk) leaves every file
+        as it was, so writing the same records again later adds each line
+        once."""
         by_day: dict[str, list[bytes]] = {}
         for rec in records:
             if rec["seq"] <= self.last_seq or not rec.get("use"):
                 continue
             day = datetime.fromtimestamp(rec["t"], timezone.utc).date().isoformat()
             by_day.setdefault(day, []).append(usage_lines(rec, self.ruleset(rec["rules"]), self._subscribers))
-        for day, lines in by_day.items():
-            with (self.dir / f"{day}.jsonl").open("ab") as f:
-                f.write(b"".join(lines))
+        sizes: dict[Path, int] = {}
+        try:
+            for day, lines in by_day.items():
+                path = self.dir / f"{day}.jsonl"
+                sizes[path] = path.stat().st_size if path.exists() else 0
+                with path.open("ab") as f:
+                    f.write(b"".join(lines))
+        except OSError:
+            for path, size in sizes.items():
+                try:
+                    os.truncate(path, size)
+                except OSError:
+                    log.exception("%s: could not cut back a failed write; the next start repairs it", path)
+            raise
         if records:
             self.last_seq = max(self.last_seq, max(r["seq"] for r in records))
 
@@ -107,6 +110,48 @@ class UsageLog:
         if pending:
             log.info("usage records written for %d journal records", len(pending))
         return len(pending)
+
+
+def _seq(line: bytes) -> int | None:
+    try:
+        return _dec.decode(line).seq
+    except msgspec.DecodeError:
+        return None
+
+
+def _last_whole_record(path: Path) -> int:
+    """The seq of the last record whose lines are all in `path`, cutting
+    away the lines of a record a crash cut short; 0 if there is none."""
+    size = path.stat().st_size
+    tail = 1 << 20
+    while size:
+        start = max(size - tail, 0)
+        with path.open("rb") as f:
+            f.seek(start)
+            data = f.read(size - start)
+        lines = data.split(b"\n")
+        ends = []                       # where each whole line ends, in the file
+        pos = start
+        for line in lines[:-1]:
+            pos += len(line) + 1
+            ends.append(pos)
+        whole = lines[:-1][1:] if start else lines[:-1]     # the first may be the end of a line
+        ends = ends[1:] if start else ends
+        seqs = [_seq(line) for line in whole]
+        if not lines[-1] and seqs and seqs[-1] is not None:
+            return seqs[-1]             # ends with a whole, valid line: nothing was cut
+        last = next((q for q in reversed(seqs) if q is not None), None)
+        for k in range(len(seqs) - 1, -1, -1):
+            if seqs[k] is not None and seqs[k] != last:
+                os.truncate(path, ends[k])
+                log.warning("%s: a record cut by a crash is written again", path)
+                return seqs[k]
+        if start == 0:
+            os.truncate(path, 0)
+            log.warning("%s: a record cut by a crash is written again", path)
+            return 0
+        tail *= 4
+    return 0
 
 
 def read_usage(directory: str | Path) -> list[UsageRecord]:

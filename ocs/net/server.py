@@ -25,7 +25,10 @@ from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
 from ..gy import reauth
 from ..gy.app import CreditControlApplication
 from .reauth import Reauthorizer
-from ..gy.operations import Done
+from ..diameter import constants as c
+from ..diameter.errors import ProtocolError
+from ..diameter.message import error_answer
+from ..gy.operations import Done, OperationError
 from ..metrics import Metrics
 from ..notify import Notifier, describe
 from ..rules.compile import RuleError, RuleSet
@@ -36,6 +39,7 @@ from ..store.embedded import EmbeddedStore
 log = logging.getLogger("ocs.net")
 RECEIVE_SIZE = 1 << 18
 SMALL_GROUP = 128   # requests; a smaller group with nothing else waiting is written inline
+USAGE_BACKLOG = 200_000     # journal records whose usage records may wait for the writer
 
 
 class Peer:
@@ -98,6 +102,8 @@ class Server:
         self.batches = 0
         self.requests = 0
         self.listening: list[tuple[str, int]] = []
+        self.journal_failing: str | None = None   # why the journal cannot be written now, if it cannot
+        self._usage_backlog: list[dict] = []    # records the usage writer has not taken yet
 
     # ------------------------------------------------------------ lifecycle
     async def run(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -139,7 +145,10 @@ class Server:
                     while self._outbox is not None and self._durable_seq < self._outbox.seq:
                         await self._durable.wait()
             system.cancel_scope.cancel()
-        self.store.snapshot()
+        try:
+            self.store.snapshot()
+        except OSError as e:
+            log.error("no snapshot at shutdown (%s): the journal holds everything, the next start replays it", e)
         self.store.close()
         log.info("stopped after %d requests in %d batches", self.requests, self.batches)
 
@@ -246,7 +255,9 @@ class Server:
             now = trio.current_time()
             if data:
                 frames = conn.receive_data(data, now)
-                if frames:
+                if frames and self.journal_failing is not None:
+                    self._refuse_busy([(peer, frames, now)], counted=False)   # here: the loop may be waiting
+                elif frames:
                     peer.outstanding += len(frames)
                     peer.held += len(frames.data)
                     self._pending.append((peer, frames, now))
@@ -287,6 +298,15 @@ class Server:
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
+                if self.journal_failing is not None:
+                    # nothing that needs a write: requests get 3004, operations 503;
+                    # sweeps, snapshots and rules versions wait for the disk
+                    batch, self._pending = self._pending, []
+                    self._refuse_busy(batch)
+                    for _, box, done in self._refuse_ops():
+                        if done is not None:
+                            done.set()
+                    continue
                 if self._snapshot_due:
                     self._snapshot_due = False
                     await self._begin_snapshot(n, send.seq)
@@ -341,6 +361,29 @@ class Server:
                     self.batches += 1
                     self.requests += len(frames)
 
+    def _refuse_ops(self) -> list:
+        ops, self._ops = self._ops, []
+        for _, box, _ in ops:
+            box.append(OperationError(503, f"the charging journal cannot be written now ({self.journal_failing}); "
+                                           f"nothing was changed: try again later"))
+        return ops
+
+    def _refuse_busy(self, batch: list, counted: bool = True) -> None:
+        """While the journal cannot be written nothing is charged: each
+        request gets 3004 DIAMETER_TOO_BUSY (RFC 6733 7.1.3: the gateway may
+        go to another server), which needs no write."""
+        err = ProtocolError(c.TOO_BUSY, "the charging journal cannot be written now")
+        origin = self.app.identity.origin_avps
+        for peer, chunk, _ in batch:
+            answers = [error_answer(f, err, origin) for f in chunk]
+            if counted:
+                peer.deliver(answers, len(chunk.data))
+            else:
+                peer.conn.send(b"".join(answers))
+                peer.wake_writer.set()
+        self.metrics.count(np.zeros(sum(len(chunk) for _, chunk, _ in batch), np.int32),
+                           [c.TOO_BUSY] * sum(len(chunk) for _, chunk, _ in batch))
+
     def _admit(self, pending: list) -> tuple[list, list]:
         """The reads to charge this turn, and those left for the next: each
         peer brings at most `batch_peer_kb` of requests (its first read in
@@ -370,7 +413,50 @@ class Server:
             await self._durable.wait()
         job = self.store.begin_snapshot()
         if job is not None:
-            nursery.start_soon(trio.to_thread.run_sync, job)
+            nursery.start_soon(self._snapshot_job, job)
+
+    async def _snapshot_job(self, job) -> None:
+        """Write the snapshot in a thread; while the disk refuses, try again
+        every 10 s (the journal it replaces holds everything meanwhile)."""
+        while True:
+            try:
+                await trio.to_thread.run_sync(job)
+                return
+            except OSError as e:
+                self.metrics.write_errors.labels("snapshot").inc()
+                log.error("the snapshot cannot be written (%s); the journal holds everything; trying again in "
+                          "10 s", e)
+                await trio.sleep(10)
+
+    async def _write_journal(self, records: list[dict], threaded: bool) -> None:
+        """Make records durable; while the disk refuses (full, failing), keep
+        trying every second with their answers held: nothing is answered
+        2001 before its record is durable, and meanwhile the charging loop
+        answers new requests 3004 instead of charging them (`journal_failing`)."""
+        store = self.store
+        while True:
+            try:
+                if threaded:
+                    # under load: charge the next batch while the disk works
+                    await trio.to_thread.run_sync(store.write, *records)
+                else:
+                    # idle: a thread hand-off would cost more than the fsync itself
+                    store.write(*records)
+            except OSError as e:
+                if self.journal_failing is None:
+                    log.error("the journal cannot be written (%s): new requests get 3004 DIAMETER_TOO_BUSY until "
+                              "it can; %d records wait for the disk", e, len(records))
+                self.journal_failing = str(e)
+                self.metrics.journal_failing.set(1)
+                self.metrics.write_errors.labels("journal").inc()
+                await trio.sleep(1)
+                continue
+            if self.journal_failing is not None:
+                log.warning("the journal is written again: charging resumes")
+                self.journal_failing = None
+                self.metrics.journal_failing.set(0)
+                self._work.set()
+            return
 
     async def _committer(self, recv: trio.MemoryReceiveChannel, nursery: trio.Nursery) -> None:
         store = self.store
@@ -384,12 +470,8 @@ class Server:
             records = [item[2] for item in group if item[2] is not None]
             if records:
                 started = time.perf_counter()
-                if self._pending or sum(len(item[1]) for item in group) > SMALL_GROUP:
-                    # under load: charge the next batch while the disk works
-                    await trio.to_thread.run_sync(store.write, *records)
-                else:
-                    # idle: a thread hand-off would cost more than the fsync itself
-                    store.write(*records)
+                await self._write_journal(records, threaded=bool(self._pending) or
+                                          sum(len(item[1]) for item in group) > SMALL_GROUP)
                 self.metrics.journal_seconds.observe(time.perf_counter() - started)
                 self._durable_seq = records[-1]["seq"]
                 # wake every waiter (_begin_snapshot, shutdown): each waits on the event of its time
@@ -421,7 +503,7 @@ class Server:
             if changed and self.cfg.reauth:
                 self.reauthorizer.queue(np.unique(np.concatenate(changed)))
             if self.usage is not None and records:
-                await self._usage_send.send(records)     # after the answers: not on their path
+                self._queue_usage(records)               # after the answers: not on their path
             if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
                 self._snapshot_due = True
                 self._work.set()
@@ -451,17 +533,39 @@ class Server:
                 log.info("%s listening on %s", name, url)
             task_status.started(bound)
 
+    def _queue_usage(self, records: list[dict]) -> None:
+        """Hand durable records to the usage writer without ever waiting for
+        it: what it has not taken waits here (bounded: beyond USAGE_BACKLOG
+        records the oldest are left to the next start, which writes what the
+        journal holds beyond the last usage record written)."""
+        self._usage_backlog.extend(records)
+        if len(self._usage_backlog) > USAGE_BACKLOG:
+            dropped = len(self._usage_backlog) - USAGE_BACKLOG
+            del self._usage_backlog[:dropped]
+            log.error("usage records of %d journal records left to the next start (the usage writer is behind)",
+                      dropped)
+        try:
+            self._usage_send.send_nowait(None)
+        except trio.WouldBlock:
+            pass                        # it is awake already
+
     async def _usage_writer(self, recv: trio.MemoryReceiveChannel) -> None:
         """Usage records of what the committer made durable, in a worker
-        thread, behind the answers. Whatever a crash leaves unwritten is
-        written at the next start from the journal (UsageLog.catch_up)."""
-        async for records in recv:
-            while True:
+        thread, behind the answers. A write that fails (a full disk) is
+        tried again every few seconds and never stops the server; whatever
+        a crash leaves unwritten is written at the next start from the
+        journal (UsageLog.catch_up)."""
+        async for _ in recv:
+            while self._usage_backlog:
+                records, self._usage_backlog = self._usage_backlog, []
                 try:
-                    records = records + recv.receive_nowait()
-                except trio.WouldBlock:
-                    break
-            await trio.to_thread.run_sync(self.usage.write, records)
+                    await trio.to_thread.run_sync(self.usage.write, records)
+                except OSError as e:
+                    self._usage_backlog[:0] = records
+                    self.metrics.write_errors.labels("usage").inc()
+                    log.error("usage records cannot be written (%s); charging goes on, they wait (%d journal "
+                              "records)", e, len(self._usage_backlog))
+                    await trio.sleep(5)
 
     def run_internal(self, op) -> None:
         """Run `op` like `submit`, for the server itself: nobody waits for
@@ -473,6 +577,9 @@ class Server:
         """Run `op(store, rules, now) -> operations.Done` on the charging loop,
         between batches; return its result once its record is durable.
         Raises what the operation raised (OperationError for a refusal)."""
+        if self.journal_failing is not None:
+            raise OperationError(503, f"the charging journal cannot be written now ({self.journal_failing}); "
+                                      f"nothing was changed: try again later")
         box: list = []
         done = trio.Event()
         entry = (op, box, done)

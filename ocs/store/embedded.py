@@ -8,6 +8,7 @@ one twice.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
 from .records import KEEP_SECONDS, Debit, ExpiredSession, decode_debits, decode_expired
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS, DuplicateCache
-from .journal import Journal, replay
+from .journal import Journal, data_end, replay
 from .profiles import Profile
 from .profiles import decode as decode_profile
 from .profiles import encode as encode_profile
@@ -91,26 +92,31 @@ class EmbeddedStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         # The duplicate cache is not in the snapshot (it would make every
         # snapshot hundreds of MB): it is rebuilt from the answers of the
-        # journal before the snapshot (journal.prev) and of those replayed.
+        # journal before the snapshot (journal.prev) and of those replayed,
+        # the latest that fit it only (`recent`: most of a long journal's
+        # answers would be evicted or expired anyway; not fingerprinting them
+        # halves a replay)
+        recent: collections.deque = collections.deque()
+        held = 0
         prev = self.dir / "journal.prev"
-        if prev.exists():
-            for rec in replay(prev):
-                if rec["ans"]:
-                    self.remember_answers(*rec["ans"], rec["t"])
         snap = self.dir / "snapshot"
         if (snap / "meta.msgpack").exists():
             self._load_snapshot(snap)
         jpath = self.dir / "journal.log"
         replayed = 0
-        for path in (self.dir / "journal.old", jpath):     # journal.old: a snapshot was under way
+        for path in (prev, self.dir / "journal.old", jpath):     # journal.old: a snapshot was under way
             if path.exists():
                 for rec in replay(path):
-                    if rec["seq"] > self.seq:
-                        self.apply(rec)
+                    if rec["seq"] > self.seq and path is not prev:
+                        self.apply(rec, remember=False)
                         replayed += 1
-                    elif rec["ans"]:
-                        # in the snapshot already, but its answers are not
-                        self.remember_answers(*rec["ans"], rec["t"])
+                    if rec["ans"]:
+                        recent.append((rec["ans"], rec["t"]))
+                        held += len(rec["ans"][0])
+                        while held - len(recent[0][0][0]) >= self.dedup.entries:
+                            held -= len(recent.popleft()[0][0])
+        for answers, t in recent:
+            self.remember_answers(*answers, t)
         self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
         self.journal = None if readonly else Journal(jpath, self.fsync)
         log.info("store %s: %d subscribers, %d open sessions, %d journal records replayed",
@@ -393,8 +399,9 @@ class EmbeddedStore:
         worker thread while the loop charges the next batch."""
         return self.journal.append(*records)
 
-    def apply(self, rec: dict) -> None:
-        """Re-apply a journal record (recovery)."""
+    def apply(self, rec: dict, remember: bool = True) -> None:
+        """Re-apply a journal record (recovery); `remember`: its answers
+        into the duplicate cache too."""
         if rec.get("f") != FORMAT:
             raise StoreFormatError(f"{self.dir}: journal record {rec['seq']} was written by an older version "
                                    f"of ocs; start from an empty data directory")
@@ -413,9 +420,9 @@ class EmbeddedStore:
             self.session_meta[row] = (sid, host)
             self.expired.pop(sid, None)           # a late report revived it
         si = np.frombuffer(rec["si"], np.int64)
-        self.subs[si] = np.frombuffer(rec["sr"], SUBSCRIBER)
+        _put_rows(self.subs, si, rec["sr"])
         xi = np.frombuffer(rec["xi"], np.int64)
-        self.sessions[xi] = np.frombuffer(rec["xr"], SESSION)
+        _put_rows(self.sessions, xi, rec["xr"])
         for row in xi[self.sessions[xi]["sub"] < 0]:
             self.release_session_row(int(row))
         if "sp" in rec:
@@ -423,7 +430,7 @@ class EmbeddedStore:
             self.sponsor_ids = list(rec["spi"])
         self.keep_debits(decode_debits(rec.get("rf", ())))
         self.keep_expired(decode_expired(rec.get("ex", ())))
-        if rec["ans"]:
+        if remember and rec["ans"]:
             self.remember_answers(*rec["ans"], rec["t"])
 
     def keep_expired(self, sessions: list[ExpiredSession]) -> None:
@@ -471,6 +478,15 @@ class EmbeddedStore:
                 "expired": [e for e in self.expired.values() if e.t >= time.time() - self.session_grace]}
 
     def _write_snapshot(self, state: dict) -> None:
+        """Write the snapshot beside the current one and swap them in; a
+        failure (a full disk) leaves the current one and removes the new one."""
+        try:
+            self._write_snapshot_files(state)
+        except OSError:
+            shutil.rmtree(self.dir / "snapshot.tmp", ignore_errors=True)
+            raise
+
+    def _write_snapshot_files(self, state: dict) -> None:
         tmp, snap, old = self.dir / "snapshot.tmp", self.dir / "snapshot", self.dir / "snapshot.old"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -572,6 +588,15 @@ def _load_table(path: Path, dtype: np.dtype) -> np.ndarray:
     return table.view(dtype)
 
 
+def _put_rows(table: np.ndarray, rows: np.ndarray, data: bytes) -> None:
+    """table[rows] = the records in `data`, as raw bytes: fancy assignment
+    of structured records costs ~20x a byte copy (replay spent most of its
+    time there)."""
+    if len(rows):
+        width = table.dtype.itemsize
+        table.view(np.uint8).reshape(-1, width)[rows] = np.frombuffer(data, np.uint8).reshape(-1, width)
+
+
 def _distinct(rows) -> np.ndarray:
     """np.unique of row numbers, by sorting: numpy 2's np.unique took four
     times as long for a batch's few hundred mostly distinct rows."""
@@ -621,4 +646,24 @@ def _read_subscribers(path: Path, n: int) -> np.ndarray:
             view = view[got:]
     return rows
 
+
+START_MARGIN = 16 << 20       # journal, usage records and rules versions written at a start
+
+
+def start_room(data_dir: str | Path) -> tuple[int, int]:
+    """(octets free in the data directory, octets a start needs there): a
+    start may write a snapshot as large as the one there (after a rules
+    change or an interrupted snapshot), and some journal; without room it
+    would stop half way, so `ocs serve` says so first (docs/running.md)."""
+    d = Path(data_dir)
+    while not d.exists():
+        d = d.parent
+    st = os.statvfs(d)
+    free = st.f_bavail * st.f_frsize
+    snap = Path(data_dir) / "snapshot"
+    size = sum(f.stat().st_size for f in snap.iterdir()) if snap.is_dir() else 0
+    log_ = Path(data_dir) / "journal.log"
+    if log_.exists():           # its preallocated rest is given back when it is opened
+        free += max(log_.stat().st_size - data_end(log_), 0)
+    return free, size + START_MARGIN
 

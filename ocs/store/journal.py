@@ -18,6 +18,7 @@ resumes.
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -43,19 +44,32 @@ class Journal:
         self.path = path
         self.fsync = fsync
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        self.end = _valid_end(path)
+        self.end = valid_end(path)
         os.ftruncate(self.fd, self.end)     # drop a torn tail and old preallocation
         self.allocated = self.end
-        self._reserve(self.end + PREALLOCATE)
+        try:
+            self._reserve(self.end + PREALLOCATE)
+        except OSError:
+            pass                # a full disk: each append allocates what it needs, or fails then
         os.fsync(self.fd)
 
-    def _reserve(self, size: int) -> None:
-        if size > self.allocated:
+    def _reserve(self, size: int, least: int = 0) -> None:
+        """Allocate the file up to `size`; on a disk too full for that, up
+        to `least` (what must be written now) only."""
+        if size <= self.allocated:
+            return
+        for want in (size, least):
+            if want <= self.allocated:
+                return
             try:
-                os.posix_fallocate(self.fd, self.allocated, size - self.allocated)
-            except OSError:
-                os.ftruncate(self.fd, size)   # a filesystem without fallocate
-            self.allocated = size
+                os.posix_fallocate(self.fd, self.allocated, want - self.allocated)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    continue
+                os.ftruncate(self.fd, want)   # a filesystem without fallocate
+            self.allocated = want
+            return
+        raise OSError(errno.ENOSPC, f"{self.path}: no room for {least - self.end} more octets of journal")
 
     def append(self, *records: dict) -> int:
         """Write and make durable records, with one fsync (group commit);
@@ -68,7 +82,7 @@ class Journal:
             parts.append(payload)
         data = b"".join(parts)
         if self.end + len(data) > self.allocated:
-            self._reserve(self.end + len(data) + PREALLOCATE)
+            self._reserve(self.end + len(data) + PREALLOCATE, self.end + len(data))
         view = memoryview(data)
         pos = self.end
         while view:
@@ -86,22 +100,30 @@ class Journal:
             self.fd = -1
 
 
-def _records(data: bytes) -> Iterator[tuple[int, dict]]:
+def _frames(data: bytes, check: bool = True) -> Iterator[tuple[int, int, int]]:
+    """(kind, start, end) of each intact record's payload; `check=False`
+    trusts the lengths without the checksums (an estimate of the end)."""
     pos = 0
+    view = memoryview(data)
     while pos + _FRAME.size <= len(data):
         length, crc = _FRAME.unpack_from(data, pos)
         kind = length & ~_LENGTH
         length &= _LENGTH
         start, end = pos + _FRAME.size, pos + _FRAME.size + length
-        if length == 0 or end > len(data) or zlib.crc32(data[start:end]) != crc:
+        if length == 0 or end > len(data) or (check and zlib.crc32(view[start:end]) != crc):
             return
+        yield kind, start, end
+        pos = end
+
+
+def _records(data: bytes) -> Iterator[tuple[int, dict]]:
+    for kind, start, end in _frames(data):
         payload = data[start:end]
         if kind == _ZSTD:
             payload = _decompressor().decompress(payload)
         elif kind == _DEFLATED:
             payload = zlib.decompress(payload)
         yield end, _dec.decode(payload)
-        pos = end
 
 
 def _compressor() -> zstandard.ZstdCompressor:
@@ -118,11 +140,28 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def _valid_end(path: Path) -> int:
+def valid_end(path: Path) -> int:
+    """Where the intact records of a journal file end."""
     end = 0
-    for end, _ in _records(path.read_bytes()):
+    for _, _, end in _frames(path.read_bytes()):
         pass
     return end
+
+
+def data_end(path: Path) -> int:
+    """About where a journal file's records end (their lengths only, no
+    checksums): what of the file is its unused preallocation."""
+    end = 0
+    with path.open("rb") as f:
+        while True:
+            head = f.read(_FRAME.size)
+            if len(head) < _FRAME.size:
+                return end
+            length = _FRAME.unpack(head)[0] & _LENGTH
+            if length == 0:
+                return end
+            end += _FRAME.size + length
+            f.seek(end)
 
 
 def replay(path: Path) -> Iterator[dict]:
