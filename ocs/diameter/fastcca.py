@@ -36,6 +36,16 @@ def _avp32(out, pos, code, v):
 
 
 @njit(cache=True)
+def _avp32_3gpp(out, pos, code, v):
+    """An Unsigned32 3GPP AVP (V and M bits, Vendor-Id 10415)."""
+    _put32(out, pos, code)
+    _put32(out, pos + 4, (0xC0 << 24) | 16)
+    _put32(out, pos + 8, c.VENDOR_3GPP)
+    _put32(out, pos + 12, v)
+    return pos + 16
+
+
+@njit(cache=True)
 def _avp64(out, pos, code, v):
     pos = _hdr(out, pos, code, 16)
     _put32(out, pos, (v >> 32) & 0xFFFFFFFF)
@@ -126,6 +136,10 @@ def _encode(buf, frames, reqs, msccs, sel, origin, ccfh, filters, filter_off, ou
                 pos = _avp32(out, pos, c.AVP_RATING_GROUP, m["rg"])
             if m["granted"] >= 0 and m["validity"] > 0:
                 pos = _avp32(out, pos, c.AVP_VALIDITY_TIME, m["validity"])
+            if m["granted"] > 0 and m["qht"] > 0:
+                pos = _avp32_3gpp(out, pos, c.AVP_QUOTA_HOLDING_TIME, m["qht"])
+            if m["granted"] > 0 and m["vqt"] > 0:
+                pos = _avp32_3gpp(out, pos, c.AVP_VOLUME_QUOTA_THRESHOLD, m["vqt"])
             pos = _avp32(out, pos, c.AVP_RESULT_CODE, m["result"])
             if m["final"]:
                 pos = _fui(out, pos, m["final"], m["filter"], filters, filter_off)
@@ -142,7 +156,7 @@ def _bound(frames, reqs, sel, origin_len, filter_max):
     total = 0
     for k in range(sel.shape[0]):
         i = sel[k]
-        total += 160 + origin_len + frames[i]["sid_len"] + (120 + filter_max) * reqs[i]["mscc_count"]
+        total += 160 + origin_len + frames[i]["sid_len"] + (152 + filter_max) * reqs[i]["mscc_count"]
     return total
 
 

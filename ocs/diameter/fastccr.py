@@ -417,6 +417,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
     f["plmn"] = -1
     top_apn = 0
     seen_si = False
+    msi_zero = False
     has_top_units = False
     pos = start + 20
     while pos < end:
@@ -462,8 +463,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
             elif code == c.AVP_SERVICE_IDENTIFIER:
                 f["top_service_id"] = _u32(buf, d)
             elif code == c.AVP_MULTIPLE_SERVICES_INDICATOR:
-                if _u32(buf, d) == 0:
-                    return -1     # NOT_SUPPORTED: the full decoder checks it against the MSCCs
+                msi_zero = _u32(buf, d) == 0
             elif code == AVP_CALLED_STATION_ID and top_apn == 0:
                 top_apn = apn_key_at(buf, d, n)
             elif code == c.AVP_REQUESTED_SERVICE_UNIT or code == c.AVP_USED_SERVICE_UNIT:
@@ -518,6 +518,8 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
         return -1
     if f["type"] == 4 and f["action"] < 0:
         return -1     # an event without Requested-Action: 5005 from the full decoder
+    if msi_zero and f["mscc_count"] > 0:
+        return -1     # MULTIPLE_SERVICES_NOT_SUPPORTED with MSCCs: 5007 from the full decoder
     if f["apn"] == 0:
         f["apn"] = top_apn
     f["top_level"] = 1 if f["mscc_count"] == 0 else 0

@@ -237,6 +237,8 @@ MSCC = np.dtype([
     ("sponsored", np.int64),      # octets of it the sponsor paid
     ("sponsor_charged", np.int64),   # micro-units billed to the sponsor for them
     ("reason", np.int8),          # why the grant stopped short (notices.R_* bits; metrics)
+    ("qht", np.int32),            # Quota-Holding-Time to send with the grant; 0 none (rules.quota)
+    ("vqt", np.int64),            # Volume-Quota-Threshold to send with the grant; 0 none
 ], align=True)
 
 # A sponsor contract (rules): who pays for which traffic, up to what budget.

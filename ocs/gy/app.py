@@ -423,6 +423,8 @@ class CreditControlApplication:
         dirty_subs, dirty_sess, events, sponsored = kernel.charge_batch(
             reqs, msccs, store.subs, store.sessions, store.sponsors, rules.tables, now)
 
+        if rules.quota.any:
+            self._quota_options(reqs, msccs, sel)
         fast_sel = np.array([i for i in charged if i not in slow] if slow else charged, dtype=np.int64)
         if len(fast_sel):
             data, offs = fastcca.encode_batch(buf, fr, reqs, msccs, fast_sel, self._origin, self.ccfh,
@@ -529,6 +531,17 @@ class CreditControlApplication:
         return CCA.cca(ccr.header, ccr.session_id, c.SUCCESS, self._origin, c.EVENT_REQUEST, ccr.request_number,
                        body, self.ccfh), c.SUCCESS
 
+    def _quota_options(self, reqs, msccs, sel) -> None:
+        """Quota-Holding-Time and Volume-Quota-Threshold of each grant, from
+        its plan and rating group (ocs.rules.quota)."""
+        req_of, rows = _unit_rows(reqs, sel)
+        if not len(rows):
+            return
+        plans = self.store.subs["plan"][reqs["sub"][req_of]].astype(np.int64)
+        qht, vqt = self.rules.quota.for_grants(plans, msccs["rg"][rows], msccs["granted"][rows])
+        msccs["qht"][rows] = qht
+        msccs["vqt"][rows] = np.minimum(vqt, 0xFFFFFFFF)
+
     def _keep_debits(self, frames, slow, reqs, msccs, sel, answers, now) -> None:
         """Each DIRECT_DEBITING charged: kept for refunds, and its answer
         given the Refund-Information that names it (TS 32.299 7.2.150a)."""
@@ -601,7 +614,8 @@ class CreditControlApplication:
                     body.append(CCA.final_unit_indication(final, filter_id))
             else:
                 body.append(CCA.mscc(u.rating_group, u.service_ids, int(m["result"]), granted,
-                                     int(m["granted_time"]), int(m["validity"]), final, filter_id))
+                                     int(m["granted_time"]), int(m["validity"]), final, filter_id,
+                                     int(m["qht"]), int(m["vqt"])))
         result = int(r["result"])
         if ccr.top_level and count:
             result = int(msccs[start]["result"])

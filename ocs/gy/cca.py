@@ -40,7 +40,8 @@ def granted_units(octets: int, seconds: int) -> bytes:
 
 
 def mscc(rating_group: int, service_ids, result: int, granted: int, granted_time: int,
-         validity: int, final: int, filter_id: str | None = None) -> bytes:
+         validity: int, final: int, filter_id: str | None = None, holding_time: int = 0,
+         threshold: int = 0) -> bytes:
     parts = []
     if granted >= 0:
         parts.append(granted_units(granted, granted_time))
@@ -49,6 +50,10 @@ def mscc(rating_group: int, service_ids, result: int, granted: int, granted_time
         parts.append(A.u32(c.AVP_RATING_GROUP, rating_group))
     if granted >= 0 and validity > 0:
         parts.append(A.u32(c.AVP_VALIDITY_TIME, validity))
+    if granted > 0 and holding_time > 0:
+        parts.append(A.u32(c.AVP_QUOTA_HOLDING_TIME, holding_time, vendor=c.VENDOR_3GPP))
+    if granted > 0 and threshold > 0:
+        parts.append(A.u32(c.AVP_VOLUME_QUOTA_THRESHOLD, threshold, vendor=c.VENDOR_3GPP))
     parts.append(A.u32(c.AVP_RESULT_CODE, result))
     if final:
         parts.append(final_unit_indication(final, filter_id))

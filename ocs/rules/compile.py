@@ -23,6 +23,7 @@ from ..engine import tables as TB
 from ..engine.kernel import Tables
 from . import schema as S
 from .plan import PlanCompiler, where
+from .quota import QuotaOptions
 from .units import parse_money, parse_volume, timezone_info
 
 E164, IMSI = 0, 1
@@ -101,6 +102,7 @@ class RuleSet:
     sponsors: list[S.Sponsor] = field(default_factory=list)
     sponsor_index: dict[str, int] = field(default_factory=dict)
     elig_keys: list[int] = field(default_factory=list)   # subscriber keys behind tables.elig
+    quota: QuotaOptions = field(default_factory=QuotaOptions)   # Quota-Holding-Time, Volume-Quota-Threshold
     _declared: dict[int, str] | None = field(default=None, repr=False)
     _clock_second: int | None = field(default=None, repr=False)    # the second the zone table shows
 
@@ -382,6 +384,8 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
     rs = RuleSet("", plans, plan_index, packs, pack_index, pc.tables(zone_table), pc.bucket_names, pc.filters,
                  subscribers, ranges, groups, zones.infos)
     rs.attributes = pc.attributes
+    pc.quota.finish()
+    rs.quota = pc.quota
     sponsors: list[S.Sponsor] = []
     for path, rf in decoded:
         for i, sp in enumerate(rf.sponsor):

@@ -13,6 +13,7 @@ import numpy as np
 from ..engine import tables as TB
 from ..engine.kernel import Tables
 from . import schema as S
+from .quota import QuotaOptions
 from .units import parse_money, parse_volume
 
 _AFTER = {"charge": TB.CHARGE, "throttle": TB.THROTTLE, "stop": TB.STOP}
@@ -58,6 +59,7 @@ class PlanCompiler:
         self.rated: list[int] = []
         self.denied: list[int] = []
         self.filters: list[str] = []
+        self.quota = QuotaOptions()
         self.bucket_names: list[list[str]] = []
         self.pack_edges: set[int] = set()
         self.cond: list[int] = []
@@ -331,6 +333,7 @@ class PlanCompiler:
         if row["default_grant"] <= 0 or row["max_grant"] < row["default_grant"]:
             self._err(path, f"{key}.default_grant", "needs 0 < default_grant <= max_grant")
         row["validity"] = p.validity_time
+        self.quota.add_plan(len(self.rows), p, lambda k, msg: self._err(path, k, msg), key)
         row["edge_start"], row["edge_count"] = len(self.edges), len(edges)
         self.edges.extend(sorted(e % 86400 for e in edges))
         row["all_rgs"] = 1 if p.rating_groups is None else 0

@@ -96,6 +96,14 @@ class Threshold(Base, kw_only=True):
     on: Literal["cap", "throttled", "ceiling", "credit-exhausted", "daily-summary"] | None = None
 
 
+class Quota(Base, kw_only=True):
+    """Told to the gateway with the grants of these rating groups (TS 32.299
+    Quota-Holding-Time, Volume-Quota-Threshold); docs/rules.md."""
+    rating_groups: list[RatingGroup] | None = None   # None: the plan's other rating groups
+    holding_time: Annotated[int, Meta(ge=1, le=86400 * 7)] | None = None   # seconds
+    threshold: Volume | None = None      # "2 MB", or a share of each grant: "20%"
+
+
 class Plan(Base, kw_only=True):
     id: Id
     name: str = ""
@@ -126,6 +134,7 @@ class Plan(Base, kw_only=True):
     default_grant: Volume = "10 MB"     # grant for an empty Requested-Service-Unit
     max_grant: Volume = "1 GB"
     validity_time: Seconds = 1800       # Validity-Time; Tcc is twice this
+    quota: list[Quota] = []             # Quota-Holding-Time, Volume-Quota-Threshold per rating group
 
 
 class Pack(Base, kw_only=True):

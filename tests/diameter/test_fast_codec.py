@@ -209,11 +209,16 @@ def ccrs(draw):
         c.AVP_TERMINATION_CAUSE: st.integers(1, 8), c.AVP_MULTIPLE_SERVICES_INDICATOR: st.integers(0, 1),
         c.AVP_SERVICE_IDENTIFIER: u32, 436: st.integers(0, 3),      # Requested-Action
     }
-    for code, values in optional.items():
-        if draw(st.booleans()):
-            nodes.append(Avp.new(code, value=draw(values)))
     subs = draw(st.lists(subscription_ids(), max_size=draw(few(fastccr.MAX_SUB_IDS, 6))))
     groups = draw(st.lists(msccs(), max_size=draw(few(PER_FRAME, 6))))
+    event = nodes[6].value == c.EVENT_REQUEST
+    for code, values in optional.items():
+        # an event names its Requested-Action (5005 otherwise); MSCCs need MSI, if present, SUPPORTED (5007)
+        if (code == 436 and event) or draw(st.booleans()):
+            value = draw(values)
+            if code == c.AVP_MULTIPLE_SERVICES_INDICATOR and groups:
+                value = 1
+            nodes.append(Avp.new(code, value=value))
     nodes += subs + groups
     # top-level units (Open5GS style); beside MSCCs both paths ignore them
     top_units = []
