@@ -84,7 +84,11 @@ async def next_rar(conn: GyConnection, timeout: float = 15):
         return await conn.rars.receive()
 
 
-async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
+async def test_top_up_restores_a_session_on_its_final_units_through_reauth(tmp_path):
+    """1.00 yuan at 0.0003 a started KB buys 3333 KB: three 1 MB grants, then
+    the last 261 KB as final units (FUI TERMINATE). A top-up while the
+    gateway holds them makes the OCS re-authorize the session, and the
+    gateway's CCR-U gets an ordinary 1 MB grant again."""
     server = start(tmp_path)
     await trio.to_thread.run_sync(server.start)
     spent = Decimal(0)
@@ -96,15 +100,14 @@ async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
                 s = Session(conn, "pgw.reauth.example;topup;1", "8613700000001")
                 got = await s.send(1)
                 assert got["result"] == 2001, got
-                grants = 1
-                for _ in range(20):     # use every grant until the balance runs out
-                    used = got["granted"] or 0
-                    spent += cost(used, "0.0003")
-                    got = await s.send(2, used=used)
-                    if got["result"] != 2001:
-                        break
-                    grants += 1
-                assert got["result"] == 4012 and got["fui"] == 0, got     # cut off: TERMINATE
+                grants = [got["granted"]]
+                while got.get("fui") is None:     # use every grant until the final one
+                    assert len(grants) < 10 and got["result"] == 2001, got
+                    spent += cost(got["granted"], "0.0003")
+                    got = await s.send(2, used=got["granted"])
+                    grants.append(got["granted"])
+                assert got["result"] == 2001 and got["fui"] == 0, got       # final units, then TERMINATE
+                assert grants == [MB, MB, MB, (3333 - 3 * 1024) * KB]
                 status, body = await api_call(server.api, "POST", "/v1/subscribers/8613700000001/top-up",
                                               {"amount": "10.00"})
                 assert status == 200, body
@@ -112,8 +115,7 @@ async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
                 assert rar.session_id == s.sid and rar.re_auth_request_type == 0
                 assert rar.destination_host == b"pgw.reauth.example" and rar.auth_application_id == 4
                 got = await s.send(2, used=0)       # the gateway re-authorizes at once
-                assert got["result"] == 2001 and got["granted"] == 1 * MB, got
-                grants += 1
+                assert got["result"] == 2001 and got["granted"] == 1 * MB and got.get("fui") is None, got
                 m = await trio.to_thread.run_sync(scrape, server.api)
                 status, state = await api_call(server.api, "GET", "/v1/subscribers/8613700000001")
                 n.cancel_scope.cancel()
@@ -121,10 +123,39 @@ async def test_top_up_restores_a_cut_off_session_through_reauth(tmp_path):
         await trio.to_thread.run_sync(server.stop)
     assert Decimal(state["balance"]) == Decimal("1.00") + Decimal("10.00") - spent
     assert m[("ocs_reauth_requests_total", (("result", "2001"),))] == 1
-    # the cut-off is one 4012 for rating group 10, stopped by the credit
-    assert m[("ocs_denials_total", (("rating_group", "10"), ("result_code", "4012")))] == 1
-    assert m[("ocs_cap_events_total", (("kind", "credit_exhausted"),))] >= 1
-    assert m[("ocs_grants_total", (("rating_group", "10"),))] == grants
+    assert m[("ocs_grants_total", (("rating_group", "10"),))] == len(grants) + 1
+
+
+async def test_a_session_refused_more_credit_ends_and_gets_no_reauth(tmp_path):
+    """RFC 4006 7: a CCR-U answered 4012 at the top level moves the session
+    to Idle; its usage is debited, a top-up sends it no RAR, and the
+    gateway's next session for the subscriber is granted again."""
+    server = start(tmp_path)
+    await trio.to_thread.run_sync(server.start)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                conn = GyConnection(origin_host="pgw.reauth.example")
+                await conn.connect(server.port, n)
+                s = Session(conn, "pgw.reauth.example;cut;1", "8613700000001")
+                got = await s.send(1)
+                while got["result"] == 2001:
+                    got = await s.send(2, used=got["granted"])
+                assert got["result"] == 4012 and got["top"] == 4012, got
+                status, state = await api_call(server.api, "GET", "/v1/subscribers/8613700000001")
+                assert Decimal(state["balance"]) == Decimal("1.00") - cost(3333 * KB, "0.0003")
+                status, body = await api_call(server.api, "POST", "/v1/subscribers/8613700000001/top-up",
+                                              {"amount": "10.00"})
+                assert status == 200, body
+                with trio.move_on_after(3):
+                    rar = await conn.rars.receive()
+                    raise AssertionError(f"a RAR for an ended session: {rar.session_id}")
+                again = Session(conn, "pgw.reauth.example;cut;2", "8613700000001")
+                got = await again.send(1)
+                assert got["result"] == 2001 and got["granted"] == MB, got
+                n.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
 
 
 async def test_rule_change_reauthorizes_only_sessions_it_changes(tmp_path):
