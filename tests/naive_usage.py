@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import msgspec
 import numpy as np
 
-from ocs.gy.app import USAGE
+from ocs.engine.tables import USAGE
 from ocs.rules.units import format_money
 from ocs.usage import UsageRecord
 

@@ -27,59 +27,25 @@ what follows (TERMINATE, or RESTRICT_ACCESS with the throttle Filter-Id).
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
 from . import sponsor as SP
 from .buckets import _cand_add, _cand_row, _in_hours, _in_list, _walk
 from .calendar import period_of, zone_of as _zone
+from .codes import RequestedAction, RequestType, ResultCode
 from .notices import R_CAP, R_CEILING, R_CREDIT, R_THROTTLED, _daily, _daily_sweep, _thresholds
 from .tables import (CHARGE, FREE, FREE_RATE, FUI_NONE, FUI_RESTRICT, FUI_TERMINATE, HOLDS,
                      MSCC, PACKS, PLAN, PLAN_BUCKETS, REQUEST, SESSION, SLOT_FREE, SLOTS,
-                     STOP, SUBSCRIBER, THROTTLE, ZONE)
+                     STOP, SUBSCRIBER, THROTTLE, ZONE, Tables, GRANT, SPONSOR_HOLD, BATCH_COUNTS)
 from .tariff import BIG, _affordable, _cost, sat_add, sat_sub
 
-SUCCESS = 2001
-END_USER_SERVICE_DENIED = 4010
-CREDIT_LIMIT_REACHED = 4012
-RESOURCES_EXCEEDED = 5006
-UNABLE_TO_COMPLY = 5012
-RATING_FAILED = 5031
-TERMINATION_REQUEST = 3
-EVENT_REQUEST = 4
-USER_UNKNOWN = 5030
-DIRECT_DEBITING = 0
-REFUND_ACCOUNT = 1
-CHECK_BALANCE = 2
-PRICE_ENQUIRY = 3
 
+SLOT_KEPT = -2                # `_charge`: the MSCC's slot holds its new grant (not freed)
 NEVER = -(1 << 31) + 1        # the period of a row that has never been charged (an int32)
 # R_* (notices): why a grant stopped short, which some thresholds announce
 
 _CACHE = os.environ.get("OCS_NUMBA_NOCACHE") is None
-
-
-class Tables(NamedTuple):
-    """The compiled rules, as the kernels read them."""
-    plans: np.ndarray
-    buckets: np.ndarray       # plan buckets
-    packs: np.ndarray         # pack definitions
-    bucket_rgs: np.ndarray    # rating-group lists of buckets and packs
-    order: np.ndarray
-    rates: np.ndarray
-    rate_rgs: np.ndarray
-    tariffs: np.ndarray
-    steps: np.ndarray
-    thresholds: np.ndarray
-    edges: np.ndarray
-    cond: np.ndarray          # the context values rates require, home networks, contract lists
-    contracts: np.ndarray     # sponsor contracts (row 0 with unit 0 when there are none)
-    elig: np.ndarray          # rows eligible for contracts that list subscribers
-    rated_rgs: np.ndarray
-    denied_rgs: np.ndarray
-    zones: np.ndarray
 
 
 @njit(cache=_CACHE, _nrt=False, inline='always')
@@ -87,9 +53,9 @@ def _rating(T, p, rg):
     """0 if the plan rates `rg`; else the MSCC Result-Code (4010 or 5031)."""
     pl = T.plans[p]
     if _in_list(T.denied_rgs, pl["deny_start"], pl["deny_count"], rg):
-        return END_USER_SERVICE_DENIED
+        return ResultCode.END_USER_SERVICE_DENIED
     if pl["all_rgs"] == 0 and not _in_list(T.rated_rgs, pl["rg_start"], pl["rg_count"], rg):
-        return RATING_FAILED
+        return ResultCode.RATING_FAILED
     return 0
 
 
@@ -287,21 +253,20 @@ def _ceiling_room(T, subs, row, want):
 
 @njit(cache=_CACHE, _nrt=False, inline='always')
 def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
-    """Reserve up to `want` octets now. Holds go to hc/hv; `out` receives
-    [granted, money, over, total, pool, fui, reason]; the caller keeps the
-    bucket holds and applies the rest with `_hold`. Returns granted."""
+    """Reserve up to `want` octets now. Holds go to hc/hv; `out` (a GRANT
+    record) receives what was granted and held; the caller keeps the bucket
+    holds and applies the rest with `_hold`. Returns granted."""
     for k in range(HOLDS):
         hc[k] = -1
         hv[k] = 0
-    for k in range(7):
-        out[k] = 0
+    _clear_grant(out)
     s = subs[row]
     pl = T.plans[s["plan"]]
     reason = 0
     fui = FUI_NONE
     want, at_ceiling = _ceiling_room(T, subs, row, want)
     if want == 0 and at_ceiling:
-        out[5], out[6] = FUI_TERMINATE, R_CEILING
+        out["fui"], out["reason"] = FUI_TERMINATE, R_CEILING
         return 0
     sec = _local_sec(T, subs, row, now)
     ti, buckets, _ = _rate(T, subs, row, ctx, rg, sec)
@@ -365,8 +330,15 @@ def _grant(T, subs, row, ctx, rg, now, want, hc, hv, out):
     if at_ceiling and got == want:
         fui = FUI_TERMINATE
         reason |= R_CEILING
-    out[0], out[1], out[2], out[3], out[4], out[5], out[6] = got, money, over, got, pool, fui, reason
+    out["granted"], out["money"], out["over"], out["total"] = got, money, over, got
+    out["pool"], out["fui"], out["reason"] = pool, fui, reason
     return got
+
+
+@njit(cache=_CACHE, _nrt=False, inline='always')
+def _clear_grant(out):
+    out["granted"] = out["money"] = out["over"] = out["total"] = 0
+    out["pool"] = out["fui"] = out["reason"] = 0
 
 
 @njit(cache=_CACHE, _nrt=False, inline='always')
@@ -393,9 +365,9 @@ def _quote(T, subs, row, ctx, rg, now, want, hc, hv):
 @njit(cache=_CACHE, _nrt=False, inline='always')
 def _hold(subs, row, out):
     py = subs[row]["payer"]
-    subs[py]["res_money"] += out[1]
-    subs[py]["over_res"] += out[2]
-    subs[row]["total_res"] += out[3]
+    subs[py]["res_money"] += out["money"]
+    subs[py]["over_res"] += out["over"]
+    subs[row]["total_res"] += out["total"]
 
 
 @njit(cache=_CACHE, _nrt=False, inline='always')
@@ -489,8 +461,8 @@ def _sp_debit(T, subs, spons, row, ctx, rg, sid, t, used, m, hc, hv):
 @njit(cache=_CACHE, _nrt=False, inline='always')
 def _sp_grant(T, subs, spons, row, ctx, rg, sid, now, want, hc, hv, out, sp):
     """`_grant` with sponsorship: the contract's budget first, then its
-    fallback. sp receives [contract, octets, money] held from the sponsor."""
-    sp[0], sp[1], sp[2] = -1, 0, 0
+    fallback. `sp` (a SPONSOR_HOLD record) receives what the sponsor holds."""
+    sp["contract"], sp["octets"], sp["money"] = -1, 0, 0
     k = SP.contract_for(T, subs, row, ctx[0], rg, sid, now)
     if k < 0:
         return _grant(T, subs, row, ctx, rg, now, want, hc, hv, out)
@@ -499,39 +471,38 @@ def _sp_grant(T, subs, spons, row, ctx, rg, sid, now, want, hc, hv, out, sp):
     v, money = SP.room(T, spons, k, want)
     spons[k]["res_octets"] += v
     spons[k]["res_money"] += money
-    sp[0], sp[1], sp[2] = k, v, money
+    sp["contract"], sp["octets"], sp["money"] = k, v, money
     c = T.contracts[k]
     granted = v
     if want - v > 0 and c["fallback"] == CHARGE:
         g = _grant(T, subs, row, ctx, rg, now, want - v, hc, hv, out)
         if g == 0 and v > 0:
-            out[5] = FUI_TERMINATE        # the sponsor's part is all there is
+            out["fui"] = FUI_TERMINATE        # the sponsor's part is all there is
         granted = v + g
     else:
         for i in range(HOLDS):
             hc[i] = -1
             hv[i] = 0
-        for i in range(7):
-            out[i] = 0
+        _clear_grant(out)
         if want - v > 0 and c["fallback"] == STOP:
-            out[5] = FUI_TERMINATE        # the traffic is refused once the budget is spent
+            out["fui"] = FUI_TERMINATE        # the traffic is refused once the budget is spent
         elif want - v > 0:                # THROTTLE
-            out[5] = FUI_RESTRICT
+            out["fui"] = FUI_RESTRICT
             if v == 0:
                 granted = want - v        # throttled quota, free
     if at_ceiling and granted == want:
-        out[5] = FUI_TERMINATE
-    out[0] = granted
-    out[3] = granted
+        out["fui"] = FUI_TERMINATE
+    out["granted"] = granted
+    out["total"] = granted
     return granted
 
 
 @njit(cache=_CACHE, _nrt=False, inline='always')
 def _sp_unhold(spons, sp):
-    if sp[0] >= 0:
-        spons[sp[0]]["res_octets"] -= sp[1]
-        spons[sp[0]]["res_money"] -= sp[2]
-        sp[0] = -1
+    if sp["contract"] >= 0:
+        spons[sp["contract"]]["res_octets"] -= sp["octets"]
+        spons[sp["contract"]]["res_money"] -= sp["money"]
+        sp["contract"] = -1
 
 
 # ---------------------------------------------------------------- the batch
@@ -566,7 +537,7 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
             continue
         sub = r["sub"]
         if sub < 0 or sub >= subs.shape[0]:
-            r["result"] = USER_UNKNOWN
+            r["result"] = ResultCode.USER_UNKNOWN
             continue
         nds = _touch(T, subs, sub, now, dirty_subs, nds)
         ne = _daily(T, subs, sub, events, ne)
@@ -574,7 +545,7 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
         pl = T.plans[p]
         sess = r["sess"]
         ctx = (r["apn"], np.int64(r["rat"]), r["plmn"])
-        is_event = r["type"] == EVENT_REQUEST
+        is_event = r["type"] == RequestType.EVENT
         action = r["action"] if is_event else -1
         ok = r["mscc_count"] == 0
         first_fail = 0
@@ -601,7 +572,7 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
                     _release(subs, sessions, spons, sub, sess, slot)
             rating = _rating(T, p, rg)
             if rating == 0 and _rate(T, subs, sub, ctx, rg, _local_sec(T, subs, sub, now))[2]:
-                rating = END_USER_SERVICE_DENIED     # a rate refuses this traffic in this context
+                rating = ResultCode.END_USER_SERVICE_DENIED     # a rate refuses this traffic in this context
             if m["used"] > 0 and rating == 0:
                 sponsored += _sp_debit(T, subs, spons, sub, ctx, rg, sid, t_rate, m["used"], m, hc, hv)
             if m["used_time"] > 0:
@@ -609,27 +580,27 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
             if m["used"] > 0 and rating == 0:
                 subs[sub]["day_used"] = sat_add(subs[sub]["day_used"], m["used"])
                 subs[sub]["day_spent"] = sat_add(subs[sub]["day_spent"], m["charged"])
-            result = SUCCESS
+            result = ResultCode.SUCCESS
             if rating != 0:
                 result = rating
-            elif m["has_rsu"] and r["type"] != TERMINATION_REQUEST and action != CHECK_BALANCE:
+            elif m["has_rsu"] and r["type"] != RequestType.TERMINATION and action != RequestedAction.CHECK_BALANCE:
                 want = m["rsu_octets"] if m["rsu_octets"] > 0 else pl["default_grant"]
                 if want > pl["max_grant"]:
                     want = pl["max_grant"]
-                if action == REFUND_ACCOUNT:
+                if action == RequestedAction.REFUND_ACCOUNT:
                     # refunds are settled against the debit they name, by
                     # ocs.gy.refund, never here: no money from units alone
-                    result = UNABLE_TO_COMPLY
-                elif action == PRICE_ENQUIRY:
+                    result = ResultCode.UNABLE_TO_COMPLY
+                elif action == RequestedAction.PRICE_ENQUIRY:
                     # RFC 4006 6.5: the price, nothing debited or reserved
                     m["charged"] = _quote(T, subs, sub, ctx, rg, now, want, hc, hv)
                 else:
                     granted = _sp_grant(T, subs, spons, sub, ctx, rg, sid, now, want, hc, hv, out, sp)
-                    sponsored += sp[0] >= 0
-                    reasons |= out[6]
-                    m["reason"] = out[6]
+                    sponsored += sp["contract"] >= 0
+                    reasons |= out["reason"]
+                    m["reason"] = out["reason"]
                     if granted == 0:
-                        result = CREDIT_LIMIT_REACHED
+                        result = ResultCode.CREDIT_LIMIT_REACHED
                         m["final"] = FUI_TERMINATE
                         _unhold(subs, sub, hc, hv, 0, 0, 0)
                         _sp_unhold(spons, sp)
@@ -638,7 +609,7 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
                         _sp_unhold(spons, sp)
                         if granted < want:
                             # direct debiting is all or nothing (RFC 4006 section 6.3)
-                            result = CREDIT_LIMIT_REACHED
+                            result = ResultCode.CREDIT_LIMIT_REACHED
                         else:
                             m["used"] = granted
                             _sp_debit(T, subs, spons, sub, ctx, rg, sid, now, granted, m, hc, hv)
@@ -650,7 +621,7 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
                         if slot < 0:
                             slot = _find_slot(sessions, sess, SLOT_FREE)
                         if slot < 0:
-                            result = RESOURCES_EXCEEDED
+                            result = ResultCode.RESOURCES_EXCEEDED
                             _unhold(subs, sub, hc, hv, 0, 0, 0)
                             _sp_unhold(spons, sp)
                         else:
@@ -659,37 +630,38 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
                             x["rg"][slot] = rg
                             x["granted"][slot] = granted
                             x["grant_t"][slot] = now
-                            x["res_money"][slot] = out[1]
-                            x["res_over"][slot] = out[2]
-                            x["sp"][slot], x["sp_octets"][slot], x["sp_money"][slot] = sp[0], sp[1], sp[2]
+                            x["res_money"][slot] = out["money"]
+                            x["res_over"][slot] = out["over"]
+                            x["sp"][slot], x["sp_octets"][slot] = sp["contract"], sp["octets"]
+                            x["sp_money"][slot] = sp["money"]
                             for k in range(HOLDS):
                                 x["hold_c"][slot, k] = hc[k]
                                 x["hold_v"][slot, k] = hv[k]
                             m["granted"] = granted
                             m["granted_time"] = m["rsu_time"]
-                            m["final"] = out[5]
+                            m["final"] = out["fui"]
                             m["validity"] = _validity(T, subs, sub, now, hc)
-                            slot = -2  # keep
+                            slot = SLOT_KEPT
                     if m["final"] == FUI_RESTRICT:
                         m["filter"] = pl["filter"]
-                        if sp[0] >= 0 and T.contracts[sp[0]]["filter"] >= 0 and \
-                                T.contracts[sp[0]]["fallback"] == THROTTLE:
-                            m["filter"] = T.contracts[sp[0]]["filter"]
-                    sp[0] = -1
+                        if sp["contract"] >= 0 and T.contracts[sp["contract"]]["filter"] >= 0 and \
+                                T.contracts[sp["contract"]]["fallback"] == THROTTLE:
+                            m["filter"] = T.contracts[sp["contract"]]["filter"]
+                    sp["contract"] = -1
             if slot >= 0:
                 sessions[sess]["rg"][slot] = SLOT_FREE
             m["result"] = result
-            if result == SUCCESS:
+            if result == ResultCode.SUCCESS:
                 ok = True
             elif first_fail == 0:
                 first_fail = result
-        if action == CHECK_BALANCE:
+        if action == RequestedAction.CHECK_BALANCE:
             # ENOUGH_CREDIT (0) if at least one more octet could be granted (RFC 4006 8.6)
             rg = msccs[r["mscc_start"]]["rg"] if r["mscc_count"] > 0 else -1
             granted = _grant(T, subs, sub, ctx, rg, now, 1, hc, hv, out)
             _unhold(subs, sub, hc, hv, 0, 0, 0)
-            r["check_balance"] = 0 if granted > 0 and out[6] & R_THROTTLED == 0 else 1
-        r["result"] = SUCCESS if ok else first_fail
+            r["check_balance"] = 0 if granted > 0 and out["reason"] & R_THROTTLED == 0 else 1
+        r["result"] = ResultCode.SUCCESS if ok else first_fail
         ne = _thresholds(T, subs, sub, reasons, events, ne)
         pool, payer = subs[sub]["pool"], subs[sub]["payer"]
         if pool != sub:
@@ -699,11 +671,11 @@ def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, 
         if sess >= 0:
             dirty_sess[ndx] = sess
             ndx += 1
-            if r["type"] == TERMINATION_REQUEST:
+            if r["type"] == RequestType.TERMINATION:
                 _close_session(subs, sessions, spons, sess)
             else:
                 sessions[sess]["expiry"] = now + 2.0 * pl["validity"]
-    counts[0], counts[1], counts[2], counts[3] = nds, ndx, ne, sponsored
+    counts["subs"], counts["sessions"], counts["events"], counts["sponsored"] = nds, ndx, ne, sponsored
 
 
 @njit(cache=_CACHE, _nrt=False)
@@ -791,17 +763,17 @@ def charge_batch(reqs, msccs, subs, sessions, spons, tables: Tables, now: float)
     dirty_subs = np.empty(3 * n, np.int64)
     dirty_sess = np.empty(n, np.int64)
     events = np.zeros(8 * n + 64, EVENT_DTYPE)
-    counts = np.zeros(4, np.int64)
+    counts = np.zeros(1, BATCH_COUNTS)[0]
     # scratch for one grant; the kernels run without numba's reference counting
     # (they allocate nothing), which would otherwise cost more than the charging
     hc = np.empty(HOLDS, np.int8)
     hv = np.empty(HOLDS, np.int64)
-    out = np.zeros(7, np.int64)
-    sp = np.zeros(3, np.int64)
+    out = np.zeros(1, GRANT)[0]
+    sp = np.zeros(1, SPONSOR_HOLD)[0]
     _charge(reqs, msccs, subs, sessions, spons, tables, float(now), dirty_subs, dirty_sess, events, counts,
             hc, hv, out, sp)
-    nds, ndx, ne, sponsored = counts
-    return dirty_subs[:nds], dirty_sess[:ndx], events[:ne], bool(sponsored)
+    return (dirty_subs[:counts["subs"]], dirty_sess[:counts["sessions"]], events[:counts["events"]],
+            bool(counts["sponsored"]))
 
 
 def expire_sessions(subs, sessions, spons, now: float, limit: int = 65536):

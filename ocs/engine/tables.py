@@ -14,6 +14,8 @@ Candidates. A reservation remembers which buckets it holds by candidate
 number: 0-3 the row's own plan buckets, 4-7 its own packs, 8-11 the pool
 row's plan buckets, 12-15 the pool row's packs.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 SLOTS = 8          # rating-group reservations one session can hold at once
@@ -284,3 +286,46 @@ def new_table(dtype: np.dtype, n: int) -> np.ndarray:
         t["zone"] = -1
         t["pool_cap"] = -1
     return t
+
+
+class Tables(NamedTuple):
+    """The compiled rules, as the kernels read them."""
+    plans: np.ndarray
+    buckets: np.ndarray       # plan buckets
+    packs: np.ndarray         # pack definitions
+    bucket_rgs: np.ndarray    # rating-group lists of buckets and packs
+    order: np.ndarray
+    rates: np.ndarray
+    rate_rgs: np.ndarray
+    tariffs: np.ndarray
+    steps: np.ndarray
+    thresholds: np.ndarray
+    edges: np.ndarray
+    cond: np.ndarray          # the context values rates require, home networks, contract lists
+    contracts: np.ndarray     # sponsor contracts (row 0 with unit 0 when there are none)
+    elig: np.ndarray          # rows eligible for contracts that list subscribers
+    rated_rgs: np.ndarray
+    denied_rgs: np.ndarray
+    zones: np.ndarray
+
+
+
+
+# One usage row per reported MSCC, journaled with its batch (docs/usage.md).
+USAGE = np.dtype([("req", np.int32), ("sub", np.int64), ("rg", np.int64), ("used", np.int64),
+                  ("used_time", np.int64), ("from_bundle", np.int64), ("charged", np.int64),
+                  ("sess", np.int64), ("service_id", np.int64), ("sponsor", np.int32),
+                  ("sponsored", np.int64), ("sponsor_charged", np.int64)])
+
+
+# What one grant decided (`kernel._grant`): octets granted, money and
+# out-of-bundle octets held, the octets counted against the total, octets
+# from the pool, the Final-Unit-Indication, why it stopped short (R_* bits).
+GRANT = np.dtype([("granted", np.int64), ("money", np.int64), ("over", np.int64), ("total", np.int64),
+                  ("pool", np.int64), ("fui", np.int64), ("reason", np.int64)])
+# What a sponsor contract holds for one grant: the contract (-1 none), octets, money.
+SPONSOR_HOLD = np.dtype([("contract", np.int64), ("octets", np.int64), ("money", np.int64)])
+# What `kernel._charge` reports of a batch: rows of dirty subscribers, sessions,
+# events written, and grants a sponsor took part in.
+BATCH_COUNTS = np.dtype([("subs", np.int64), ("sessions", np.int64), ("events", np.int64),
+                         ("sponsored", np.int64)])

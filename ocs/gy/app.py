@@ -23,7 +23,7 @@ from ..diameter.errors import ProtocolError
 from ..diameter.message import Frames, Header, error_answer, find_session_id, parse_header, printable
 from ..diameter.peer import LocalIdentity
 from ..engine import kernel
-from ..engine.tables import MSCC, NO_RG, REQUEST
+from ..engine.tables import MSCC, NO_RG, REQUEST, USAGE
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
 from ..store.records import Debit, ExpiredSession
 from ..store.dedup import fingerprints, packed_fingerprints
@@ -34,11 +34,6 @@ from .ccr import CreditControlRequest, decode_ccr
 
 log = logging.getLogger("ocs.gy")
 _SUB_KINDS = {c.END_USER_E164: E164, c.END_USER_IMSI: IMSI}
-# One usage row per reported MSCC, journaled with its batch (docs/usage.md).
-USAGE = np.dtype([("req", np.int32), ("sub", np.int64), ("rg", np.int64), ("used", np.int64),
-                  ("used_time", np.int64), ("from_bundle", np.int64), ("charged", np.int64),
-                  ("sess", np.int64), ("service_id", np.int64), ("sponsor", np.int32),
-                  ("sponsored", np.int64), ("sponsor_charged", np.int64)])
 
 
 @dataclass
@@ -507,7 +502,7 @@ class CreditControlApplication:
             return self._refuse(ccr.header, ccr.session_id, c.EVENT_REQUEST, ccr.request_number, code, msg,
                                 failed, ccr.proxy_info), code
         if ccr.origin_host not in self.refund_hosts:
-            return refuse(R.AUTHORIZATION_REJECTED, "refunds are not enabled for this peer")
+            return refuse(c.AUTHORIZATION_REJECTED, "refunds are not enabled for this peer")
         store = self.store
         tok = R.find_token(frame)
         asked = sum(u.rsu_octets for u in ccr.units if u.has_rsu)

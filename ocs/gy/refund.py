@@ -24,7 +24,6 @@ from ..store.records import Debit
 
 AVP_REFUND_INFORMATION = 2022          # TS 32.299 7.2.150a, vendor 3GPP, OctetString
 TOKEN_PREFIX = b"ocs-debit:"
-AUTHORIZATION_REJECTED = 5003
 
 
 def token(session_id: bytes) -> bytes:

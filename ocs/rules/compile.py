@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 
 from ..engine import tables as TB
-from ..engine.kernel import Tables
+from ..engine.tables import Tables
 from . import schema as S
 from .plan import PlanCompiler, where
 from .quota import QuotaOptions

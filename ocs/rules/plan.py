@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine import tables as TB
-from ..engine.kernel import Tables
+from ..engine.tables import Tables
 from . import schema as S
 from .quota import QuotaOptions
 from .units import parse_money, parse_volume

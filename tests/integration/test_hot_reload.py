@@ -16,7 +16,7 @@ from decimal import Decimal
 import numpy as np
 import trio
 
-from ocs.gy.app import USAGE
+from ocs.engine.tables import USAGE
 from ocs.store.journal import replay
 from tests.support.gy import KB, TOKEN, GySession, api_call
 from tests.support.rawclient import GyConnection
