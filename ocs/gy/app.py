@@ -11,7 +11,7 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
@@ -30,6 +30,7 @@ from ..store.dedup import fingerprints, packed_fingerprints
 from ..store.embedded import EmbeddedStore
 from . import cca as CCA
 from . import refund as R
+from . import session
 from .ccr import CreditControlRequest, decode_ccr
 
 log = logging.getLogger("ocs.gy")
@@ -45,6 +46,64 @@ class BatchResult:
     types: np.ndarray | None = None    # CC-Request-Type per request (metrics); 0 when unreadable
     units: np.ndarray | None = None    # the charged MSCC rows, after the engine (metrics)
     opened: list | None = None         # (request index, session row) of the sessions this batch opened
+
+
+@dataclass(eq=False)
+class Batch:
+    """One batch on its way through the stages of `process`: what was
+    decoded, what each request has become so far, and what the journal
+    record will hold. Index i is the i-th request of the batch throughout."""
+    frames: Frames
+    now: float
+    buf: np.ndarray               # the batch's bytes, as the compiled decoder read them
+    fr: np.ndarray                # FRAME rows (fastccr): one per request
+    msccs: np.ndarray             # MSCC rows of the fast path (more are added for the full one)
+    used_rows: int                # MSCC rows the fast path filled
+    answers: list                 # bytes once answered
+    results: list[int]            # top-level Result-Code once answered
+    hbhs: list[int]
+    e2es: list[int]
+    dedup_keys: list[bytes]       # Origin-Host + End-to-End-Identifier
+    fps: np.ndarray | None        # their fingerprints (None once a full decode replaced a key)
+    req_sub: np.ndarray           # subscriber row, -1 until resolved
+    req_sess: np.ndarray          # session row, -1 until resolved
+    slow: dict[int, CreditControlRequest] = field(default_factory=dict)   # the full decoder's requests
+    charged: list[int] = field(default_factory=list)      # requests the engine charges
+    copies: list[tuple[int, int]] = field(default_factory=list)   # (request, the same request earlier)
+    new_sessions: list = field(default_factory=list)      # [row, Session-Id, Origin-Host] opened
+    new_subs: list[int] = field(default_factory=list)     # ... and their subscribers
+    opened: list[tuple[int, int]] = field(default_factory=list)   # (request, session row) opened
+    reopened: set[int] = field(default_factory=set)       # CCR-I for a session this host has open
+    refunds: list[int] = field(default_factory=list)      # REFUND_ACCOUNT requests (answered by _refund)
+    moved: list[int] = field(default_factory=list)        # subscriber rows a refund changed
+    debits: list[Debit] = field(default_factory=list)     # debits made or refunded, for the record
+    numbers: tuple = ()           # (session rows, CC-Request-Numbers) of what is charged
+    units: np.ndarray | None = None   # the charged MSCC rows after the engine
+    dirty_subs: np.ndarray | None = None  # subscriber rows the engine changed
+    dirty_sess: np.ndarray | None = None  # session rows the engine changed
+    sponsored: bool = False       # a sponsor's account changed
+    record: dict | None = None
+    events: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.fr)
+
+    def answer(self, i: int, answer: bytes, result: int) -> None:
+        self.answers[i], self.results[i] = answer, result
+
+    def header(self, i: int) -> Header:
+        return self.slow[i].header if i in self.slow else parse_header(self.frames[i])
+
+    def types(self) -> np.ndarray:
+        """CC-Request-Type per request (0: unreadable), for metrics."""
+        types = np.where(self.fr["fallback"] == 0, self.fr["type"], 0)
+        for i, ccr in self.slow.items():
+            types[i] = ccr.request_type
+        return types
+
+    def result(self) -> BatchResult:
+        return BatchResult(self.answers, self.record, self.results, self.events, self.types(), self.units,
+                           self.opened)
 
 
 def _unit_rows(reqs, sel) -> tuple[np.ndarray, np.ndarray]:
@@ -106,217 +165,224 @@ class CreditControlApplication:
         return CCA.cca(h, sid, result, self._origin, rtype, number, body, self.ccfh)
 
     def process(self, frames: Frames | list[bytes], now: float) -> BatchResult:
-        store = self.store
-        if not isinstance(frames, Frames):
-            frames = Frames.of(frames)
-        n = len(frames)
-        joined = frames.data
+        """Charge a batch: its stages, in order."""
+        b = self._decode(frames if isinstance(frames, Frames) else Frames.of(frames), now)
+        self._resolve(b)
+        if b.charged:
+            self._answer_repeats(b)
+        if b.charged:
+            reqs = self._charge(b)
+            self._encode(b, reqs)
+            self._journal(b, reqs, self._end_sessions(b, reqs))
+        elif b.refunds:
+            self._journal_refunds(b)
+        for i, j in b.copies:
+            b.answer(i, CCA.with_hop_by_hop(b.answers[j], b.hbhs[i]), b.results[j])
+        return b.result()
+
+    def _decode(self, frames: Frames, now: float) -> Batch:
+        """Every request in one compiled call; refunds and price enquiries
+        (Cost-Information) go the full path, with what the fast one declined."""
         buf, fr, msccs, used_rows = fastccr.decode_batch(frames, MSCC, realm=self._realm, host=self._host,
                                                          max_mscc=self.max_mscc)
-        # refunds and price enquiries are answered by the full path (Cost-Information)
-        rare = (fr["type"] == c.EVENT_REQUEST) & ((fr["action"] == 1) | (fr["action"] == 3))
+        rare = (fr["type"] == c.EVENT_REQUEST) & ((fr["action"] == c.REFUND_ACCOUNT) |
+                                                  (fr["action"] == c.PRICE_ENQUIRY))
         if rare.any():
             fr["fallback"][rare] = 1
-        fallback = fr["fallback"].tolist()
-        rtypes = fr["type"].tolist()
-        sid_off, sid_len = fr["sid_off"].tolist(), fr["sid_len"].tolist()
-        hbhs, e2es = fr["hbh"].tolist(), fr["e2e"].tolist()
-        n_sub = fr["n_sub"].tolist()
-        # the first Subscription-Id of each fast-path CCR-I/E, resolved in bulk
+        n = len(frames)
+        # the duplicate-cache keys (Origin-Host + End-to-End-Identifier) in bulk; a
+        # fallback frame's are redone from its full decode
+        dedup_keys, packed_keys, key_ends = fastccr.duplicate_keys(buf, fr)
+        return Batch(frames, now, buf, fr, msccs, used_rows, [None] * n, [0] * n, fr["hbh"].tolist(),
+                     fr["e2e"].tolist(), dedup_keys, packed_fingerprints(packed_keys, key_ends),
+                     np.full(n, -1, np.int64), np.full(n, -1, np.int64))
+
+    def _first_subscribers(self, b: Batch) -> list[int]:
+        """The first Subscription-Id of each fast-path CCR-I/E, resolved in bulk (-1: none)."""
+        fr, store = b.fr, self.store
         starting = ((fr["type"] == c.INITIAL_REQUEST) | (fr["type"] == c.EVENT_REQUEST)) & (fr["fallback"] == 0)
-        first = np.full(n, -1, np.int64)
+        first = np.full(len(b), -1, np.int64)
         if starting.any():
             found = store.lookup_many(fr["sub_key"][starting, 0])
             live = found >= 0
             found[live] = np.where(store.subs["active"][found[live]] != 0, found[live], -1)
             first[starting] = found
-        first_rows = first.tolist()
+        return first.tolist()
 
-        answers: list[bytes | None] = [None] * n
-        results = [0] * n
-        req_sub = np.full(n, -1, np.int64)
-        charged: list[int] = []
-        slow: dict[int, CreditControlRequest] = {}
-        copies: list[tuple[int, int]] = []
-        seen: dict[tuple, int] = {}     # (key, Session-Id, type, number) -> the first such request
-        new_sessions: list = []
-        opened: list[tuple[int, int]] = []
-        new_subs: list[int] = []
-        reopened: set[int] = set()        # CCR-I for a session this host already has open
-        refunds: list[int] = []           # REFUND_ACCOUNT requests, answered by _refund
-        self._moved: list[int] = []       # subscriber rows a refund changed
-        self._debits: list = []           # debits made or refunded (refund.Debit), for the record
-        # The fast path's Session-Ids and duplicate-cache keys (Origin-Host +
-        # End-to-End-Identifier) in bulk (a fallback frame's are redone from
-        # its full decode)
-        sids = [joined[o:o + k] for o, k in zip(sid_off, sid_len)]
-        dedup_keys, packed_keys, key_ends = fastccr.duplicate_keys(buf, fr)
-        fps = packed_fingerprints(packed_keys, key_ends)
-        stored_all = store.answers_for(dedup_keys, now, fps)
-        session_of = store.session_index.get
-        # Under load nearly every request is a fast-path CCR-U/T of an open
-        # session, new (not in the duplicate cache, not twice in the batch):
-        # those are settled here in bulk; the loop below takes the rest, in order
-        req_sess = np.array(list(map(session_of, sids, repeat(-1, n))), np.int64)
+    def _ongoing(self, b: Batch, sids: list[bytes], stored_all: list) -> np.ndarray:
+        """Under load nearly every request is a fast-path CCR-U/T of an open
+        session, new (not in the duplicate cache, not twice in the batch),
+        from the Origin-Host that opened it: those are settled in bulk (mask)."""
+        fr, n, store = b.fr, len(b), self.store
+        b.req_sess[:] = list(map(store.session_index.get, sids, repeat(-1, n)))
         ongoing = (fr["fallback"] == 0) & ((fr["type"] == c.UPDATE_REQUEST) | (fr["type"] == c.TERMINATION_REQUEST))
-        ongoing &= req_sess >= 0
+        ongoing &= b.req_sess >= 0
         if stored_all.count(None) != n:
             ongoing &= np.array([a is None for a in stored_all], bool)
         if fr["fallback"].any():
-            fps = None              # a full decode's key replaces the fast path's
-        if fps is None or len(set(dedup_keys)) != n:
-            ongoing[:] = False      # a key twice (or a full decode's key unknown yet): one at a time
+            b.fps = None              # a full decode's key replaces the fast path's
+        if b.fps is None or len(set(b.dedup_keys)) != n:
+            ongoing[:] = False        # a key twice (or a full decode's key unknown yet): one at a time
         else:
-            # a session answers only the Origin-Host that opened it; the others, one at a time
             meta = store.session_meta
             for i in np.flatnonzero(ongoing).tolist():
-                opener, key = meta[req_sess[i]][1], dedup_keys[i]
+                opener, key = meta[b.req_sess[i]][1], b.dedup_keys[i]
                 if len(key) != len(opener) + 4 or not key.startswith(opener):
                     ongoing[i] = False
-        req_sess[~ongoing] = -1
+        b.req_sess[~ongoing] = -1
+        return ongoing
+
+    def _resolve(self, b: Batch) -> None:
+        """Answer retransmissions from the duplicate cache (RFC 6733 6.2, RFC
+        4006 5.7), resolve subscribers and sessions, refuse what cannot be
+        charged (5030, 5002, 5005, 5012, a full decode's error); the rest is
+        `b.charged`, in order."""
+        store, fr, now, joined = self.store, b.fr, b.now, b.frames.data
+        sids = [joined[o:o + k] for o, k in zip(fr["sid_off"].tolist(), fr["sid_len"].tolist())]
+        stored_all = store.answers_for(b.dedup_keys, now, b.fps)
+        ongoing = self._ongoing(b, sids, stored_all)
+        first_rows = self._first_subscribers(b)
+        fallback, rtypes, n_sub = fr["fallback"].tolist(), fr["type"].tolist(), fr["n_sub"].tolist()
+        seen: dict[tuple, int] = {}     # (key, Session-Id, type, number) -> the first such request
+        charged = []
         for i in np.flatnonzero(~ongoing).tolist():
             if fallback[i]:
-                h = parse_header(frames[i])
-                hbhs[i], e2es[i] = h.hbh, h.e2e
-                try:
-                    self._check_mscc_count(frames[i])
-                    ccr = decode_ccr(h, frames[i], self.identity.origin_realm.encode(),
-                                     self.identity.origin_host.encode())
-                except ProtocolError as e:
-                    answers[i] = error_answer(frames[i], e, self._origin, CCA.error_extra(frames[i]))
-                    results[i] = e.result_code
+                ccr = self._decode_full(b, i)
+                if ccr is None:
                     continue
-                slow[i] = ccr
-                sid, host, rtype, keys = ccr.session_id, ccr.origin_host, ccr.request_type, _slow_keys(ccr)
-                key = dedup_keys[i] = host + e2es[i].to_bytes(4, "big")
+                sid, host, rtype, keys, number = ccr.session_id, ccr.origin_host, ccr.request_type, \
+                    _slow_keys(ccr), ccr.request_number
+                key = b.dedup_keys[i] = host + b.e2es[i].to_bytes(4, "big")
                 stored = store.answer_for(key, now)
-                number = ccr.request_number
             else:
-                sid, host, rtype, keys = sids[i], dedup_keys[i][:-4], rtypes[i], None
-                key, stored = dedup_keys[i], stored_all[i]
-                number = int(fr["number"][i])
+                sid, host, rtype, keys = sids[i], b.dedup_keys[i][:-4], rtypes[i], None
+                key, stored, number = b.dedup_keys[i], stored_all[i], int(fr["number"][i])
             if stored is not None:
                 if CCA.answers_request(stored, sid, rtype, number):
-                    answers[i] = CCA.with_hop_by_hop(stored, hbhs[i])
-                    results[i] = c.SUCCESS
+                    b.answer(i, CCA.with_hop_by_hop(stored, b.hbhs[i]), c.SUCCESS)
                     continue
                 log.info("%s reused End-to-End-Identifier %08x for another request (Session-Id %s, "
                          "CC-Request-Type %d, CC-Request-Number %d): charged as a new request",
-                         printable(host), e2es[i], printable(sid), rtype, number)
+                         printable(host), b.e2es[i], printable(sid), rtype, number)
             identity = (key, sid, rtype, number)
             if identity in seen:
-                copies.append((i, seen[identity]))
+                b.copies.append((i, seen[identity]))
                 continue
             seen[identity] = i
-            refusal = 0
             if rtype == c.INITIAL_REQUEST or rtype == c.EVENT_REQUEST:
                 if keys is None:     # fast path: the first identity was resolved in bulk
                     sub = first_rows[i]
                     if sub < 0 and n_sub[i] > 1:
-                        keys = fr["sub_key"][i, 1:n_sub[i]].tolist()
-                        sub = self._subscriber(keys)
+                        sub = self._subscriber(fr["sub_key"][i, 1:n_sub[i]].tolist())
                     no_ids = n_sub[i] == 0
                 else:
                     sub = self._subscriber(keys)
                     no_ids = not keys
-                if sub < 0:
-                    refusal = c.MISSING_AVP if no_ids else c.USER_UNKNOWN
-                elif rtype == c.INITIAL_REQUEST:
-                    row = store.session_index.get(sid)
-                    if row is not None:
-                        # a retransmitted CCR-I the cache forgot, or a clash
-                        if store.session_meta[row][1] == host:
-                            req_sess[i] = row
-                            reopened.add(i)
-                        else:
-                            refusal = c.UNABLE_TO_COMPLY
-                    else:
-                        row = store.open_session(sid, host)
-                        new_sessions.append([row, sid, host])
-                        opened.append((i, row))
-                        new_subs.append(sub)
-                        req_sess[i] = row
-                req_sub[i] = sub
+                refusal = (c.MISSING_AVP if no_ids else c.USER_UNKNOWN) if sub < 0 else \
+                    self._open(b, i, sid, host, sub) if rtype == c.INITIAL_REQUEST else 0
+                b.req_sub[i] = sub
             else:
-                row = session_of(sid)
-                late = store.expired_session(sid, now) if row is None else None
-                if late is not None and late.host == host and number > late.last_number:
-                    # a report after supervision released the session: its usage is
-                    # debited (RFC 4006 7), and a CCR-U opens it again
-                    row = store.open_session(sid, host)
-                    store.expired.pop(sid, None)
-                    new_sessions.append([row, sid, host])
-                    new_subs.append(late.sub)
-                    req_sess[i], req_sub[i] = row, late.sub
-                elif row is None:
-                    refusal = c.UNKNOWN_SESSION_ID
-                elif store.session_meta[row][1] != host:
-                    # RFC 6733 8: a session belongs to the client that opened it
-                    refusal = c.UNKNOWN_SESSION_ID
-                    log.warning("%s sent a CC-Request-Type %d for session %s, opened by %s: refused",
-                                printable(host), rtype, printable(sid), printable(store.session_meta[row][1]))
-                else:
-                    req_sess[i] = row     # its subscriber is filled in below, in bulk
-            if not refusal and i in slow and slow[i].requested_action == c.REFUND_ACCOUNT \
+                refusal = self._find_session(b, i, sid, host, rtype, number)
+            if not refusal and i in b.slow and b.slow[i].requested_action == c.REFUND_ACCOUNT \
                     and rtype == c.EVENT_REQUEST:
-                answers[i], results[i] = self._refund(slow[i], frames[i], req_sub[i], now)
-                refunds.append(i)
-                continue
-            if refusal:
-                number = slow[i].request_number if i in slow else int(fr[i]["number"])
-                msg, failed = "", b""
-                if refusal == c.MISSING_AVP:
-                    msg = "no Subscription-Id"
-                    failed = A.grouped(c.AVP_SUBSCRIPTION_ID, [A.u32(c.AVP_SUBSCRIPTION_ID_TYPE, 0),
-                                                               A.utf8(c.AVP_SUBSCRIPTION_ID_DATA, b"")])
-                elif refusal == c.UNABLE_TO_COMPLY:
-                    msg = "session already open"
-                elif refusal == c.UNKNOWN_SESSION_ID and session_of(sid) is not None:
-                    msg = "the session was opened by another Origin-Host"
-                h = slow[i].header if i in slow else parse_header(frames[i])
-                answers[i] = self._refuse(h, sid, rtype, number, refusal, msg, failed,
-                                          slow[i].proxy_info if i in slow else b"")
-                results[i] = refusal
-                continue
-            charged.append(i)
-        charged = np.flatnonzero(ongoing).tolist() if not charged else \
+                b.answer(i, *self._refund(b, b.slow[i], b.frames[i], b.req_sub[i], now))
+                b.refunds.append(i)
+            elif refusal:
+                b.answer(i, self._refusal(b, i, sid, rtype, refusal), refusal)
+            else:
+                charged.append(i)
+        b.charged = np.flatnonzero(ongoing).tolist() if not charged else \
             np.sort(np.concatenate([np.flatnonzero(ongoing), np.array(charged, np.int64)])).tolist()
+        if b.new_sessions:
+            store.start_sessions([row for row, _, _ in b.new_sessions], b.new_subs)
 
-        if new_sessions:
-            store.start_sessions([row for row, _, _ in new_sessions], new_subs)
-        record = events = None
-        self._units = None
-        if charged:
-            charged, numbers = self._answer_repeats(frames, charged, reopened, fr, msccs, slow, req_sess,
-                                                    answers, results)
-            if charged:
-                record, events = self._charge(frames, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged,
-                                              req_sub, req_sess, numbers, answers, results, new_sessions, now,
-                                              refunds)
-        if refunds and record is None:
-            answered = ([dedup_keys[i] for i in refunds], [answers[i] for i in refunds])
-            store.remember_answers(*answered, now)
-            record = store.record(self.rules.version, now, np.array(self._moved, np.int64), np.zeros(0, np.int64),
-                                  [], answered, b"", debits=self._debits)
-        for i, j in copies:
-            answers[i] = CCA.with_hop_by_hop(answers[j], hbhs[i])
-            results[i] = results[j]
-        types = np.where(fr["fallback"] == 0, fr["type"], 0)
-        for i, ccr in slow.items():
-            types[i] = ccr.request_type
-        return BatchResult(answers, record, results, events, types, self._units, opened)
+    def _decode_full(self, b: Batch, i: int) -> CreditControlRequest | None:
+        """The full decoder's request i, or None once it is answered with the error."""
+        frame = b.frames[i]
+        h = parse_header(frame)
+        b.hbhs[i], b.e2es[i] = h.hbh, h.e2e
+        try:
+            self._check_mscc_count(frame)
+            ccr = decode_ccr(h, frame, self.identity.origin_realm.encode(), self.identity.origin_host.encode())
+        except ProtocolError as e:
+            b.answer(i, error_answer(frame, e, self._origin, CCA.error_extra(frame)), e.result_code)
+            return None
+        b.slow[i] = ccr
+        return ccr
 
-    def _answer_repeats(self, frames, charged, reopened, fr, msccs, slow, req_sess, answers, results):
+    def _open(self, b: Batch, i: int, sid: bytes, host: bytes, sub: int) -> int:
+        """A CCR-I: a new session row (IDLE -> OPEN once granted), or the open
+        one again (a retransmission the cache forgot); 5012 for a Session-Id
+        another host has open."""
+        store = self.store
+        row = store.session_index.get(sid)
+        if row is not None:
+            if store.session_meta[row][1] != host:
+                return c.UNABLE_TO_COMPLY
+            b.req_sess[i] = row
+            b.reopened.add(i)
+            return 0
+        row = store.open_session(sid, host)
+        b.new_sessions.append([row, sid, host])
+        b.opened.append((i, row))
+        b.new_subs.append(sub)
+        b.req_sess[i] = row
+        return 0
+
+    def _find_session(self, b: Batch, i: int, sid: bytes, host: bytes, rtype: int, number: int) -> int:
+        """A CCR-U/T: its open session (its subscriber is filled in later, in
+        bulk), a released one within the grace (ocs.gy.session), or 5002."""
+        store = self.store
+        row = store.session_index.get(sid)
+        if row is not None:
+            if store.session_meta[row][1] == host:
+                b.req_sess[i] = row
+                return 0
+            # RFC 6733 8: a session belongs to the client that opened it
+            log.warning("%s sent a CC-Request-Type %d for session %s, opened by %s: refused",
+                        printable(host), rtype, printable(sid), printable(store.session_meta[row][1]))
+            return c.UNKNOWN_SESSION_ID
+        late = store.expired_session(sid, b.now)
+        released = late is not None and late.host == host and number > late.last_number
+        refusal = session.refusal(session.SessionState.RELEASED if released else session.SessionState.IDLE, rtype)
+        if refusal:
+            return refusal
+        # a report after the session was released: its usage is debited (RFC 4006 7);
+        # a CCR-U opens it again, the kernel ends it again at a CCR-T
+        row = store.open_session(sid, host)
+        store.expired.pop(sid, None)
+        b.new_sessions.append([row, sid, host])
+        b.new_subs.append(late.sub)
+        b.req_sess[i], b.req_sub[i] = row, late.sub
+        return 0
+
+    def _refusal(self, b: Batch, i: int, sid: bytes, rtype: int, refusal: int) -> bytes:
+        number = b.slow[i].request_number if i in b.slow else int(b.fr[i]["number"])
+        msg, failed = "", b""
+        if refusal == c.MISSING_AVP:
+            msg = "no Subscription-Id"
+            failed = A.grouped(c.AVP_SUBSCRIPTION_ID, [A.u32(c.AVP_SUBSCRIPTION_ID_TYPE, 0),
+                                                       A.utf8(c.AVP_SUBSCRIPTION_ID_DATA, b"")])
+        elif refusal == c.UNABLE_TO_COMPLY:
+            msg = "session already open"
+        elif refusal == c.UNKNOWN_SESSION_ID and self.store.session_index.get(sid) is not None:
+            msg = "the session was opened by another Origin-Host"
+        return self._refuse(b.header(i), sid, rtype, number, refusal, msg, failed,
+                            b.slow[i].proxy_info if i in b.slow else b"")
+
+    def _answer_repeats(self, b: Batch) -> None:
         """A CCR-U/T carrying the CC-Request-Number its session last had, or a
         lower one, is a retransmission whose answer has left the duplicate
         cache (or arrived out of order): it is not charged again (RFC 4006
-        5.2, 5.7), and is answered with what the session holds now. Returns the requests still to charge, and (sessions,
-        request numbers) of those, to become the sessions' last numbers."""
-        idx = np.array(charged, dtype=np.int64)
-        sess = np.array(req_sess, dtype=np.int64)[idx]
+        5.2, 5.7), and is answered with what the session holds now. Leaves in
+        `b.charged` the requests still to charge, and in `b.numbers` (session
+        rows, request numbers) of those, to become the sessions' last numbers."""
+        slow, fr = b.slow, b.fr
+        idx = np.array(b.charged, dtype=np.int64)
+        sess = b.req_sess[idx]
         numbers = fr["number"][idx].copy()
         types = fr["type"][idx].copy()
-        for k, i in enumerate(charged if slow else ()):
+        for k, i in enumerate(b.charged if slow else ()):
             if i in slow:
                 numbers[k], types[k] = slow[i].request_number, slow[i].request_type
         ongoing = (types == c.UPDATE_REQUEST) | (types == c.TERMINATION_REQUEST)
@@ -326,67 +392,60 @@ class CreditControlApplication:
         # retransmission (or out of order), never a new charge
         repeat[ongoing] = (numbers[ongoing] <= self.store.sessions["last_number"][sess[ongoing]]) & (numbers[ongoing] > 0)
         clash = np.zeros(len(idx), dtype=bool)
-        for k, i in enumerate(charged if reopened else ()):
-            if i in reopened:       # the CCR-I again: a repeat while the session has had no update
+        for k, i in enumerate(b.charged if b.reopened else ()):
+            if i in b.reopened:       # the CCR-I again: a repeat while the session has had no update
                 again = numbers[k] == 0 and self.store.sessions["last_number"][sess[k]] == 0
                 repeat[k], clash[k] = again, not again
         for k in np.nonzero(clash)[0].tolist():
             i = int(idx[k])
-            h = slow[i].header if i in slow else parse_header(frames[i])
             sid = self.store.session_meta[int(sess[k])][0]
-            answers[i] = self._refuse(h, sid, c.INITIAL_REQUEST, 0, c.UNABLE_TO_COMPLY, "session already open")
-            results[i] = c.UNABLE_TO_COMPLY
+            b.answer(i, self._refuse(b.header(i), sid, c.INITIAL_REQUEST, 0, c.UNABLE_TO_COMPLY,
+                                     "session already open"), c.UNABLE_TO_COMPLY)
         for k in np.nonzero(repeat)[0].tolist():
             i = int(idx[k])
-            answers[i] = self._current_grants(frames[i], i, int(sess[k]), fr, msccs, slow)
-            results[i] = c.SUCCESS
+            b.answer(i, self._current_grants(b, i, int(sess[k])), c.SUCCESS)
         keep = ~(repeat | clash)
-        return idx[keep].tolist(), (sess[keep], numbers[keep])
+        b.charged, b.numbers = idx[keep].tolist(), (sess[keep], numbers[keep])
 
-    def _current_grants(self, frame, i, sess, fr, msccs, slow) -> bytes:
+    def _current_grants(self, b: Batch, i: int, sess: int) -> bytes:
         row = self.store.sessions[sess]
         plan = self.rules.plan_table[int(self.store.subs[int(row["sub"])]["plan"])]
-        if i in slow:
-            ccr = slow[i]
-            rgs, service_ids, h, sid = [u.rating_group for u in ccr.units], [u.service_ids for u in ccr.units], ccr.header, ccr.session_id
+        fr = b.fr
+        if i in b.slow:
+            ccr = b.slow[i]
+            rgs, service_ids, sid = [u.rating_group for u in ccr.units], [u.service_ids for u in ccr.units], ccr.session_id
             rtype, number = ccr.request_type, ccr.request_number
         else:
-            rows = msccs[int(fr[i]["mscc_start"]):int(fr[i]["mscc_start"]) + int(fr[i]["mscc_count"])]
+            rows = b.msccs[int(fr[i]["mscc_start"]):int(fr[i]["mscc_start"]) + int(fr[i]["mscc_count"])]
             rgs = [int(r) for r in rows["rg"]]
             service_ids = [[int(s)] if s >= 0 else [] for s in rows["service_id"]]
-            h = parse_header(frame)
             sid = self.store.session_meta[sess][0]
             rtype, number = int(fr[i]["type"]), int(fr[i]["number"])
         body = []
-        if i in slow:
+        if i in b.slow:
             body.append(ccr.proxy_info)
         for rg, sids in zip(rgs, service_ids):
             held = [k for k in range(len(row["rg"])) if row["rg"][k] == rg]
             granted = int(row["granted"][held[0]]) if held and rtype != c.TERMINATION_REQUEST else -1
             body.append(CCA.mscc(rg, sids, c.SUCCESS, granted, 0, int(plan["validity"]), 0))
-        return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
+        return CCA.cca(b.header(i), sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
-    def _charge(self, frames, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
-                numbers, answers, results, new_sessions, now, refunds) -> dict:
-        store, rules = self.store, self.rules
-        n = len(e2es)
-        if slow:
-            extra = sum(len(ccr.units) for ccr in slow.values())
-            if used_rows + extra > len(msccs):
-                msccs = np.concatenate([msccs[:used_rows], np.zeros(extra, MSCC)])
-        reqs = np.zeros(n, REQUEST)
-        reqs["result"] = 1          # not charged unless listed below
+    def _requests(self, b: Batch) -> np.ndarray:
+        """The engine's REQUEST rows of the batch (its MSCC rows grown for the
+        full decoder's requests); only `b.charged` are left to charge."""
+        fr, msccs, pos = b.fr, b.msccs, b.used_rows
+        if b.slow:
+            extra = sum(len(ccr.units) for ccr in b.slow.values())
+            if b.used_rows + extra > len(msccs):
+                msccs = b.msccs = np.concatenate([msccs[:b.used_rows], np.zeros(extra, MSCC)])
+        reqs = np.zeros(len(b), REQUEST)
+        reqs["result"] = 1          # not charged unless listed
         reqs["check_balance"] = -1
-        reqs["sub"] = req_sub
-        reqs["sess"] = req_sess
-        reqs["type"] = fr["type"]
-        reqs["action"] = fr["action"]
-        reqs["mscc_start"] = fr["mscc_start"]
-        reqs["mscc_count"] = fr["mscc_count"]
-        for name in ("apn", "rat", "plmn"):
+        reqs["sub"] = b.req_sub
+        reqs["sess"] = b.req_sess
+        for name in ("type", "action", "mscc_start", "mscc_count", "apn", "rat", "plmn"):
             reqs[name] = fr[name]
-        pos = used_rows
-        for i, ccr in slow.items():
+        for i, ccr in b.slow.items():
             r = reqs[i]
             fr[i]["top_level"] = ccr.top_level
             r["type"], r["action"] = ccr.request_type, ccr.requested_action
@@ -400,90 +459,135 @@ class CreditControlApplication:
                 m["used"], m["used_time"] = u.used, u.used_time
                 pos += 1
         ongoing = (reqs["sub"] < 0) & (reqs["sess"] >= 0)
-        reqs["sub"][ongoing] = store.sessions["sub"][reqs["sess"][ongoing]]
-        sess_n, number_n = numbers
-        refused = self._over_reported(reqs, msccs, np.array(charged, dtype=np.int64))
+        reqs["sub"][ongoing] = self.store.sessions["sub"][reqs["sess"][ongoing]]
+        return reqs
+
+    def _charge(self, b: Batch) -> np.ndarray:
+        """Refuse impossible reports, then one engine call charges the batch."""
+        store, rules = self.store, self.rules
+        reqs = self._requests(b)
+        msccs = b.msccs
+        sess_n, number_n = b.numbers
+        refused = self._over_reported(reqs, msccs, np.array(b.charged, dtype=np.int64))
         if refused:
-            keep = np.array([i not in refused for i in charged], bool)
-            charged = [i for i in charged if i not in refused]
+            keep = np.array([i not in refused for i in b.charged], bool)
+            b.charged = [i for i in b.charged if i not in refused]
             sess_n, number_n = sess_n[keep], number_n[keep]
             for i, (j, limit) in refused.items():
-                answers[i] = self._refuse_report(frames[i], slow.get(i), fr, i, msccs[j], limit)
-                results[i] = c.INVALID_AVP_VALUE
-        sel = np.array(charged, dtype=np.int64)
+                b.answer(i, self._refuse_report(b.frames[i], b.slow.get(i), b.fr, i, msccs[j], limit),
+                         c.INVALID_AVP_VALUE)
+        sel = np.array(b.charged, dtype=np.int64)
         reqs["result"][sel] = 0
         # what this batch charges becomes each session's last request number
         store.sessions["last_number"][sess_n[sess_n >= 0]] = number_n[sess_n >= 0]
-        rules.set_clock(now)
-        dirty_subs, dirty_sess, events, sponsored = kernel.charge_batch(
-            reqs, msccs, store.subs, store.sessions, store.sponsors, rules.tables, now)
-
+        rules.set_clock(b.now)
+        b.dirty_subs, b.dirty_sess, events, b.sponsored = kernel.charge_batch(
+            reqs, msccs, store.subs, store.sessions, store.sponsors, rules.tables, b.now)
+        b.events = events if len(events) else None
         if rules.quota.any:
             self._quota_options(reqs, msccs, sel)
+        return reqs
+
+    def _encode(self, b: Batch, reqs: np.ndarray) -> None:
+        """Every charged answer: the fast path's in one compiled call, the
+        full path's one by one; each request's top-level Result-Code."""
+        charged, slow, msccs = b.charged, b.slow, b.msccs
         fast_sel = np.array([i for i in charged if i not in slow] if slow else charged, dtype=np.int64)
         if len(fast_sel):
-            data, offs = fastcca.encode_batch(buf, fr, reqs, msccs, fast_sel, self._origin, self.ccfh,
+            data, offs = fastcca.encode_batch(b.buf, b.fr, reqs, msccs, fast_sel, self._origin, self.ccfh,
                                               self._filters)
             offs = offs.tolist()
-            if len(fast_sel) == n:
-                answers[:] = [data[start:end] for start, end in zip(offs, offs[1:])]
+            if len(fast_sel) == len(b):
+                b.answers[:] = [data[start:end] for start, end in zip(offs, offs[1:])]
             else:
                 for i, start, end in zip(fast_sel.tolist(), offs, offs[1:]):
-                    answers[i] = data[start:end]
+                    b.answers[i] = data[start:end]
         # only what this step charged: a full-path request refused, repeated or
         # answered from the cache earlier in the batch keeps the answer it has
         charged_set = set(charged) if slow else ()
         for i, ccr in slow.items():
             if i in charged_set:
-                answers[i] = self._slow_answer(ccr, reqs[i], msccs, self._price_answer(ccr, reqs[i], msccs))
-        self._keep_debits(frames, slow, reqs, msccs, sel, answers, now)
+                b.answers[i] = self._slow_answer(ccr, reqs[i], msccs, self._price_answer(ccr, reqs[i], msccs))
+        sel = np.array(charged, dtype=np.int64)
+        self._keep_debits(b, reqs, sel)
         # Top-level Result-Code: a CCR with top-level units takes its units' result.
         top = reqs["result"].copy()
         starts = np.minimum(reqs["mscc_start"], max(len(msccs) - 1, 0))
-        units_top = fr["top_level"].astype(bool) & (reqs["mscc_count"] > 0)
+        units_top = b.fr["top_level"].astype(bool) & (reqs["mscc_count"] > 0)
         top[units_top] = msccs["result"][starts[units_top]]
+        reqs["result"] = top
         top_list = top.tolist()
-        if len(charged) == n:
-            results[:] = top_list
-            answered = (list(dedup_keys), list(answers))
+        if len(charged) == len(b):
+            b.results[:] = top_list
         else:
             for i in charged:
-                results[i] = top_list[i]
-            answered = ([dedup_keys[i] for i in charged + refunds], [answers[i] for i in charged + refunds])
-            fps = np.concatenate([fps[sel], fingerprints(answered[0][len(charged):])]) if fps is not None else None
-        store.remember_answers(*answered, now, fps)
-        # a refused CCR-I leaves no session behind
+                b.results[i] = top_list[i]
+
+    def _end_sessions(self, b: Batch, reqs: np.ndarray) -> list[ExpiredSession]:
+        """Each charged request's session after it, by the RFC 4006 section 7
+        table (ocs.gy.session): a refused CCR-I leaves no session behind; a
+        refused CCR-U ends it, remembered so the CCR-T that usually follows
+        is still debited, as after Tcc. Returns the sessions remembered."""
+        store = self.store
+        sel = np.array(b.charged, dtype=np.int64)
         sess = reqs["sess"][sel]
-        failed_initial = sess[(reqs["type"][sel] == c.INITIAL_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]
-        for row in failed_initial.tolist():
-            kernel.close_session(store.subs, store.sessions, store.sponsors, row)
-        # RFC 4006 7: a failed CCR-U ends the session (Open -> Idle); the CCR-T
-        # that usually follows still has its usage debited, as after Tcc
-        failed_update = sess[(reqs["type"][sel] == c.UPDATE_REQUEST) & (top[sel] != c.SUCCESS) & (sess >= 0)]
-        ended = [ExpiredSession(store.session_meta[row][0], store.session_meta[row][1],
-                                int(store.sessions["sub"][row]), int(store.sessions["last_number"][row]), now)
-                 for row in failed_update.tolist()]
-        for row in failed_update.tolist():
-            kernel.close_session(store.subs, store.sessions, store.sponsors, row)
+        has = sess >= 0
+        actions = session.row_actions(reqs["type"][sel][has], reqs["result"][sel][has])
+        sess = sess[has]
+        ended = []
+        for action, mask in actions.items():
+            rows = sess[mask].tolist()
+            if action is session.RowAction.RELEASE_AND_REMEMBER:
+                ended += [ExpiredSession(store.session_meta[row][0], store.session_meta[row][1],
+                                         int(store.sessions["sub"][row]), int(store.sessions["last_number"][row]),
+                                         b.now) for row in rows]
+            if action in (session.RowAction.DISCARD, session.RowAction.RELEASE_AND_REMEMBER):
+                for row in rows:
+                    kernel.close_session(store.subs, store.sessions, store.sponsors, row)
+            # RELEASE: the kernel released a CCR-T's row; KEEP: the kernel restarted Tcc
         store.keep_expired(ended)
+        return ended
+
+    def _journal(self, b: Batch, reqs: np.ndarray, ended: list[ExpiredSession]) -> None:
+        """The batch's journal record: the rows it changed, new sessions, the
+        answers for the duplicate cache, one usage row per reported MSCC."""
+        store, charged = self.store, b.charged
+        if len(charged) == len(b):
+            answered = (list(b.dedup_keys), list(b.answers))
+        else:
+            done = charged + b.refunds
+            answered = ([b.dedup_keys[i] for i in done], [b.answers[i] for i in done])
+        fps = b.fps
+        if fps is not None and len(charged) != len(b):
+            sel = np.array(charged, dtype=np.int64)
+            fps = np.concatenate([fps[sel], fingerprints(answered[0][len(charged):])])
+        store.remember_answers(*answered, b.now, fps)
+        sel = np.array(charged, dtype=np.int64)
+        sess = reqs["sess"][sel]
         sess = sess[sess >= 0]
         closed = sess[store.sessions["sub"][sess] < 0]
-        if len(closed):
-            dirty_sess = np.concatenate([dirty_sess, closed])
+        dirty_sess = np.concatenate([b.dirty_sess, closed]) if len(closed) else b.dirty_sess
         req_of, rows = _unit_rows(reqs, sel)
-        self._units = msccs.take(rows)       # take: 20x quicker than fancy indexing on records
-        usage = self._usage(reqs, self._units, req_of)
-        if self._moved:
-            dirty_subs = np.concatenate([dirty_subs, np.array(self._moved, np.int64)])
-        record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered, usage,
-                              sponsors=sponsored, debits=self._debits, expired=ended)
+        b.units = b.msccs.take(rows)       # take: 20x quicker than fancy indexing on records
+        usage = self._usage(reqs, b.units, req_of)
+        dirty_subs = b.dirty_subs
+        if b.moved:
+            dirty_subs = np.concatenate([dirty_subs, np.array(b.moved, np.int64)])
+        b.record = store.record(self.rules.version, b.now, dirty_subs, dirty_sess, b.new_sessions, answered, usage,
+                                sponsors=b.sponsored, debits=b.debits, expired=ended)
         if usage:
             # the Session-Id of each usage row, for usage records and sponsor settlement
             rows = np.frombuffer(usage, USAGE)["sess"].tolist()
-            record["ss"] = [store.session_meta[x][0] if x >= 0 and store.session_meta[x] else b"" for x in rows]
+            b.record["ss"] = [store.session_meta[x][0] if x >= 0 and store.session_meta[x] else b"" for x in rows]
         for row in set(closed.tolist()):
             store.release_session_row(row)
-        return record, events if len(events) else None
+
+    def _journal_refunds(self, b: Batch) -> None:
+        """A batch of refunds alone: the money moved and the debits they settled."""
+        answered = ([b.dedup_keys[i] for i in b.refunds], [b.answers[i] for i in b.refunds])
+        self.store.remember_answers(*answered, b.now)
+        b.record = self.store.record(self.rules.version, b.now, np.array(b.moved, np.int64),
+                                     np.zeros(0, np.int64), [], answered, b"", debits=b.debits)
 
     def _check_mscc_count(self, frame: bytes) -> None:
         """5009 with the first MSCC beyond `max_mscc`, before anything is
@@ -493,7 +597,7 @@ class CreditControlApplication:
             raise ProtocolError(c.AVP_OCCURS_TOO_MANY_TIMES, f"{count} Multiple-Services-Credit-Control AVPs: "
                                 f"at most {self.max_mscc} are served in one request", frame[start:end])
 
-    def _refund(self, ccr: CreditControlRequest, frame: bytes, sub: int, now: float) -> tuple[bytes, int]:
+    def _refund(self, b: Batch, ccr: CreditControlRequest, frame: bytes, sub: int, now: float) -> tuple[bytes, int]:
         """A REFUND_ACCOUNT (ocs.gy.refund): its answer and Result-Code. The
         money goes back to the payer now; the batch's record keeps it."""
         def refuse(code: int, msg: str, failed: bytes = b"") -> tuple[bytes, int]:
@@ -515,8 +619,8 @@ class CreditControlApplication:
         store.subs[payer]["balance"] += back
         store.subs[payer]["spent"] = max(int(store.subs[payer]["spent"]) - back, 0)
         store.keep_debits([debit])
-        self._moved.append(payer)
-        self._debits.append(debit)
+        b.moved.append(payer)
+        b.debits.append(debit)
         log.info("refund to %s of %d micro-units (%d octets of debit %s), asked by %s", store.label(sub), back,
                  debit.refunded_octets, printable(debit.token), printable(ccr.origin_host))
         plan = self.rules.plans[int(store.subs[sub]["plan"])]
@@ -537,21 +641,21 @@ class CreditControlApplication:
         msccs["qht"][rows] = qht
         msccs["vqt"][rows] = np.minimum(vqt, 0xFFFFFFFF)
 
-    def _keep_debits(self, frames, slow, reqs, msccs, sel, answers, now) -> None:
+    def _keep_debits(self, b: Batch, reqs, sel) -> None:
         """Each DIRECT_DEBITING charged: kept for refunds, and its answer
         given the Refund-Information that names it (TS 32.299 7.2.150a)."""
         debiting = sel[(reqs["type"][sel] == c.EVENT_REQUEST) & (reqs["action"][sel] == c.DIRECT_DEBITING)
                        & (reqs["result"][sel] == c.SUCCESS)]
         for i in debiting.tolist():
             r = reqs[i]
-            units = msccs[int(r["mscc_start"]):int(r["mscc_start"]) + int(r["mscc_count"])]
+            units = b.msccs[int(r["mscc_start"]):int(r["mscc_start"]) + int(r["mscc_count"])]
             ok = units["result"] == c.SUCCESS
-            sid = slow[i].session_id if i in slow else find_session_id(frames[i])
+            sid = b.slow[i].session_id if i in b.slow else find_session_id(b.frames[i])
             debit = Debit(R.token(sid), int(r["sub"]), int(units["used"][ok].clip(0).sum()),
-                          int(units["charged"][ok].sum()), t=now)
+                          int(units["charged"][ok].sum()), t=b.now)
             self.store.keep_debits([debit])
-            self._debits.append(debit)
-            answers[i] = R.with_avp(answers[i], R.refund_information_avp(debit.token))
+            b.debits.append(debit)
+            b.answers[i] = R.with_avp(b.answers[i], R.refund_information_avp(debit.token))
 
     def _over_reported(self, reqs, msccs, sel) -> dict[int, tuple[int, int]]:
         """CCR-U/Ts of `sel` with an MSCC reporting more octets than its
