@@ -29,6 +29,7 @@ from ..store.records import Debit, ExpiredSession
 from ..store.dedup import fingerprints, packed_fingerprints
 from ..store.embedded import EmbeddedStore
 from . import cca as CCA
+from . import reauth
 from . import refund as R
 from . import session
 from .ccr import CreditControlRequest, decode_ccr
@@ -138,6 +139,7 @@ class CreditControlApplication:
         # take the session over (RFC 4006 8.4: otherwise it is NOT_SUPPORTED, the default)
         self._origin = identity.origin_avps + (
             A.u32(c.AVP_CC_SESSION_FAILOVER, c.FAILOVER_SUPPORTED) if session_failover else b"")
+        self._days: tuple = ()                  # (rules version, each zone's local day) last seen
         self._realm = fastccr.identity_bytes(identity.origin_realm)
         self._host = fastccr.identity_bytes(identity.origin_host)
 
@@ -753,6 +755,28 @@ class CreditControlApplication:
                      "sponsor_charged"):
             u[name] = m[name][keep]
         return u.tobytes()
+
+    def day_turned(self, now: float) -> bool:
+        """Whether a local midnight of some zone (or a rules version with
+        other zones) passed since the last call: the daily summaries are due
+        (`close_days`). The first call only notes the day: at start the rows
+        know theirs."""
+        self.rules.set_clock(now)
+        days = (self.rules.version, tuple(self.rules.tables.zones["day"].tolist()))
+        turned = days != self._days and bool(self._days)
+        self._days = days
+        return turned
+
+    def sessions_to_reauthorize(self, done) -> np.ndarray | None:
+        """The open sessions an operation's change affects (operations.Done):
+        those it names, or those of the subscribers it changed."""
+        if done.sessions is not None:
+            return done.sessions
+        return reauth.sessions_of(self.store, done.reauth) if done.reauth else None
+
+    def sessions_changed_by(self, old: RuleSet) -> np.ndarray:
+        """The open sessions whose charging the installed rules change from `old`."""
+        return reauth.sessions_changed_by(self.store, old, self.rules)
 
     def close_days(self, now: float) -> tuple[dict | None, np.ndarray | None]:
         """At local midnight: the daily summaries of every subscriber with

@@ -39,14 +39,14 @@ class Reauthorizer:
         """Which peer connection each new session came through: its RAR goes
         back the same way, also when a relay (a DRA) stands between us and
         the gateway (RFC 6733 6.1)."""
-        ends = list(accumulate(len(chunk) for _, chunk, _ in batch))
+        ends = list(accumulate(len(a.frames) for a in batch))
         top = max(row for _, row in opened)
         if top >= len(self.via):
             grown = np.zeros(max(top + 1, 2 * len(self.via), 1024), np.int32)
             grown[:len(self.via)] = self.via
             self.via = grown
         for i, row in opened:
-            self.via[row] = batch[bisect_right(ends, i)][0].ident
+            self.via[row] = batch[bisect_right(ends, i)].peer.ident
 
     def queue(self, sessions: np.ndarray) -> None:
         """Queue a Re-Auth-Request (RFC 4006 5.5) for each open session; the

@@ -22,8 +22,8 @@ import trio
 from ..config import Config, PeerPolicy
 from ..diameter.message import Frames
 from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
-from ..gy import reauth
 from ..gy.app import CreditControlApplication
+from .commit import Arrival, Commit, Operation
 from .reauth import Reauthorizer
 from ..diameter import constants as c
 from ..diameter.errors import ProtocolError
@@ -79,14 +79,14 @@ class Server:
         self.metrics = Metrics()
         self.watch = RulesWatch(cfg.rules, app.rules.version)
         self._next_rules: RuleSet | None = None
-        self._ops: list[tuple] = []           # operations waiting for the charging loop
+        self._ops: list[Operation] = []       # operations waiting for the charging loop
         self.app = app
         self.store = store
         self.identity = identity
         self.policy = policy
         self.timers = PeerTimers(cer_timeout=cfg.cer_timeout, tw=cfg.tw, dpa_timeout=cfg.dpa_timeout)
         self.peers: set[Peer] = set()
-        self._pending: list[tuple[Peer, Frames, float]] = []    # each read's requests, by peer, and when
+        self._pending: list[Arrival] = []    # each read's requests, by peer, and when
         self._work = trio.Event()
         self._stopping = False
         self._snapshot_due = False
@@ -98,7 +98,6 @@ class Server:
         self._durable = trio.Event()
         self._expire_due = False
         self._days_due = False
-        self._days: tuple = ()
         self.batches = 0
         self.requests = 0
         self.listening: list[tuple[str, int]] = []
@@ -256,11 +255,11 @@ class Server:
             if data:
                 frames = conn.receive_data(data, now)
                 if frames and self.journal_failing is not None:
-                    self._refuse_busy([(peer, frames, now)], counted=False)   # here: the loop may be waiting
+                    self._refuse_busy([Arrival(peer, frames, now)], counted=False)   # here: the loop may be waiting
                 elif frames:
                     peer.outstanding += len(frames)
                     peer.held += len(frames.data)
-                    self._pending.append((peer, frames, now))
+                    self._pending.append(Arrival(peer, frames, now))
                     self._work.set()
                 if conn.app_answers:
                     self.reauthorizer.on_answers(peer)
@@ -303,9 +302,7 @@ class Server:
                     # sweeps, snapshots and rules versions wait for the disk
                     batch, self._pending = self._pending, []
                     self._refuse_busy(batch)
-                    for _, box, done in self._refuse_ops():
-                        if done is not None:
-                            done.set()
+                    self._refuse_ops()
                     continue
                 if self._snapshot_due:
                     self._snapshot_due = False
@@ -314,59 +311,71 @@ class Server:
                     installed = self._install(self._next_rules)
                     self._next_rules = None
                     if installed is not None:
-                        await send.send(([], [], *installed))
+                        await send.send(installed)
                 ops, self._ops = self._ops, []
-                for op, box, done in ops:
-                    try:
-                        result = op(self.store, self.app.rules, time.time())
-                    except Exception as e:       # refused (OperationError) or a bug: the caller hears of it
-                        box.append(e)
-                        if done is None:
-                            log.exception("internal operation failed")
-                        else:
-                            done.set()
-                        continue
-                    box.append(result.result)
-                    sessions = result.sessions if result.sessions is not None else \
-                        reauth.sessions_of(self.store, result.reauth) if result.reauth else None
-                    await send.send(([], [], result.record, None, done, sessions))
-                if self._expire_due:
-                    self._expire_due = False
-                    record = self.app.expire(time.time())
-                    if record is not None:
-                        await send.send(([], [], record, None))
-                if self._days_due:
-                    self._days_due = False
-                    now = time.time()
-                    record, events = self.app.close_days(now)
-                    if record is not None:
-                        described = describe(events, self.app.rules, self.store.label, now) \
-                            if events is not None and self.notifier is not None else None
-                        await send.send(([], [], record, described))
+                for op in ops:
+                    commit = self._run(op)
+                    if commit is not None:
+                        await send.send(commit)
+                for commit in self._sweeps():
+                    await send.send(commit)
                 batch, self._pending = self._admit(self._pending)
                 if self._pending:
                     self._work.set()        # the rest in the next turn
                 if batch:
-                    frames = Frames.join([chunk for _, chunk, _ in batch])
-                    now = time.time()
-                    result = self.app.process(frames, now)
-                    if result.opened:
-                        self.reauthorizer.remember_via(batch, result.opened)
-                    self.metrics.count(result.types, result.results)
-                    self.metrics.count_units(result.units)
-                    events = None
-                    if result.events is not None and self.notifier is not None:
-                        events = describe(result.events, self.app.rules, self.store.label, now)
-                    await send.send((batch, result.answers, result.record, events))
-                    self.batches += 1
-                    self.requests += len(frames)
+                    await send.send(self._charge(batch))
 
-    def _refuse_ops(self) -> list:
+    def _run(self, op: Operation) -> Commit | None:
+        """An operation between two batches: its commit, which wakes it once
+        durable; None when it was refused (or failed: the caller hears of it)."""
+        try:
+            done = op.fn(self.store, self.app.rules, time.time())
+        except Exception as e:       # refused (OperationError) or a bug
+            if op.done is None:
+                log.exception("internal operation failed")
+            op.fail(e)
+            return None
+        op.result = done.result
+        return Commit(done.record, operation=op, reauthorize=self.app.sessions_to_reauthorize(done))
+
+    def _sweeps(self) -> list[Commit]:
+        """What the clock made due: session supervision (Tcc), the daily summaries at local midnight."""
+        commits = []
+        if self._expire_due:
+            self._expire_due = False
+            record = self.app.expire(time.time())
+            if record is not None:
+                commits.append(Commit(record))
+        if self._days_due:
+            self._days_due = False
+            now = time.time()
+            record, events = self.app.close_days(now)
+            if record is not None:
+                commits.append(Commit(record, notices=self._describe(events, now)))
+        return commits
+
+    def _charge(self, batch: list[Arrival]) -> Commit:
+        frames = Frames.join([a.frames for a in batch])
+        now = time.time()
+        result = self.app.process(frames, now)
+        if result.opened:
+            self.reauthorizer.remember_via(batch, result.opened)
+        self.metrics.count(result.types, result.results)
+        self.metrics.count_units(result.units)
+        self.batches += 1
+        self.requests += len(frames)
+        return Commit(result.record, tuple(batch), result.answers, self._describe(result.events, now))
+
+    def _describe(self, events, now: float):
+        if events is None or self.notifier is None:
+            return None
+        return describe(events, self.app.rules, self.store.label, now)
+
+    def _refuse_ops(self) -> None:
         ops, self._ops = self._ops, []
-        for _, box, _ in ops:
-            box.append(OperationError(503, f"the charging journal cannot be written now ({self.journal_failing}); "
-                                           f"nothing was changed: try again later"))
-        return ops
+        for op in ops:
+            op.fail(OperationError(503, f"the charging journal cannot be written now ({self.journal_failing}); "
+                                        f"nothing was changed: try again later"))
 
     def _refuse_busy(self, batch: list, counted: bool = True) -> None:
         """While the journal cannot be written nothing is charged: each
@@ -374,15 +383,15 @@ class Server:
         go to another server), which needs no write."""
         err = ProtocolError(c.TOO_BUSY, "the charging journal cannot be written now")
         origin = self.app.identity.origin_avps
-        for peer, chunk, _ in batch:
-            answers = [error_answer(f, err, origin) for f in chunk]
+        for a in batch:
+            answers = [error_answer(f, err, origin) for f in a.frames]
             if counted:
-                peer.deliver(answers, len(chunk.data))
+                a.peer.deliver(answers, len(a.frames.data))
             else:
-                peer.conn.send(b"".join(answers))
-                peer.wake_writer.set()
-        self.metrics.count(np.zeros(sum(len(chunk) for _, chunk, _ in batch), np.int32),
-                           [c.TOO_BUSY] * sum(len(chunk) for _, chunk, _ in batch))
+                a.peer.conn.send(b"".join(answers))
+                a.peer.wake_writer.set()
+        n = sum(len(a.frames) for a in batch)
+        self.metrics.count(np.zeros(n, np.int32), [c.TOO_BUSY] * n)
 
     def _admit(self, pending: list) -> tuple[list, list]:
         """The reads to charge this turn, and those left for the next: each
@@ -392,15 +401,14 @@ class Server:
         limit = self.cfg.batch_peer_kb << 10
         taken: dict[int, int] = {}
         batch, rest, held = [], [], set()
-        for item in pending:
-            peer, chunk, _ = item
-            size = taken.get(peer.ident, 0)
-            if peer.ident in held or (size and size + len(chunk.data) > limit):
-                held.add(peer.ident)
-                rest.append(item)
+        for a in pending:
+            ident, size = a.peer.ident, taken.get(a.peer.ident, 0)
+            if ident in held or (size and size + len(a.frames.data) > limit):
+                held.add(ident)
+                rest.append(a)
                 continue
-            taken[peer.ident] = size + len(chunk.data)
-            batch.append(item)
+            taken[ident] = size + len(a.frames.data)
+            batch.append(a)
         return batch, rest
 
     async def _begin_snapshot(self, nursery: trio.Nursery, sent: int) -> None:
@@ -467,46 +475,50 @@ class Server:
                     group.append(recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            records = [item[2] for item in group if item[2] is not None]
+            records = [commit.record for commit in group if commit.record is not None]
             if records:
                 started = time.perf_counter()
                 await self._write_journal(records, threaded=bool(self._pending) or
-                                          sum(len(item[1]) for item in group) > SMALL_GROUP)
+                                          sum(commit.requests for commit in group) > SMALL_GROUP)
                 self.metrics.journal_seconds.observe(time.perf_counter() - started)
                 self._durable_seq = records[-1]["seq"]
                 # wake every waiter (_begin_snapshot, shutdown): each waits on the event of its time
                 woken, self._durable = self._durable, trio.Event()
                 woken.set()
-            ready: dict[Peer, list[bytes]] = {}
-            request_bytes: dict[Peer, int] = {}
-            changed = []
-            arrived: list[tuple[float, int]] = []
-            for batch, answers, _, events, *done in group:
-                if done:
-                    if done[0] is not None:
-                        done[0].set()          # an operation, durable now
-                    if done[1] is not None and len(done[1]):
-                        changed.append(done[1])
-                if events:
-                    self.notifier.emit(events)
-                at = 0
-                for peer, chunk, t in batch:
-                    arrived.append((t, len(chunk)))
-                    ready.setdefault(peer, []).extend(answers[at:at + len(chunk)])
-                    request_bytes[peer] = request_bytes.get(peer, 0) + len(chunk.data)
-                    at += len(chunk)
-            for peer, answers in ready.items():
-                peer.deliver(answers, request_bytes[peer])
-            if arrived:
-                now = trio.current_time()
-                self.metrics.latency.observe_many("CCR", [now - t for t, _ in arrived], [n for _, n in arrived])
-            if changed and self.cfg.reauth:
-                self.reauthorizer.queue(np.unique(np.concatenate(changed)))
+            self._deliver(group)
             if self.usage is not None and records:
                 self._queue_usage(records)               # after the answers: not on their path
             if store.journal_bytes >= self.cfg.snapshot_journal_mb << 20:
                 self._snapshot_due = True
                 self._work.set()
+
+    def _deliver(self, group: list[Commit]) -> None:
+        """Once durable: each peer all its answers as one buffer, then the
+        notices, the operations woken, the sessions to re-authorize."""
+        ready: dict[Peer, list[bytes]] = {}
+        request_bytes: dict[Peer, int] = {}
+        changed = []
+        arrived: list[tuple[float, int]] = []
+        for commit in group:
+            if commit.operation is not None:
+                commit.operation.finish()          # durable now
+            if commit.reauthorize is not None and len(commit.reauthorize):
+                changed.append(commit.reauthorize)
+            if commit.notices:
+                self.notifier.emit(commit.notices)
+            at = 0
+            for a in commit.arrivals:
+                arrived.append((a.at, len(a.frames)))
+                ready.setdefault(a.peer, []).extend(commit.answers[at:at + len(a.frames)])
+                request_bytes[a.peer] = request_bytes.get(a.peer, 0) + len(a.frames.data)
+                at += len(a.frames)
+        for peer, answers in ready.items():
+            peer.deliver(answers, request_bytes[peer])
+        if arrived:
+            now = trio.current_time()
+            self.metrics.latency.observe_many("CCR", [now - t for t, _ in arrived], [n for _, n in arrived])
+        if changed and self.cfg.reauth:
+            self.reauthorizer.queue(np.unique(np.concatenate(changed)))
 
     async def _serve_api(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         import os
@@ -567,38 +579,34 @@ class Server:
                               "records)", e, len(self._usage_backlog))
                     await trio.sleep(5)
 
-    def run_internal(self, op) -> None:
-        """Run `op` like `submit`, for the server itself: nobody waits for
+    def run_internal(self, fn) -> None:
+        """Run `fn` like `submit`, for the server itself: nobody waits for
         it; a failure is logged."""
-        self._ops.append((op, [], None))
+        self._ops.append(Operation(fn, waited=False))
         self._work.set()
 
-    async def submit(self, op):
-        """Run `op(store, rules, now) -> operations.Done` on the charging loop,
+    async def submit(self, fn):
+        """Run `fn(store, rules, now) -> operations.Done` on the charging loop,
         between batches; return its result once its record is durable.
         Raises what the operation raised (OperationError for a refusal)."""
         if self.journal_failing is not None:
             raise OperationError(503, f"the charging journal cannot be written now ({self.journal_failing}); "
                                       f"nothing was changed: try again later")
-        box: list = []
-        done = trio.Event()
-        entry = (op, box, done)
-        self._ops.append(entry)
+        op = Operation(fn)
+        self._ops.append(op)
         self._work.set()
         try:
-            await done.wait()
+            await op.done.wait()
         except trio.Cancelled:
-            if any(e is entry for e in self._ops):
-                self._ops.remove(entry)      # not started: it never runs
+            if any(o is op for o in self._ops):
+                self._ops.remove(op)      # not started: it never runs
             else:
                 # started: it happens; return only once it is durable, so a
                 # caller that gives up never reports the old state as current
                 with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
-                    await done.wait()
+                    await op.done.wait()
             raise
-        if isinstance(box[0], Exception):
-            raise box[0]
-        return box[0]
+        return op.outcome()
 
     # ------------------------------------------------------------ rules
     async def install_rules(self, rules: RuleSet) -> None:
@@ -608,14 +616,14 @@ class Server:
         installer's reasons when the version is refused (the old one keeps
         serving)."""
         def install(store, current, now):
-            record, _, _, sessions = self._install(rules, refuse=True)
-            return Done({"version": rules.version}, record, sessions=sessions)
+            commit = self._install(rules, refuse=True)
+            return Done({"version": rules.version}, commit.record, sessions=commit.reauthorize)
         await self.submit(install)
 
-    def _install(self, rules: RuleSet, refuse: bool = False) -> tuple | None:
+    def _install(self, rules: RuleSet, refuse: bool = False) -> Commit | None:
         """Between two batches: install the new version, or keep the old one
-        (raising RuleError if `refuse`). Returns (journal record, None, None,
-        sessions to re-authorize)."""
+        (raising RuleError if `refuse`). Returns its commit: the journal
+        record, and the sessions whose charging it changes, to re-authorize."""
         now = time.time()
         old = self.app.rules
         try:
@@ -629,11 +637,11 @@ class Server:
         self.app.set_rules(rules)
         self.watch.installed(rules.version)
         log.info("rules %s: version %s installed (was %s)", self.cfg.rules, rules.version, old.version)
-        sessions = reauth.sessions_changed_by(self.store, old, rules)
+        sessions = self.app.sessions_changed_by(old)
         if len(sessions):
             log.info("rules version %s changes the charging of %d open sessions: re-authorizing them",
                      rules.version, len(sessions))
-        return self.store.rules_record(rules.version, now), None, None, sessions
+        return Commit(self.store.rules_record(rules.version, now), reauthorize=sessions)
 
     async def _rules_reload(self) -> None:
         """Reload on SIGHUP, and when the rule files change (polled). The new
@@ -666,12 +674,8 @@ class Server:
             await trio.sleep(1)
             self._expire_due = True
             self.reauthorizer.expire()
-            rules = self.app.rules
-            rules.set_clock(time.time())
-            days = (rules.version, tuple(rules.tables.zones["day"].tolist()))
-            if days != self._days:
-                self._days_due = bool(self._days)       # not at start: the rows know their day
-                self._days = days
+            if self.app.day_turned(time.time()):
+                self._days_due = True
             self._work.set()
 
 
@@ -683,10 +687,10 @@ class _Outbox:
         self.channel = channel
         self.seq = 0
 
-    async def send(self, item: tuple) -> None:
-        if item[2] is not None:
-            self.seq = item[2]["seq"]
-        await self.channel.send(item)
+    async def send(self, commit: Commit) -> None:
+        if commit.record is not None:
+            self.seq = commit.record["seq"]
+        await self.channel.send(commit)
 
 
 async def _flush(peer: Peer) -> None:
