@@ -27,7 +27,7 @@ from ..engine.tables import MSCC, NO_RG, REQUEST, USAGE
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
 from ..store.records import Debit, ExpiredSession
 from ..store.dedup import fingerprints, packed_fingerprints
-from ..store.embedded import EmbeddedStore
+from ..store.interface import Store
 from . import cca as CCA
 from . import reauth
 from . import refund as R
@@ -126,7 +126,7 @@ def _slow_keys(ccr: CreditControlRequest) -> list[int]:
 
 
 class CreditControlApplication:
-    def __init__(self, store: EmbeddedStore, rules: RuleSet, identity: LocalIdentity,
+    def __init__(self, store: Store, rules: RuleSet, identity: LocalIdentity,
                  failure_handling: int = c.CCFH_TERMINATE, refund_hosts: frozenset[bytes] = frozenset(),
                  session_failover: bool = False, max_mscc: int = fastccr.MAX_MSCC):
         self.store = store

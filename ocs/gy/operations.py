@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..engine import kernel
 from ..rules.compile import RuleSet
 from ..rules.units import MONEY_LIMIT, format_money, parse_money
-from ..store.embedded import EmbeddedStore
+from ..store.interface import Store
 
 
 class OperationError(Exception):
@@ -34,25 +34,25 @@ class Done:
     sessions: object = None     # or the open sessions themselves (numpy rows), when the change names them
 
 
-def _rows(store: EmbeddedStore, row: int) -> list[int]:
+def _rows(store: Store, row: int) -> list[int]:
     s = store.subs[row]
     return [row, int(s["pool"]), int(s["payer"])]
 
 
-def _existing(store: EmbeddedStore, row: int) -> None:
+def _existing(store: Store, row: int) -> None:
     """An operation queued behind a deletion of its subscriber must not land
     on the deleted row (the API resolved the row before queueing)."""
     if row in store.retired:
         raise OperationError(404, f"subscriber {store.label(row)} was deleted")
 
 
-def _roll(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> None:
+def _roll(store: Store, rules: RuleSet, row: int, now: float) -> None:
     rules.set_clock(now)
     for r in _rows(store, row):
         kernel.rollover(store.subs, rules.tables, r, now)
 
 
-def buy_pack(store: EmbeddedStore, rules: RuleSet, row: int, pack_id: str, now: float, gift: bool = False) -> Done:
+def buy_pack(store: Store, rules: RuleSet, row: int, pack_id: str, now: float, gift: bool = False) -> Done:
     """A purchase pays the pack's price from the payer's balance (prepaid:
     only if the free balance covers it); a gift or a trial costs nothing."""
     _existing(store, row)
@@ -84,7 +84,7 @@ def buy_pack(store: EmbeddedStore, rules: RuleSet, row: int, pack_id: str, now: 
     return Done(result, store.record(rules.version, now, _rows(store, row), [], [], [], b"", op), [row])
 
 
-def reopen(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> Done:
+def reopen(store: Store, rules: RuleSet, row: int, now: float) -> Done:
     """Lift the fee and volume caps for the rest of the period, where the
     plan allows it; the absolute ceiling stays."""
     _existing(store, row)
@@ -99,7 +99,7 @@ def reopen(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> Done:
                 store.record(rules.version, now, _rows(store, row), [], [], [], b"", op), [row])
 
 
-def top_up(store: EmbeddedStore, rules: RuleSet, row: int, amount: str, now: float) -> Done:
+def top_up(store: Store, rules: RuleSet, row: int, amount: str, now: float) -> Done:
     _existing(store, row)
     plan = rules.plans[int(store.subs[row]["plan"])]
     try:

@@ -30,7 +30,8 @@ from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
 from ..rules.units import format_money, parse_money, quoted, timezone_info
 from ..rules.versions import carry_buckets
 from ..store import profiles
-from ..store.embedded import EmbeddedStore, new_subscribers
+from ..store.embedded import new_subscribers
+from ..store.interface import Store
 from ..store.profiles import ATTRIBUTES, Profile
 from ..store.views import subscriber_view
 from .operations import Done, OperationError
@@ -70,7 +71,7 @@ class SubscriberChange(msgspec.Struct, forbid_unknown_fields=True, kw_only=True,
 
 
 # ---------------------------------------------------------------- checks
-def _row(store: EmbeddedStore, msisdn: str) -> tuple[int, int]:
+def _row(store: Store, msisdn: str) -> tuple[int, int]:
     key = subscriber_key(E164, msisdn)
     row = store.lookup(key)
     if row < 0:
@@ -78,7 +79,7 @@ def _row(store: EmbeddedStore, msisdn: str) -> tuple[int, int]:
     return key, row
 
 
-def _rules_own(store: EmbeddedStore, rules: RuleSet, msisdn: str, key: int, row: int) -> str | None:
+def _rules_own(store: Store, rules: RuleSet, msisdn: str, key: int, row: int) -> str | None:
     """Why the rule files own this subscriber, or None when the API does."""
     if row in store.profiles:
         return None
@@ -89,7 +90,7 @@ def _rules_own(store: EmbeddedStore, rules: RuleSet, msisdn: str, key: int, row:
     return f"{msisdn} is declared in {where}" if where is not None else None
 
 
-def _taken(store: EmbeddedStore, rules: RuleSet, kind: int, digits: str) -> None:
+def _taken(store: Store, rules: RuleSet, kind: int, digits: str) -> None:
     key = subscriber_key(kind, digits)
     row = store.lookup(key)
     if row < 0:
@@ -132,7 +133,7 @@ def _calendar(rules: RuleSet, plan: int) -> tuple:
 
 
 # ---------------------------------------------------------------- operations
-def create_subscriber(store: EmbeddedStore, rules: RuleSet, new: NewSubscriber, now: float) -> Done:
+def create_subscriber(store: Store, rules: RuleSet, new: NewSubscriber, now: float) -> Done:
     """A new subscriber on a plan of the rules in force, with its opening
     balance; its period starts today (anniversary plans count from today)."""
     _taken(store, rules, E164, new.msisdn)
@@ -159,7 +160,7 @@ def create_subscriber(store: EmbeddedStore, rules: RuleSet, new: NewSubscriber, 
     return Done(subscriber_view(store, rules, row, now), record)
 
 
-def change_subscriber(store: EmbeddedStore, rules: RuleSet, msisdn: str, change: SubscriberChange,
+def change_subscriber(store: Store, rules: RuleSet, msisdn: str, change: SubscriberChange,
                       now: float) -> Done:
     """Change what the operator set. A new plan applies from the next
     request, to the period under way: what was used of a bucket stays used
@@ -227,7 +228,7 @@ def change_subscriber(store: EmbeddedStore, rules: RuleSet, msisdn: str, change:
     return Done(subscriber_view(store, rules, row, now), record, [row] if rated else [])
 
 
-def delete_subscriber(store: EmbeddedStore, rules: RuleSet, msisdn: str, now: float,
+def delete_subscriber(store: Store, rules: RuleSet, msisdn: str, now: float,
                       close_sessions: bool = False) -> Done:
     """The subscriber's identities become unknown (a CCR-I is answered
     5030). With open sessions it is refused, unless `close_sessions`: their

@@ -3,21 +3,18 @@ operation submitted to the loop holds: named, typed objects (STYLE.md 10)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import trio
 
 from ..diameter.message import Frames
 
-if TYPE_CHECKING:
-    from .server import Peer
-
 
 @dataclass(frozen=True, eq=False)
 class Arrival:
     """One read's requests: the peer they came from, the frames, when (trio time)."""
-    peer: "Peer"
+    peer: Any           # the connection's Peer (its `ident`, `deliver`)
     frames: Frames
     at: float
 

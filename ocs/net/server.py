@@ -34,7 +34,7 @@ from ..notify import Notifier, describe
 from ..rules.compile import RuleError, RuleSet
 from ..rules.install import Installer
 from ..rules.watch import RulesWatch
-from ..store.embedded import EmbeddedStore
+from ..store.interface import Store
 
 log = logging.getLogger("ocs.net")
 RECEIVE_SIZE = 1 << 18
@@ -69,7 +69,7 @@ class Peer:
 
 
 class Server:
-    def __init__(self, cfg: Config, app: CreditControlApplication, store: EmbeddedStore,
+    def __init__(self, cfg: Config, app: CreditControlApplication, store: Store,
                  identity: LocalIdentity, policy: PeerPolicy, installer: Installer | None = None,
                  notifier: Notifier | None = None, usage=None):
         self.cfg = cfg

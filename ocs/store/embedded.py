@@ -390,6 +390,10 @@ class EmbeddedStore:
                 "si": b"", "sr": b"", "xi": b"", "xr": b"", "new": [], "ans": [], "use": b""}
 
     @property
+    def duplicate_cache_bytes(self) -> int:
+        return self.dedup.bytes
+
+    @property
     def journal_bytes(self) -> int:
         """How much journal a recovery would replay now."""
         return self.journal.end if self.journal is not None else 0
