@@ -11,7 +11,6 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
@@ -20,7 +19,7 @@ from ..diameter import avp as A
 from ..diameter import constants as c
 from ..diameter import fastcca, fastccr
 from ..diameter.errors import ProtocolError
-from ..diameter.message import Frames, Header, error_answer, find_session_id, parse_header, printable
+from ..diameter.message import Frames, error_answer, find_session_id, parse_header, printable
 from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST, USAGE
@@ -32,88 +31,12 @@ from . import cca as CCA
 from . import reauth
 from . import refund as R
 from . import session
+from .answers import Answers
+from .batch import Batch, BatchResult, unit_rows
 from .ccr import CreditControlRequest, decode_ccr
 
 log = logging.getLogger("ocs.gy")
 _SUB_KINDS = {c.END_USER_E164: E164, c.END_USER_IMSI: IMSI}
-
-
-@dataclass
-class BatchResult:
-    answers: list[bytes]          # one per request, in order
-    record: dict | None           # the journal record; None if nothing changed
-    results: list[int]            # top-level Result-Code per request (for metrics)
-    events: np.ndarray | None = None   # thresholds crossed (EVENT rows), announced once durable
-    types: np.ndarray | None = None    # CC-Request-Type per request (metrics); 0 when unreadable
-    units: np.ndarray | None = None    # the charged MSCC rows, after the engine (metrics)
-    opened: list | None = None         # (request index, session row) of the sessions this batch opened
-
-
-@dataclass(eq=False)
-class Batch:
-    """One batch on its way through the stages of `process`: what was
-    decoded, what each request has become so far, and what the journal
-    record will hold. Index i is the i-th request of the batch throughout."""
-    frames: Frames
-    now: float
-    buf: np.ndarray               # the batch's bytes, as the compiled decoder read them
-    fr: np.ndarray                # FRAME rows (fastccr): one per request
-    msccs: np.ndarray             # MSCC rows of the fast path (more are added for the full one)
-    used_rows: int                # MSCC rows the fast path filled
-    answers: list                 # bytes once answered
-    results: list[int]            # top-level Result-Code once answered
-    hbhs: list[int]
-    e2es: list[int]
-    dedup_keys: list[bytes]       # Origin-Host + End-to-End-Identifier
-    fps: np.ndarray | None        # their fingerprints (None once a full decode replaced a key)
-    req_sub: np.ndarray           # subscriber row, -1 until resolved
-    req_sess: np.ndarray          # session row, -1 until resolved
-    slow: dict[int, CreditControlRequest] = field(default_factory=dict)   # the full decoder's requests
-    charged: list[int] = field(default_factory=list)      # requests the engine charges
-    copies: list[tuple[int, int]] = field(default_factory=list)   # (request, the same request earlier)
-    new_sessions: list = field(default_factory=list)      # [row, Session-Id, Origin-Host] opened
-    new_subs: list[int] = field(default_factory=list)     # ... and their subscribers
-    opened: list[tuple[int, int]] = field(default_factory=list)   # (request, session row) opened
-    reopened: set[int] = field(default_factory=set)       # CCR-I for a session this host has open
-    refunds: list[int] = field(default_factory=list)      # REFUND_ACCOUNT requests (answered by _refund)
-    moved: list[int] = field(default_factory=list)        # subscriber rows a refund changed
-    debits: list[Debit] = field(default_factory=list)     # debits made or refunded, for the record
-    numbers: tuple = ()           # (session rows, CC-Request-Numbers) of what is charged
-    units: np.ndarray | None = None   # the charged MSCC rows after the engine
-    dirty_subs: np.ndarray | None = None  # subscriber rows the engine changed
-    dirty_sess: np.ndarray | None = None  # session rows the engine changed
-    sponsored: bool = False       # a sponsor's account changed
-    record: dict | None = None
-    events: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.fr)
-
-    def answer(self, i: int, answer: bytes, result: int) -> None:
-        self.answers[i], self.results[i] = answer, result
-
-    def header(self, i: int) -> Header:
-        return self.slow[i].header if i in self.slow else parse_header(self.frames[i])
-
-    def types(self) -> np.ndarray:
-        """CC-Request-Type per request (0: unreadable), for metrics."""
-        types = np.where(self.fr["fallback"] == 0, self.fr["type"], 0)
-        for i, ccr in self.slow.items():
-            types[i] = ccr.request_type
-        return types
-
-    def result(self) -> BatchResult:
-        return BatchResult(self.answers, self.record, self.results, self.events, self.types(), self.units,
-                           self.opened)
-
-
-def _unit_rows(reqs, sel) -> tuple[np.ndarray, np.ndarray]:
-    """(request, MSCC row) of every MSCC of the requests `sel`."""
-    counts = reqs["mscc_count"][sel]
-    req_of = np.repeat(sel, counts)
-    first = np.cumsum(counts) - counts
-    rows = np.repeat(reqs["mscc_start"][sel], counts) + np.arange(counts.sum()) - np.repeat(first, counts)
-    return req_of, rows
 
 
 def _slow_keys(ccr: CreditControlRequest) -> list[int]:
@@ -132,20 +55,21 @@ class CreditControlApplication:
         self.store = store
         self.refund_hosts = refund_hosts        # Origin-Hosts allowed REFUND_ACCOUNT (configuration)
         self.max_mscc = max_mscc                # MSCCs one request may carry; more: 5009
-        self.set_rules(rules)
         self.identity = identity
         self.ccfh = failure_handling
         # Origin-Host and -Realm, and CC-Session-Failover when another server can
         # take the session over (RFC 4006 8.4: otherwise it is NOT_SUPPORTED, the default)
         self._origin = identity.origin_avps + (
             A.u32(c.AVP_CC_SESSION_FAILOVER, c.FAILOVER_SUPPORTED) if session_failover else b"")
+        self.answers = Answers(store, rules, self._origin, failure_handling)   # the answers built one by one
+        self.set_rules(rules)
         self._days: tuple = ()                  # (rules version, each zone's local day) last seen
         self._realm = fastccr.identity_bytes(identity.origin_realm)
         self._host = fastccr.identity_bytes(identity.origin_host)
 
     def set_rules(self, rules: RuleSet) -> None:
         """Charge with `rules` from the next batch on (already installed in the store)."""
-        self.rules = rules
+        self.rules = self.answers.rules = rules
         self._filters = fastcca.FilterIds(rules.filters)
 
     def _subscriber(self, keys) -> int:
@@ -156,15 +80,6 @@ class CreditControlApplication:
                 if row >= 0 and store.subs[row]["active"]:
                     return row
         return -1
-
-    def _refuse(self, h: Header, sid: bytes, rtype: int, number: int, result: int, message: str = "",
-                failed: bytes = b"", proxy_info: bytes = b"") -> bytes:
-        body = [proxy_info]
-        if message:
-            body.append(A.utf8(c.AVP_ERROR_MESSAGE, message, mandatory=False))
-        if failed:
-            body.append(A.encode(c.AVP_FAILED_AVP, failed))
-        return CCA.cca(h, sid, result, self._origin, rtype, number, body, self.ccfh)
 
     def process(self, frames: Frames | list[bytes], now: float) -> BatchResult:
         """Charge a batch: its stages, in order."""
@@ -290,7 +205,7 @@ class CreditControlApplication:
                 b.answer(i, *self._refund(b, b.slow[i], b.frames[i], b.req_sub[i], now))
                 b.refunds.append(i)
             elif refusal:
-                b.answer(i, self._refusal(b, i, sid, rtype, refusal), refusal)
+                b.answer(i, self.answers.refusal(b, i, sid, rtype, refusal), refusal)
             else:
                 charged.append(i)
         b.charged = np.flatnonzero(ongoing).tolist() if not charged else \
@@ -358,20 +273,6 @@ class CreditControlApplication:
         b.req_sess[i], b.req_sub[i] = row, late.sub
         return 0
 
-    def _refusal(self, b: Batch, i: int, sid: bytes, rtype: int, refusal: int) -> bytes:
-        number = b.slow[i].request_number if i in b.slow else int(b.fr[i]["number"])
-        msg, failed = "", b""
-        if refusal == c.MISSING_AVP:
-            msg = "no Subscription-Id"
-            failed = A.grouped(c.AVP_SUBSCRIPTION_ID, [A.u32(c.AVP_SUBSCRIPTION_ID_TYPE, 0),
-                                                       A.utf8(c.AVP_SUBSCRIPTION_ID_DATA, b"")])
-        elif refusal == c.UNABLE_TO_COMPLY:
-            msg = "session already open"
-        elif refusal == c.UNKNOWN_SESSION_ID and self.store.session_index.get(sid) is not None:
-            msg = "the session was opened by another Origin-Host"
-        return self._refuse(b.header(i), sid, rtype, number, refusal, msg, failed,
-                            b.slow[i].proxy_info if i in b.slow else b"")
-
     def _answer_repeats(self, b: Batch) -> None:
         """A CCR-U/T carrying the CC-Request-Number its session last had, or a
         lower one, is a retransmission whose answer has left the duplicate
@@ -401,36 +302,13 @@ class CreditControlApplication:
         for k in np.nonzero(clash)[0].tolist():
             i = int(idx[k])
             sid = self.store.session_meta[int(sess[k])][0]
-            b.answer(i, self._refuse(b.header(i), sid, c.INITIAL_REQUEST, 0, c.UNABLE_TO_COMPLY,
+            b.answer(i, self.answers.refuse(b.header(i), sid, c.INITIAL_REQUEST, 0, c.UNABLE_TO_COMPLY,
                                      "session already open"), c.UNABLE_TO_COMPLY)
         for k in np.nonzero(repeat)[0].tolist():
             i = int(idx[k])
-            b.answer(i, self._current_grants(b, i, int(sess[k])), c.SUCCESS)
+            b.answer(i, self.answers.current_grants(b, i, int(sess[k])), c.SUCCESS)
         keep = ~(repeat | clash)
         b.charged, b.numbers = idx[keep].tolist(), (sess[keep], numbers[keep])
-
-    def _current_grants(self, b: Batch, i: int, sess: int) -> bytes:
-        row = self.store.sessions[sess]
-        plan = self.rules.plan_table[int(self.store.subs[int(row["sub"])]["plan"])]
-        fr = b.fr
-        if i in b.slow:
-            ccr = b.slow[i]
-            rgs, service_ids, sid = [u.rating_group for u in ccr.units], [u.service_ids for u in ccr.units], ccr.session_id
-            rtype, number = ccr.request_type, ccr.request_number
-        else:
-            rows = b.msccs[int(fr[i]["mscc_start"]):int(fr[i]["mscc_start"]) + int(fr[i]["mscc_count"])]
-            rgs = [int(r) for r in rows["rg"]]
-            service_ids = [[int(s)] if s >= 0 else [] for s in rows["service_id"]]
-            sid = self.store.session_meta[sess][0]
-            rtype, number = int(fr[i]["type"]), int(fr[i]["number"])
-        body = []
-        if i in b.slow:
-            body.append(ccr.proxy_info)
-        for rg, sids in zip(rgs, service_ids):
-            held = [k for k in range(len(row["rg"])) if row["rg"][k] == rg]
-            granted = int(row["granted"][held[0]]) if held and rtype != c.TERMINATION_REQUEST else -1
-            body.append(CCA.mscc(rg, sids, c.SUCCESS, granted, 0, int(plan["validity"]), 0))
-        return CCA.cca(b.header(i), sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
     def _requests(self, b: Batch) -> np.ndarray:
         """The engine's REQUEST rows of the batch (its MSCC rows grown for the
@@ -476,7 +354,7 @@ class CreditControlApplication:
             b.charged = [i for i in b.charged if i not in refused]
             sess_n, number_n = sess_n[keep], number_n[keep]
             for i, (j, limit) in refused.items():
-                b.answer(i, self._refuse_report(b.frames[i], b.slow.get(i), b.fr, i, msccs[j], limit),
+                b.answer(i, self.answers.refused_report(b.frames[i], b.slow.get(i), b.fr, i, msccs[j], limit),
                          c.INVALID_AVP_VALUE)
         sel = np.array(b.charged, dtype=np.int64)
         reqs["result"][sel] = 0
@@ -509,7 +387,7 @@ class CreditControlApplication:
         charged_set = set(charged) if slow else ()
         for i, ccr in slow.items():
             if i in charged_set:
-                b.answers[i] = self._slow_answer(ccr, reqs[i], msccs, self._price_answer(ccr, reqs[i], msccs))
+                b.answers[i] = self.answers.full(ccr, reqs[i], msccs, self.answers.price(ccr, reqs[i], msccs))
         sel = np.array(charged, dtype=np.int64)
         self._keep_debits(b, reqs, sel)
         # Top-level Result-Code: a CCR with top-level units takes its units' result.
@@ -569,7 +447,7 @@ class CreditControlApplication:
         sess = sess[sess >= 0]
         closed = sess[store.sessions["sub"][sess] < 0]
         dirty_sess = np.concatenate([b.dirty_sess, closed]) if len(closed) else b.dirty_sess
-        req_of, rows = _unit_rows(reqs, sel)
+        req_of, rows = unit_rows(reqs, sel)
         b.units = b.msccs.take(rows)       # take: 20x quicker than fancy indexing on records
         usage = self._usage(reqs, b.units, req_of)
         dirty_subs = b.dirty_subs
@@ -605,7 +483,7 @@ class CreditControlApplication:
         def refuse(code: int, msg: str, failed: bytes = b"") -> tuple[bytes, int]:
             log.warning("refund refused (%d): %s; from %s, Session-Id %s", code, msg, printable(ccr.origin_host),
                         printable(ccr.session_id))
-            return self._refuse(ccr.header, ccr.session_id, c.EVENT_REQUEST, ccr.request_number, code, msg,
+            return self.answers.refuse(ccr.header, ccr.session_id, c.EVENT_REQUEST, ccr.request_number, code, msg,
                                 failed, ccr.proxy_info), code
         if ccr.origin_host not in self.refund_hosts:
             return refuse(c.AUTHORIZATION_REJECTED, "refunds are not enabled for this peer")
@@ -635,7 +513,7 @@ class CreditControlApplication:
     def _quota_options(self, reqs, msccs, sel) -> None:
         """Quota-Holding-Time and Volume-Quota-Threshold of each grant, from
         its plan and rating group (ocs.rules.quota)."""
-        req_of, rows = _unit_rows(reqs, sel)
+        req_of, rows = unit_rows(reqs, sel)
         if not len(rows):
             return
         plans = self.store.subs["plan"][reqs["sub"][req_of]].astype(np.int64)
@@ -670,7 +548,7 @@ class CreditControlApplication:
             return {}
         kind = reqs["type"][sel]
         sel = sel[((kind == c.UPDATE_REQUEST) | (kind == c.TERMINATION_REQUEST)) & (reqs["sess"][sel] >= 0)]
-        req_of, rows = _unit_rows(reqs, sel)
+        req_of, rows = unit_rows(reqs, sel)
         used = msccs["used"][rows]
         reported = used > 0
         if not reported.any():
@@ -684,59 +562,6 @@ class CreditControlApplication:
         for k in np.flatnonzero(used > limit).tolist():
             out.setdefault(int(req_of[k]), (int(rows[k]), int(limit[k])))
         return out
-
-    def _refuse_report(self, frame: bytes, ccr: CreditControlRequest | None, fr, i: int, m, limit: int) -> bytes:
-        used = int(m["used"])
-        failed = A.grouped(c.AVP_USED_SERVICE_UNIT, [A.u64(c.AVP_CC_TOTAL_OCTETS, used)])
-        rg = int(m["rg"])
-        what = f"rating group {rg}" if rg != NO_RG else "the service"
-        msg = f"Used-Service-Unit of {what} reports {used} octets, more than the {limit} its grant allows"
-        sid = ccr.session_id if ccr is not None else find_session_id(frame) or b""
-        log.warning("refused: %s (Session-Id %s)", msg, printable(sid))
-        if ccr is not None:
-            return self._refuse(ccr.header, sid, ccr.request_type, ccr.request_number,
-                                c.INVALID_AVP_VALUE, msg, failed, ccr.proxy_info)
-        return self._refuse(parse_header(frame), sid, int(fr[i]["type"]), int(fr[i]["number"]),
-                            c.INVALID_AVP_VALUE, msg, failed)
-
-    def _slow_answer(self, ccr: CreditControlRequest, r, msccs, extra: bytes = b"") -> bytes:
-        body = []
-        start, count = int(r["mscc_start"]), int(r["mscc_count"])
-        for j, u in zip(range(start, start + count), ccr.units):
-            m = msccs[j]
-            granted, final = int(m["granted"]), int(m["final"])
-            filter_id = self.rules.filters[int(m["filter"])] if m["filter"] >= 0 else None
-            if ccr.top_level:
-                if granted >= 0:
-                    body.append(CCA.granted_units(granted, int(m["granted_time"])))
-                    if int(m["validity"]) > 0:
-                        body.append(A.u32(c.AVP_VALIDITY_TIME, int(m["validity"])))
-                if final:
-                    body.append(CCA.final_unit_indication(final, filter_id))
-            else:
-                body.append(CCA.mscc(u.rating_group, u.service_ids, int(m["result"]), granted,
-                                     int(m["granted_time"]), int(m["validity"]), final, filter_id,
-                                     int(m["qht"]), int(m["vqt"])))
-        result = int(r["result"])
-        if ccr.top_level and count:
-            result = int(msccs[start]["result"])
-        if int(r["check_balance"]) >= 0:
-            body.append(A.u32(CCA.AVP_CHECK_BALANCE_RESULT, int(r["check_balance"])))
-        if extra:
-            body.append(extra)
-        body.append(ccr.proxy_info)
-        return CCA.cca(ccr.header, ccr.session_id, result, self._origin, ccr.request_type,
-                       ccr.request_number, body, self.ccfh)
-
-    def _price_answer(self, ccr: CreditControlRequest, r, msccs) -> bytes:
-        """Cost-Information for a PRICE_ENQUIRY (RFC 4006 6.5): what the
-        requested units would cost, which the engine left in `charged`."""
-        if ccr.requested_action != 3 or int(r["sub"]) < 0:
-            return b""
-        start, count = int(r["mscc_start"]), int(r["mscc_count"])
-        price = int(msccs["charged"][start:start + count].sum())
-        plan = self.rules.plans[int(self.store.subs[int(r["sub"])]["plan"])]
-        return CCA.cost_information(price, plan.currency)
 
     @staticmethod
     def _usage(reqs, m, req_of) -> bytes:
