@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+NEVER = -(1 << 31) + 1   # the period of a row that has never been charged (an int32)
 SLOTS = 8          # rating-group reservations one session can hold at once
 NO_RG = -1         # an MSCC without Rating-Group, or top-level units
 PLAN_BUCKETS = 4   # buckets a plan may declare

@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 
 from ..durable import fsync_path
-from ..engine.kernel import NEVER
+from ..engine.tables import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
 from .records import KEEP_SECONDS, Debit, ExpiredSession, decode_debits, decode_expired
