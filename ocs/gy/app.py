@@ -25,7 +25,7 @@ from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
-from ..store.records import Debit, ExpiredSession
+from ..store.records import Debit, ExpiredSession, JournalRecord, NewSession
 from ..store.dedup import fingerprints, packed_fingerprints
 from ..store.embedded import EmbeddedStore
 from . import cca as CCA
@@ -44,7 +44,7 @@ USAGE = np.dtype([("req", np.int32), ("sub", np.int64), ("rg", np.int64), ("used
 @dataclass
 class BatchResult:
     answers: list[bytes]          # one per request, in order
-    record: dict | None           # the journal record; None if nothing changed
+    record: JournalRecord | None  # the journal record; None if nothing changed
     results: list[int]            # top-level Result-Code per request (for metrics)
     events: np.ndarray | None = None   # thresholds crossed (EVENT rows), announced once durable
     types: np.ndarray | None = None    # CC-Request-Type per request (metrics); 0 when unreadable
@@ -237,7 +237,7 @@ class CreditControlApplication:
                             refusal = c.UNABLE_TO_COMPLY
                     else:
                         row = store.open_session(sid, host)
-                        new_sessions.append([row, sid, host])
+                        new_sessions.append(NewSession(row, sid, host))
                         opened.append((i, row))
                         new_subs.append(sub)
                         req_sess[i] = row
@@ -250,7 +250,7 @@ class CreditControlApplication:
                     # debited (RFC 4006 7), and a CCR-U opens it again
                     row = store.open_session(sid, host)
                     store.expired.pop(sid, None)
-                    new_sessions.append([row, sid, host])
+                    new_sessions.append(NewSession(row, sid, host))
                     new_subs.append(late.sub)
                     req_sess[i], req_sub[i] = row, late.sub
                 elif row is None:
@@ -288,7 +288,7 @@ class CreditControlApplication:
             np.sort(np.concatenate([np.flatnonzero(ongoing), np.array(charged, np.int64)])).tolist()
 
         if new_sessions:
-            store.start_sessions([row for row, _, _ in new_sessions], new_subs)
+            store.start_sessions([s.row for s in new_sessions], new_subs)
         record = events = None
         self._units = None
         if charged:
@@ -372,7 +372,7 @@ class CreditControlApplication:
         return CCA.cca(h, sid, c.SUCCESS, self._origin, rtype, number, body, self.ccfh)
 
     def _charge(self, frames, e2es, dedup_keys, fps, buf, fr, msccs, used_rows, slow, charged, req_sub, req_sess,
-                numbers, answers, results, new_sessions, now, refunds) -> dict:
+                numbers, answers, results, new_sessions, now, refunds) -> tuple[JournalRecord, np.ndarray | None]:
         store, rules = self.store, self.rules
         n = len(e2es)
         if slow:
@@ -480,12 +480,12 @@ class CreditControlApplication:
         usage = self._usage(reqs, self._units, req_of)
         if self._moved:
             dirty_subs = np.concatenate([dirty_subs, np.array(self._moved, np.int64)])
+        # the Session-Id of each usage row, for usage records and sponsor settlement
+        meta = store.session_meta
+        usage_sessions = [meta[x][0] if x >= 0 and meta[x] else b""
+                          for x in np.frombuffer(usage, USAGE)["sess"].tolist()] if usage else ()
         record = store.record(rules.version, now, dirty_subs, dirty_sess, new_sessions, answered, usage,
-                              sponsors=sponsored, debits=self._debits, expired=ended)
-        if usage:
-            # the Session-Id of each usage row, for usage records and sponsor settlement
-            rows = np.frombuffer(usage, USAGE)["sess"].tolist()
-            record["ss"] = [store.session_meta[x][0] if x >= 0 and store.session_meta[x] else b"" for x in rows]
+                              sponsors=sponsored, debits=self._debits, expired=ended, usage_sessions=usage_sessions)
         for row in set(closed.tolist()):
             store.release_session_row(row)
         return record, events if len(events) else None
@@ -655,7 +655,7 @@ class CreditControlApplication:
             u[name] = m[name][keep]
         return u.tobytes()
 
-    def close_days(self, now: float) -> tuple[dict | None, np.ndarray | None]:
+    def close_days(self, now: float) -> tuple[JournalRecord | None, np.ndarray | None]:
         """At local midnight: the daily summaries of every subscriber with
         usage that day (journal record, events)."""
         self.rules.set_clock(now)
@@ -665,7 +665,7 @@ class CreditControlApplication:
         record = self.store.record(self.rules.version, now, dirty, [], [], [], b"")
         return record, events if len(events) else None
 
-    def expire(self, now: float) -> dict | None:
+    def expire(self, now: float) -> JournalRecord | None:
         """Release reservations of sessions silent past Tcc; the journal record, if any."""
         store = self.store
         store.forget_expired(now)

@@ -35,6 +35,7 @@ from ..rules.compile import RuleError, RuleSet
 from ..rules.install import Installer
 from ..rules.watch import RulesWatch
 from ..store.embedded import EmbeddedStore
+from ..store.records import JournalRecord
 
 log = logging.getLogger("ocs.net")
 RECEIVE_SIZE = 1 << 18
@@ -103,7 +104,7 @@ class Server:
         self.requests = 0
         self.listening: list[tuple[str, int]] = []
         self.journal_failing: str | None = None   # why the journal cannot be written now, if it cannot
-        self._usage_backlog: list[dict] = []    # records the usage writer has not taken yet
+        self._usage_backlog: list[JournalRecord] = []    # records the usage writer has not taken yet
 
     # ------------------------------------------------------------ lifecycle
     async def run(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -428,7 +429,7 @@ class Server:
                           "10 s", e)
                 await trio.sleep(10)
 
-    async def _write_journal(self, records: list[dict], threaded: bool) -> None:
+    async def _write_journal(self, records: list[JournalRecord], threaded: bool) -> None:
         """Make records durable; while the disk refuses (full, failing), keep
         trying every second with their answers held: nothing is answered
         2001 before its record is durable, and meanwhile the charging loop
@@ -473,7 +474,7 @@ class Server:
                 await self._write_journal(records, threaded=bool(self._pending) or
                                           sum(len(item[1]) for item in group) > SMALL_GROUP)
                 self.metrics.journal_seconds.observe(time.perf_counter() - started)
-                self._durable_seq = records[-1]["seq"]
+                self._durable_seq = records[-1].seq
                 # wake every waiter (_begin_snapshot, shutdown): each waits on the event of its time
                 woken, self._durable = self._durable, trio.Event()
                 woken.set()
@@ -533,7 +534,7 @@ class Server:
                 log.info("%s listening on %s", name, url)
             task_status.started(bound)
 
-    def _queue_usage(self, records: list[dict]) -> None:
+    def _queue_usage(self, records: list[JournalRecord]) -> None:
         """Hand durable records to the usage writer without ever waiting for
         it: what it has not taken waits here (bounded: beyond USAGE_BACKLOG
         records the oldest are left to the next start, which writes what the
@@ -685,7 +686,7 @@ class _Outbox:
 
     async def send(self, item: tuple) -> None:
         if item[2] is not None:
-            self.seq = item[2]["seq"]
+            self.seq = item[2].seq
         await self.channel.send(item)
 
 
