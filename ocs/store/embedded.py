@@ -364,15 +364,25 @@ class EmbeddedStore:
         self.seq += 1
         ds = _distinct(dirty_subs)
         dx = _distinct(dirty_sess)
+        # only what a batch has: each keyword costs a Struct ~0.1 us, and
+        # most of these are usually at their defaults
+        rare = {}
+        if op is not None:
+            rare["operation"] = op
+        if directory:
+            rare["directory"] = list(directory)
+        if sponsors:
+            rare["sponsors"], rare["sponsor_ids"] = self.sponsors.tobytes(), list(self.sponsor_ids)
+        if debits:
+            rare["debits"] = list(debits)
+        if expired:
+            rare["expired"] = list(expired)
         return JournalRecord(
             seq=self.seq, format=FORMAT, rules=rules_version, time=now,
             subscriber_rows=ds.tobytes(), subscribers=_rows_bytes(self.subs, ds),
             session_rows=dx.tobytes(), sessions=_rows_bytes(self.sessions, dx),
-            new_sessions=new_sessions, answers=answers if type(answers) is Answers else Answers(*answers),
-            usage=usage, operation=op, directory=list(directory),
-            sponsors=self.sponsors.tobytes() if sponsors else None,
-            sponsor_ids=list(self.sponsor_ids) if sponsors else None,
-            debits=list(debits), expired=list(expired), usage_sessions=list(usage_sessions))
+            new_sessions=new_sessions, answers=answers if answers.__class__ is Answers else Answers(*answers),
+            usage=usage, usage_sessions=usage_sessions or [], **rare)
 
     def rules_record(self, version: str, now: float) -> JournalRecord:
         """The journal record of installing a rules version: replaying it

@@ -140,10 +140,12 @@ class DeleteSubscriber(Operation, tag="delete-subscriber"):
 AnyOperation = BuyPack | GiftPack | Reopen | TopUp | CreateSubscriber | ChangeSubscriber | DeleteSubscriber
 
 
-class JournalRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class JournalRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """One journal record: the new values of every row a batch changed (not
     deltas: replaying a record twice changes nothing), and whatever else
-    recovery needs to rebuild the state and the duplicate cache."""
+    recovery needs to rebuild the state and the duplicate cache. (gc=False:
+    it holds bytes and lists of them, never a cycle; one per batch need not
+    be tracked by the collector.)"""
     seq: int
     format: str = field(name="f")                 # embedded.FORMAT: the row layouts it was written with
     rules: str                                    # the rules version the rows are indexed by
