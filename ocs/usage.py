@@ -19,6 +19,7 @@ import msgspec
 
 from .rules.compile import RuleSet
 from .rules.units import format_money
+from .store.records import JournalRecord
 from .usage_lines import Subscribers, usage_lines
 
 log = logging.getLogger("ocs.usage")
@@ -70,17 +71,17 @@ class UsageLog:
                 return seq
         return 0
 
-    def write(self, records: list[dict]) -> None:
+    def write(self, records: list[JournalRecord]) -> None:
         """Append the usage of journal records (in order) not written yet.
         All or nothing: a write that fails (a full disk) leaves every file
         as it was, so writing the same records again later adds each line
         once."""
         by_day: dict[str, list[bytes]] = {}
         for rec in records:
-            if rec["seq"] <= self.last_seq or not rec.get("use"):
+            if rec.seq <= self.last_seq or not rec.usage:
                 continue
-            day = datetime.fromtimestamp(rec["t"], timezone.utc).date().isoformat()
-            by_day.setdefault(day, []).append(usage_lines(rec, self.ruleset(rec["rules"]), self._subscribers))
+            day = datetime.fromtimestamp(rec.time, timezone.utc).date().isoformat()
+            by_day.setdefault(day, []).append(usage_lines(rec, self.ruleset(rec.rules), self._subscribers))
         sizes: dict[Path, int] = {}
         try:
             for day, lines in by_day.items():
@@ -96,7 +97,7 @@ class UsageLog:
                     log.exception("%s: could not cut back a failed write; the next start repairs it", path)
             raise
         if records:
-            self.last_seq = max(self.last_seq, max(r["seq"] for r in records))
+            self.last_seq = max(self.last_seq, max(r.seq for r in records))
 
     def catch_up(self, journals: list[Path]) -> int:
         """At start: records the journal holds beyond the last line written."""
@@ -104,8 +105,8 @@ class UsageLog:
         pending = []
         for path in journals:
             if path.exists():
-                pending += [r for r in replay(path) if r["seq"] > self.last_seq]
-        pending.sort(key=lambda r: r["seq"])
+                pending += [r for r in replay(path, JournalRecord) if r.seq > self.last_seq]
+        pending.sort(key=lambda r: r.seq)
         self.write(pending)
         if pending:
             log.info("usage records written for %d journal records", len(pending))

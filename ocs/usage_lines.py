@@ -21,6 +21,7 @@ from numba import njit
 
 from .rules.compile import RuleSet
 from .rules.units import MICRO, MINOR_DIGITS
+from .store.records import Answers, JournalRecord
 
 _CACHE = os.environ.get("OCS_NUMBA_NOCACHE") is None
 _enc = msgspec.json.Encoder()
@@ -83,19 +84,19 @@ class Subscribers:
         return entry
 
 
-def usage_lines(rec: dict, rules: RuleSet, subscribers: Subscribers) -> bytes:
-    """The usage records of one journal record (with its usage rows, `use`,
-    and their Session-Ids, `ss`), as JSON lines each ending in a newline."""
+def usage_lines(rec: JournalRecord, rules: RuleSet, subscribers: Subscribers) -> bytes:
+    """The usage records of one journal record (its `usage` rows and their
+    `usage_sessions`), as JSON lines each ending in a newline."""
     from .engine.tables import USAGE
-    rows = np.frombuffer(rec.get("use") or b"", USAGE)
+    rows = np.frombuffer(rec.usage, USAGE)
     n = len(rows)
     if n == 0:
         return b""
-    subscribers.reset(rec["rules"])
-    when = datetime.fromtimestamp(rec["t"], timezone.utc).isoformat(timespec="milliseconds").encode()
-    head = b'{"seq":%d,"time":"%s","rules":"%s","session":' % (rec["seq"], when, rec["rules"].encode())
+    subscribers.reset(rec.rules)
+    when = datetime.fromtimestamp(rec.time, timezone.utc).isoformat(timespec="milliseconds").encode()
+    head = b'{"seq":%d,"time":"%s","rules":"%s","session":' % (rec.seq, when, rec.rules.encode())
 
-    sids = rec.get("ss") or [b""] * n
+    sids = rec.usage_sessions or [b""] * n
     sid_buf = b"".join(sids)
     quoted = np.zeros(n, np.bool_)
     if _UNPLAIN.search(sid_buf) is not None:       # rare: JSON-encode those that need it
@@ -133,8 +134,14 @@ def warm_up(rules: RuleSet) -> None:
     arrays apart): a first compile in the writer's thread would stall the loop."""
     from .engine.tables import USAGE
     rows = np.zeros(1, USAGE)
-    usage_lines({"seq": 1, "t": 0.0, "rules": "", "use": rows.tobytes(), "ss": [b"s"]}, rules,
-                Subscribers(str, lambda row: -1))
+    usage_lines(usage_record(1, 0.0, "", rows.tobytes(), [b"s"]), rules, Subscribers(str, lambda row: -1))
+
+
+def usage_record(seq: int, t: float, rules: str, usage: bytes, sessions: list[bytes]) -> JournalRecord:
+    """A journal record holding only usage rows (warm-up, tests)."""
+    return JournalRecord(seq=seq, format="", rules=rules, time=t, subscriber_rows=b"", subscribers=b"",
+                         session_rows=b"", sessions=b"", new_sessions=[], answers=Answers(), usage=usage,
+                         usage_sessions=sessions)
 
 
 def _ends(parts: list[bytes]) -> np.ndarray:

@@ -10,13 +10,14 @@ import numpy as np
 
 from ocs.engine.tables import USAGE
 from ocs.rules.units import format_money
+from ocs.store.records import JournalRecord
 from ocs.usage import UsageRecord
 
 
-def usage_lines(rec: dict, rules, label, plan_of) -> bytes:
-    rows = np.frombuffer(rec.get("use") or b"", USAGE)
-    sids = rec.get("ss") or [b""] * len(rows)
-    when = datetime.fromtimestamp(rec["t"], timezone.utc).isoformat(timespec="milliseconds")
+def usage_lines(rec: JournalRecord, rules, label, plan_of) -> bytes:
+    rows = np.frombuffer(rec.usage, USAGE)
+    sids = rec.usage_sessions or [b""] * len(rows)
+    when = datetime.fromtimestamp(rec.time, timezone.utc).isoformat(timespec="milliseconds")
     out = b""
     for row, sid in zip(rows, sids):
         plan = plan_of(int(row["sub"]))
@@ -24,7 +25,7 @@ def usage_lines(rec: dict, rules, label, plan_of) -> bytes:
         sponsor = int(row["sponsor"])
         sp = rules.sponsors[sponsor] if 0 <= sponsor < len(rules.sponsors) else None
         record = UsageRecord(
-            seq=rec["seq"], time=when, rules=rec["rules"], session=sid.decode("utf-8", "replace"),
+            seq=rec.seq, time=when, rules=rec.rules, session=sid.decode("utf-8", "replace"),
             subscriber=label(int(row["sub"])),
             rating_group=int(row["rg"]) if row["rg"] >= 0 else None,
             service_id=int(row["service_id"]) if row["service_id"] >= 0 else None,

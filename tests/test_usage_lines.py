@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ocs.gy.app import USAGE
 from ocs.usage import UsageRecord
-from ocs.usage_lines import Subscribers, usage_lines
+from ocs.usage_lines import Subscribers, usage_lines, usage_record
 from tests import naive_usage
 
 I64 = st.one_of(st.integers(-2**63, 2**63 - 1), st.integers(-3, 10**7), st.sampled_from([0, 10**6, -10**6, 1, 999_999]))
@@ -36,8 +36,8 @@ def batches(draw):
                      "sponsor_charged"):
             rows[i][name] = draw(I64)
         rows[i]["sponsor"] = draw(st.integers(-1, len(sponsors)))
-    rec = {"seq": draw(st.integers(1, 2**40)), "t": draw(st.floats(0, 4e9)), "rules": "ace82cb0113d",
-           "use": rows.tobytes(), "ss": [draw(SIDS) for _ in range(n)]}
+    rec = usage_record(draw(st.integers(1, 2**40)), draw(st.floats(0, 4e9)), "ace82cb0113d", rows.tobytes(),
+                       [draw(SIDS) for _ in range(n)])
     rules = SimpleNamespace(plans=plans, sponsors=sponsors)
     return rec, rules, (lambda row: subs[row][0]), (lambda row: subs[row][1])
 
@@ -58,14 +58,14 @@ def test_a_subscriber_keeps_its_entry_until_the_rules_change():
     rules = SimpleNamespace(plans=[SimpleNamespace(currency="JPY"), SimpleNamespace(currency="USD")], sponsors=[])
     plan = [0]
     subscribers = Subscribers(lambda row: "8613800000001", lambda row: plan[0])
-    rec = {"seq": 7, "t": 0.0, "rules": "v1", "use": rows.tobytes(), "ss": [b"a", b"b"]}
+    rec = usage_record(7, 0.0, "v1", rows.tobytes(), [b"a", b"b"])
     assert b'"charged":"1.5","charged_micro":1500000,"currency":"JPY"' in usage_lines(rec, rules, subscribers)
     plan[0] = 1                                  # the same rules: the row's entry is kept
     assert b'"currency":"JPY"' in usage_lines(rec, rules, subscribers)
-    rec["rules"] = "v2"                          # a new version may have moved the row
+    rec = msgspec.structs.replace(rec, rules="v2")      # a new version may have moved the row
     assert b'"charged":"0.000003","charged_micro":3,"currency":"USD"' in usage_lines(rec, rules, subscribers)
 
 
 def test_no_usage_no_lines():
     rules = SimpleNamespace(plans=[], sponsors=[])
-    assert usage_lines({"seq": 1, "t": 0.0, "rules": "v", "use": b""}, rules, Subscribers(str, int)) == b""
+    assert usage_lines(usage_record(1, 0.0, "v", b"", []), rules, Subscribers(str, int)) == b""

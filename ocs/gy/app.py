@@ -24,7 +24,7 @@ from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST, USAGE
 from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
-from ..store.records import Debit, ExpiredSession
+from ..store.records import Debit, ExpiredSession, JournalRecord, NewSession
 from ..store.dedup import fingerprints, packed_fingerprints
 from ..store.interface import Store
 from . import cca as CCA
@@ -211,7 +211,7 @@ class CreditControlApplication:
         b.charged = np.flatnonzero(ongoing).tolist() if not charged else \
             np.sort(np.concatenate([np.flatnonzero(ongoing), np.array(charged, np.int64)])).tolist()
         if b.new_sessions:
-            store.start_sessions([row for row, _, _ in b.new_sessions], b.new_subs)
+            store.start_sessions([s.row for s in b.new_sessions], b.new_subs)
 
     def _decode_full(self, b: Batch, i: int) -> CreditControlRequest | None:
         """The full decoder's request i, or None once it is answered with the error."""
@@ -240,7 +240,7 @@ class CreditControlApplication:
             b.reopened.add(i)
             return 0
         row = store.open_session(sid, host)
-        b.new_sessions.append([row, sid, host])
+        b.new_sessions.append(NewSession(row, sid, host))
         b.opened.append((i, row))
         b.new_subs.append(sub)
         b.req_sess[i] = row
@@ -268,7 +268,7 @@ class CreditControlApplication:
         # a CCR-U opens it again, the kernel ends it again at a CCR-T
         row = store.open_session(sid, host)
         store.expired.pop(sid, None)
-        b.new_sessions.append([row, sid, host])
+        b.new_sessions.append(NewSession(row, sid, host))
         b.new_subs.append(late.sub)
         b.req_sess[i], b.req_sub[i] = row, late.sub
         return 0
@@ -453,12 +453,12 @@ class CreditControlApplication:
         dirty_subs = b.dirty_subs
         if b.moved:
             dirty_subs = np.concatenate([dirty_subs, np.array(b.moved, np.int64)])
+        # the Session-Id of each usage row, for usage records and sponsor settlement
+        meta = store.session_meta
+        usage_sessions = [meta[x][0] if x >= 0 and meta[x] else b""
+                          for x in np.frombuffer(usage, USAGE)["sess"].tolist()] if usage else ()
         b.record = store.record(self.rules.version, b.now, dirty_subs, dirty_sess, b.new_sessions, answered, usage,
-                                sponsors=b.sponsored, debits=b.debits, expired=ended)
-        if usage:
-            # the Session-Id of each usage row, for usage records and sponsor settlement
-            rows = np.frombuffer(usage, USAGE)["sess"].tolist()
-            b.record["ss"] = [store.session_meta[x][0] if x >= 0 and store.session_meta[x] else b"" for x in rows]
+                                sponsors=b.sponsored, debits=b.debits, expired=ended, usage_sessions=usage_sessions)
         for row in set(closed.tolist()):
             store.release_session_row(row)
 
@@ -603,7 +603,7 @@ class CreditControlApplication:
         """The open sessions whose charging the installed rules change from `old`."""
         return reauth.sessions_changed_by(self.store, old, self.rules)
 
-    def close_days(self, now: float) -> tuple[dict | None, np.ndarray | None]:
+    def close_days(self, now: float) -> tuple[JournalRecord | None, np.ndarray | None]:
         """At local midnight: the daily summaries of every subscriber with
         usage that day (journal record, events)."""
         self.rules.set_clock(now)
@@ -613,7 +613,7 @@ class CreditControlApplication:
         record = self.store.record(self.rules.version, now, dirty, [], [], [], b"")
         return record, events if len(events) else None
 
-    def expire(self, now: float) -> dict | None:
+    def expire(self, now: float) -> JournalRecord | None:
         """Release reservations of sessions silent past Tcc; the journal record, if any."""
         store = self.store
         store.forget_expired(now)

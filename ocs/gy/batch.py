@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..diameter.message import Frames, Header, parse_header
-from ..store.records import Debit
+from ..store.records import Debit, JournalRecord, NewSession
 from .ccr import CreditControlRequest
 
 
 @dataclass
 class BatchResult:
     answers: list[bytes]          # one per request, in order
-    record: dict | None           # the journal record; None if nothing changed
+    record: JournalRecord | None  # the journal record; None if nothing changed
     results: list[int]            # top-level Result-Code per request (for metrics)
     events: np.ndarray | None = None   # thresholds crossed (EVENT rows), announced once durable
     types: np.ndarray | None = None    # CC-Request-Type per request (metrics); 0 when unreadable
@@ -44,7 +44,7 @@ class Batch:
     slow: dict[int, CreditControlRequest] = field(default_factory=dict)   # the full decoder's requests
     charged: list[int] = field(default_factory=list)      # requests the engine charges
     copies: list[tuple[int, int]] = field(default_factory=list)   # (request, the same request earlier)
-    new_sessions: list = field(default_factory=list)      # [row, Session-Id, Origin-Host] opened
+    new_sessions: list[NewSession] = field(default_factory=list)   # sessions opened
     new_subs: list[int] = field(default_factory=list)     # ... and their subscribers
     opened: list[tuple[int, int]] = field(default_factory=list)   # (request, session row) opened
     reopened: set[int] = field(default_factory=set)       # CCR-I for a session this host has open
@@ -56,7 +56,7 @@ class Batch:
     dirty_subs: np.ndarray | None = None  # subscriber rows the engine changed
     dirty_sess: np.ndarray | None = None  # session rows the engine changed
     sponsored: bool = False       # a sponsor's account changed
-    record: dict | None = None
+    record: JournalRecord | None = None
     events: np.ndarray | None = None
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ from ..engine import kernel
 from ..rules.compile import RuleSet
 from ..rules.units import MONEY_LIMIT, format_money, parse_money
 from ..store.interface import Store
+from ..store.records import BuyPack, GiftPack, JournalRecord, Reopen, TopUp
 
 
 class OperationError(Exception):
@@ -27,7 +28,7 @@ class OperationError(Exception):
 @dataclass
 class Done:
     result: dict
-    record: dict
+    record: JournalRecord
     # subscriber rows whose live sessions the gateway should re-authorize now
     # (a Gy Re-Auth-Request, sent by the server once the record is durable)
     reauth: list[int] = field(default_factory=list)
@@ -80,7 +81,7 @@ def buy_pack(store: Store, rules: RuleSet, row: int, pack_id: str, now: float, g
               "price": format_money(price, plan.currency), "volume_octets": int(h["k_vol"][slot]),
               "valid_from": float(h["k_from"][slot]), "valid_until": float(h["k_until"][slot]),
               "balance": format_money(int(p["balance"]), plan.currency)}
-    op = {"op": "gift-pack" if gift else "buy-pack", "sub": store.label(row), "pack": pack_id, "price": price}
+    op = (GiftPack if gift else BuyPack)(sub=store.label(row), pack=pack_id, price=price)
     return Done(result, store.record(rules.version, now, _rows(store, row), [], [], [], b"", op), [row])
 
 
@@ -94,7 +95,7 @@ def reopen(store: Store, rules: RuleSet, row: int, now: float) -> Done:
     _roll(store, rules, row, now)
     payer = int(store.subs[row]["payer"])
     store.subs[payer]["reopened"] = 1
-    op = {"op": "reopen", "sub": store.label(row)}
+    op = Reopen(sub=store.label(row))
     return Done({"subscriber": store.label(row), "reopened": True},
                 store.record(rules.version, now, _rows(store, row), [], [], [], b"", op), [row])
 
@@ -111,6 +112,6 @@ def top_up(store: Store, rules: RuleSet, row: int, amount: str, now: float) -> D
     if int(store.subs[row]["balance"]) + micro >= MONEY_LIMIT:
         raise OperationError(409, f"amount: the balance would exceed {format_money(MONEY_LIMIT - 1, plan.currency)}")
     store.subs[row]["balance"] += micro
-    op = {"op": "top-up", "sub": store.label(row), "amount": micro}
+    op = TopUp(sub=store.label(row), amount=micro)
     return Done({"subscriber": store.label(row), "balance": format_money(int(store.subs[row]["balance"]), plan.currency)},
                 store.record(rules.version, now, [row], [], [], [], b"", op), [row])

@@ -33,6 +33,7 @@ from ..store import profiles
 from ..store.embedded import new_subscribers
 from ..store.interface import Store
 from ..store.profiles import ATTRIBUTES, Profile
+from ..store.records import ChangeSubscriber, CreateSubscriber, DeleteSubscriber
 from ..store.views import subscriber_view
 from .operations import Done, OperationError
 
@@ -155,7 +156,7 @@ def create_subscriber(store: Store, rules: RuleSet, new: NewSubscriber, now: flo
     s["anchor"] = rules.today(zone)
     s["active"] = int(new.active)
     rules.resolve(store.lookup)        # a sponsor contract may list the number
-    op = {"op": "create-subscriber", "sub": new.msisdn, "plan": new.plan, "balance": balance}
+    op = CreateSubscriber(sub=new.msisdn, plan=new.plan, balance=balance)
     record = store.record(rules.version, now, [row], [], [], [], b"", op, directory=[change])
     return Done(subscriber_view(store, rules, row, now), record)
 
@@ -220,7 +221,7 @@ def change_subscriber(store: Store, rules: RuleSet, msisdn: str, change: Subscri
         s["period_day"] = -1        # plan or timezone: the kernel looks at the period again
     if "active" in given:
         s["active"] = int(given["active"])
-    op = {"op": "change-subscriber", "sub": msisdn, "set": {k: v for k, v in given.items()}}
+    op = ChangeSubscriber(sub=msisdn, set=dict(given))
     # the rollover may have touched the pool's or payer's row too (a shared trial pack)
     rows = [row, int(s["pool"]), int(s["payer"])]
     record = store.record(rules.version, now, rows, touched, [], [], b"", op, directory=directory)
@@ -263,7 +264,7 @@ def delete_subscriber(store: Store, rules: RuleSet, msisdn: str, now: float,
     change = store.change_directory(row, unbind=keys, drop_profile=True, retire=True)
     rules.resolve(store.lookup)
     currency = rules.plans[plan].currency
-    op = {"op": "delete-subscriber", "sub": msisdn, "balance": balance, "sessions": sids}
+    op = DeleteSubscriber(sub=msisdn, balance=balance, sessions=sids)
     record = store.record(rules.version, now, [row], sessions, [], [], b"", op, sponsors=bool(len(sessions)),
                           directory=[change])
     for x in sessions.tolist():

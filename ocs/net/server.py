@@ -35,6 +35,7 @@ from ..rules.compile import RuleError, RuleSet
 from ..rules.install import Installer
 from ..rules.watch import RulesWatch
 from ..store.interface import Store
+from ..store.records import JournalRecord
 
 log = logging.getLogger("ocs.net")
 RECEIVE_SIZE = 1 << 18
@@ -102,7 +103,7 @@ class Server:
         self.requests = 0
         self.listening: list[tuple[str, int]] = []
         self.journal_failing: str | None = None   # why the journal cannot be written now, if it cannot
-        self._usage_backlog: list[dict] = []    # records the usage writer has not taken yet
+        self._usage_backlog: list[JournalRecord] = []    # records the usage writer has not taken yet
 
     # ------------------------------------------------------------ lifecycle
     async def run(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -436,7 +437,7 @@ class Server:
                           "10 s", e)
                 await trio.sleep(10)
 
-    async def _write_journal(self, records: list[dict], threaded: bool) -> None:
+    async def _write_journal(self, records: list[JournalRecord], threaded: bool) -> None:
         """Make records durable; while the disk refuses (full, failing), keep
         trying every second with their answers held: nothing is answered
         2001 before its record is durable, and meanwhile the charging loop
@@ -481,7 +482,7 @@ class Server:
                 await self._write_journal(records, threaded=bool(self._pending) or
                                           sum(commit.requests for commit in group) > SMALL_GROUP)
                 self.metrics.journal_seconds.observe(time.perf_counter() - started)
-                self._durable_seq = records[-1]["seq"]
+                self._durable_seq = records[-1].seq
                 # wake every waiter (_begin_snapshot, shutdown): each waits on the event of its time
                 woken, self._durable = self._durable, trio.Event()
                 woken.set()
@@ -545,7 +546,7 @@ class Server:
                 log.info("%s listening on %s", name, url)
             task_status.started(bound)
 
-    def _queue_usage(self, records: list[dict]) -> None:
+    def _queue_usage(self, records: list[JournalRecord]) -> None:
         """Hand durable records to the usage writer without ever waiting for
         it: what it has not taken waits here (bounded: beyond USAGE_BACKLOG
         records the oldest are left to the next start, which writes what the
@@ -689,7 +690,7 @@ class _Outbox:
 
     async def send(self, commit: Commit) -> None:
         if commit.record is not None:
-            self.seq = commit.record["seq"]
+            self.seq = commit.record.seq
         await self.channel.send(commit)
 
 

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from msgspec import UNSET
 
 from ..durable import fsync_path
 from ..engine.tables import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
-from .records import KEEP_SECONDS, Debit, ExpiredSession, decode_debits, decode_expired
+from .records import (KEEP_SECONDS, AnyOperation, Answers, Debit, DirectoryChange, ExpiredSession, JournalRecord,
+                      NewSession, decode_debits, decode_expired)
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS, DuplicateCache
 from .journal import Journal, data_end, replay
 from .profiles import Profile
 from .profiles import decode as decode_profile
-from .profiles import encode as encode_profile
 
 log = logging.getLogger("ocs.store")
 _enc = msgspec.msgpack.Encoder()
@@ -106,17 +107,17 @@ class EmbeddedStore:
         replayed = 0
         for path in (prev, self.dir / "journal.old", jpath):     # journal.old: a snapshot was under way
             if path.exists():
-                for rec in replay(path):
-                    if rec["seq"] > self.seq and path is not prev:
+                for rec in _replay(path):
+                    if rec.seq > self.seq and path is not prev:
                         self.apply(rec, remember=False)
                         replayed += 1
-                    if rec["ans"]:
-                        recent.append((rec["ans"], rec["t"]))
-                        held += len(rec["ans"][0])
-                        while held - len(recent[0][0][0]) >= self.dedup.entries:
-                            held -= len(recent.popleft()[0][0])
+                    if rec.answers.keys:
+                        recent.append((rec.answers, rec.time))
+                        held += len(rec.answers.keys)
+                        while held - len(recent[0][0].keys) >= self.dedup.entries:
+                            held -= len(recent.popleft()[0].keys)
         for answers, t in recent:
-            self.remember_answers(*answers, t)
+            self.remember_answers(answers.keys, answers.answers, t)
         self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
         self.journal = None if readonly else Journal(jpath, self.fsync)
         log.info("store %s: %d subscribers, %d open sessions, %d journal records replayed",
@@ -167,8 +168,8 @@ class EmbeddedStore:
         return str(row)
 
     # Provisioning through the API changes the directory between batches; a
-    # change is a small dict, applied the same way live and in replay, and
-    # journaled with the rows it provisioned ("dir" in the record).
+    # change is a DirectoryChange, applied the same way live and in replay,
+    # and journaled with the rows it provisioned (the record's `directory`).
     def _bind(self, key: int, row: int) -> None:
         self.explicit[key] = row
         if self._explicit_keys is not None:
@@ -198,34 +199,31 @@ class EmbeddedStore:
         return row
 
     def change_directory(self, row: int, bind=(), unbind=(), label: str | None = None,
-                         profile: Profile | None = None, drop_profile: bool = False, retire: bool = False) -> dict:
+                         profile: Profile | None = None, drop_profile: bool = False,
+                         retire: bool = False) -> DirectoryChange:
         """Change who the row is; returns the change for the journal record
         (`record(directory=[...])`)."""
-        change = {"row": row, "bind": list(bind), "unbind": list(unbind), "retire": retire}
-        if label is not None:
-            change["label"] = label
-        if profile is not None or drop_profile:
-            change["profile"] = encode_profile(profile) if profile is not None else None
+        change = DirectoryChange(row=row, bind=list(bind), unbind=list(unbind), retire=retire, label=label,
+                                 profile=profile if profile is not None or drop_profile else UNSET)
         self._apply_directory(change)
         return change
 
-    def _apply_directory(self, change: dict) -> None:
-        row = change["row"]
+    def _apply_directory(self, change: DirectoryChange) -> None:
+        row = change.row
         if row >= self.n_subs:            # replay: a row the API provisioned
             self._grow_subs(row + 1)
             self.n_subs = row + 1
-        for key in change["unbind"]:
+        for key in change.unbind:
             self._unbind(key)
-        for key in change["bind"]:
+        for key in change.bind:
             self._bind(key, row)
-        if "label" in change:
-            self.labels[row] = change["label"]
-        if "profile" in change:
-            if change["profile"] is None:
-                self.profiles.pop(row, None)
-            else:
-                self.profiles[row] = decode_profile(change["profile"])
-        if change["retire"]:
+        if change.label is not None:
+            self.labels[row] = change.label
+        if change.profile is None:
+            self.profiles.pop(row, None)
+        elif change.profile is not UNSET:
+            self.profiles[row] = change.profile
+        if change.retire:
             self.retired.add(row)
 
     def _grow_subs(self, need: int) -> None:
@@ -355,39 +353,45 @@ class EmbeddedStore:
 
     # ------------------------------------------------------------ journal
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
-               new_sessions: list, answers: tuple[list, list] | list, usage: bytes, op: dict | None = None,
-               sponsors: bool = False, directory: list[dict] | None = None, debits: list[Debit] = (),
-               expired: list[ExpiredSession] = ()) -> dict:
+               new_sessions: list[NewSession], answers: Answers | tuple[list, list] | list, usage: bytes,
+               op: AnyOperation | None = None, sponsors: bool = False, directory: list[DirectoryChange] = (),
+               debits: list[Debit] = (), expired: list[ExpiredSession] = (),
+               usage_sessions: list[bytes] = ()) -> JournalRecord:
         """The journal record of one batch (or of one operation, `op`): new
         values of every changed row, and the directory changes the
-        operation made (`change_directory`)."""
+        operation made (`change_directory`). `usage_sessions`: the
+        Session-Id of each row of `usage`."""
         self.seq += 1
         ds = _distinct(dirty_subs)
         dx = _distinct(dirty_sess)
-        rec = {"seq": self.seq, "f": FORMAT, "rules": rules_version, "t": now,
-               "si": ds.tobytes(), "sr": _rows_bytes(self.subs, ds),
-               "xi": dx.tobytes(), "xr": _rows_bytes(self.sessions, dx),
-               "new": new_sessions, "ans": answers, "use": usage}
+        # only what a batch has: each keyword costs a Struct ~0.1 us, and
+        # most of these are usually at their defaults
+        rare = {}
         if op is not None:
-            rec["op"] = op
+            rare["operation"] = op
         if directory:
-            rec["dir"] = directory
+            rare["directory"] = list(directory)
         if sponsors:
-            rec["sp"] = self.sponsors.tobytes()
-            rec["spi"] = list(self.sponsor_ids)
+            rare["sponsors"], rare["sponsor_ids"] = self.sponsors.tobytes(), list(self.sponsor_ids)
         if debits:
-            rec["rf"] = list(debits)
+            rare["debits"] = list(debits)
         if expired:
-            rec["ex"] = list(expired)
-        return rec
+            rare["expired"] = list(expired)
+        return JournalRecord(
+            seq=self.seq, format=FORMAT, rules=rules_version, time=now,
+            subscriber_rows=ds.tobytes(), subscribers=_rows_bytes(self.subs, ds),
+            session_rows=dx.tobytes(), sessions=_rows_bytes(self.sessions, dx),
+            new_sessions=new_sessions, answers=answers if answers.__class__ is Answers else Answers(*answers),
+            usage=usage, usage_sessions=usage_sessions or [], **rare)
 
-    def rules_record(self, version: str, now: float) -> dict:
+    def rules_record(self, version: str, now: float) -> JournalRecord:
         """The journal record of installing a rules version: replaying it
         installs the kept version again, at the same time."""
         self.seq += 1
         self.rules_version = version
-        return {"seq": self.seq, "f": FORMAT, "rules": version, "rv": version, "t": now,
-                "si": b"", "sr": b"", "xi": b"", "xr": b"", "new": [], "ans": [], "use": b""}
+        return JournalRecord(seq=self.seq, format=FORMAT, rules=version, installed_rules=version, time=now,
+                             subscriber_rows=b"", subscribers=b"", session_rows=b"", sessions=b"",
+                             new_sessions=[], answers=Answers(), usage=b"")
 
     @property
     def duplicate_cache_bytes(self) -> int:
@@ -398,44 +402,44 @@ class EmbeddedStore:
         """How much journal a recovery would replay now."""
         return self.journal.end if self.journal is not None else 0
 
-    def write(self, *records: dict) -> int:
+    def write(self, *records: JournalRecord) -> int:
         """Make records durable (one write, one fsync); safe to call from a
         worker thread while the loop charges the next batch."""
         return self.journal.append(*records)
 
-    def apply(self, rec: dict, remember: bool = True) -> None:
+    def apply(self, rec: JournalRecord, remember: bool = True) -> None:
         """Re-apply a journal record (recovery); `remember`: its answers
         into the duplicate cache too."""
-        if rec.get("f") != FORMAT:
-            raise StoreFormatError(f"{self.dir}: journal record {rec['seq']} was written by an older version "
+        if rec.format != FORMAT:
+            raise StoreFormatError(f"{self.dir}: journal record {rec.seq} was written by an older version "
                                    f"of ocs; start from an empty data directory")
-        self.seq = rec["seq"]
-        if rec.get("rv"):
+        self.seq = rec.seq
+        if rec.installed_rules:
             if self._on_rules is None:
-                raise StoreFormatError(f"{self.dir}: journal record {rec['seq']} installs rules "
-                                       f"{rec['rv']}, and no installer was given")
-            self._on_rules(rec["rv"], rec["t"])
-            self.rules_version = rec["rv"]
-        for change in rec.get("dir", ()):     # first: it may add the rows written below
+                raise StoreFormatError(f"{self.dir}: journal record {rec.seq} installs rules "
+                                       f"{rec.installed_rules}, and no installer was given")
+            self._on_rules(rec.installed_rules, rec.time)
+            self.rules_version = rec.installed_rules
+        for change in rec.directory:     # first: it may add the rows written below
             self._apply_directory(change)
-        for row, sid, host in rec["new"]:
-            self._grow_sessions(row + 1)
-            self.session_index[sid] = row
-            self.session_meta[row] = (sid, host)
-            self.expired.pop(sid, None)           # a late report revived it
-        si = np.frombuffer(rec["si"], np.int64)
-        _put_rows(self.subs, si, rec["sr"])
-        xi = np.frombuffer(rec["xi"], np.int64)
-        _put_rows(self.sessions, xi, rec["xr"])
+        for new in rec.new_sessions:
+            self._grow_sessions(new.row + 1)
+            self.session_index[new.session_id] = new.row
+            self.session_meta[new.row] = (new.session_id, new.host)
+            self.expired.pop(new.session_id, None)           # a late report revived it
+        si = np.frombuffer(rec.subscriber_rows, np.int64)
+        _put_rows(self.subs, si, rec.subscribers)
+        xi = np.frombuffer(rec.session_rows, np.int64)
+        _put_rows(self.sessions, xi, rec.sessions)
         for row in xi[self.sessions[xi]["sub"] < 0]:
             self.release_session_row(int(row))
-        if "sp" in rec:
-            self.sponsors = np.frombuffer(rec["sp"], SPONSOR).copy()
-            self.sponsor_ids = list(rec["spi"])
-        self.keep_debits(decode_debits(rec.get("rf", ())))
-        self.keep_expired(decode_expired(rec.get("ex", ())))
-        if remember and rec["ans"]:
-            self.remember_answers(*rec["ans"], rec["t"])
+        if rec.sponsors is not None:
+            self.sponsors = np.frombuffer(rec.sponsors, SPONSOR).copy()
+            self.sponsor_ids = list(rec.sponsor_ids or ())
+        self.keep_debits(rec.debits)
+        self.keep_expired(rec.expired)
+        if remember and rec.answers.keys:
+            self.remember_answers(rec.answers.keys, rec.answers.answers, rec.time)
 
     def keep_expired(self, sessions: list[ExpiredSession]) -> None:
         """Sessions supervision released (their record holds them too)."""
@@ -579,6 +583,16 @@ class EmbeddedStore:
         self.sessions = _load_table(snap / "sessions.npy", SESSION)
         self.session_meta = [tuple(m) if m is not None else None for m in meta["session_meta"]]
         self.session_index = {m[0]: i for i, m in enumerate(self.session_meta) if m is not None}
+
+
+def _replay(path: Path):
+    """The journal's records, typed; one this version cannot read is a
+    StoreFormatError, like a record of other row layouts."""
+    try:
+        yield from replay(path, JournalRecord)
+    except msgspec.ValidationError as e:
+        raise StoreFormatError(f"{path}: a journal record this version cannot read ({e}); "
+                               f"start from an empty data directory") from None
 
 
 def _load_table(path: Path, dtype: np.dtype) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
-from .records import Debit, ExpiredSession
+from .records import Debit, ExpiredSession, JournalRecord
 
 
 @runtime_checkable
@@ -106,12 +106,12 @@ class Store(Protocol):
 
     # ---- effects made durable
     def record(self, rules_version: str, now: float, dirty_subs: np.ndarray, dirty_sess: np.ndarray,
-               new_sessions: list, answered: tuple, usage: bytes, **extra: Any) -> Any:
+               new_sessions: list, answered: tuple, usage: bytes, **extra: Any) -> JournalRecord:
         """One journal record of a batch's (or an operation's) effects."""
 
-    def rules_record(self, version: str, now: float) -> Any: ...
+    def rules_record(self, version: str, now: float) -> JournalRecord: ...
 
-    def write(self, *records: Any) -> int:
+    def write(self, *records: JournalRecord) -> int:
         """Make records durable, all or none (OSError: none is)."""
 
     @property

@@ -1,7 +1,9 @@
 """The append-only journal: one write and one fsync per group of batches,
 before their answers leave.
 
-A record is `length (u32) | crc32 (u32) | payload`, the payload msgpack,
+A record is `length (u32) | crc32 (u32) | payload`, the payload msgpack (a
+`JournalRecord`, ocs.store.records, for the store; this module frames any
+msgpack-encodable object),
 compressed with Zstandard level 1 (bit 30 of the length says so; bit 31,
 zlib's deflate, which journals of earlier versions hold): the rows a batch
 changed are mostly zeros (free slots, no packs), and the fsync'd bytes per
@@ -24,7 +26,7 @@ import struct
 import threading
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, TypeVar
 
 import msgspec
 import zstandard
@@ -35,7 +37,8 @@ _ZSTD = 0x40000000
 _LENGTH = 0x3FFFFFFF
 _zstd_tls = threading.local()     # (de)compressors are not thread-safe: one per thread
 _enc = msgspec.msgpack.Encoder()
-_dec = msgspec.msgpack.Decoder()
+_decoders: dict[Any, msgspec.msgpack.Decoder] = {}
+T = TypeVar("T")
 PREALLOCATE = 64 << 20
 
 
@@ -71,7 +74,7 @@ class Journal:
             return
         raise OSError(errno.ENOSPC, f"{self.path}: no room for {least - self.end} more octets of journal")
 
-    def append(self, *records: dict) -> int:
+    def append(self, *records) -> int:
         """Write and make durable records, with one fsync (group commit);
         returns the bytes written."""
         parts = []
@@ -116,14 +119,17 @@ def _frames(data: bytes, check: bool = True) -> Iterator[tuple[int, int, int]]:
         pos = end
 
 
-def _records(data: bytes) -> Iterator[tuple[int, dict]]:
+def _records(data: bytes, type: Any = Any) -> Iterator[tuple[int, Any]]:
+    dec = _decoders.get(type)
+    if dec is None:
+        dec = _decoders[type] = msgspec.msgpack.Decoder(type)
     for kind, start, end in _frames(data):
         payload = data[start:end]
         if kind == _ZSTD:
             payload = _decompressor().decompress(payload)
         elif kind == _DEFLATED:
             payload = zlib.decompress(payload)
-        yield end, _dec.decode(payload)
+        yield end, dec.decode(payload)
 
 
 def _compressor() -> zstandard.ZstdCompressor:
@@ -164,8 +170,9 @@ def data_end(path: Path) -> int:
             f.seek(end)
 
 
-def replay(path: Path) -> Iterator[dict]:
-    """Yield the intact records of a journal file. Read-only: safe beside a
-    running server; the writer cuts a torn tail when it opens the file."""
-    for _, record in _records(path.read_bytes()):
+def replay(path: Path, type: type[T] = Any) -> Iterator[T]:
+    """Yield the intact records of a journal file, decoded as `type`
+    (`JournalRecord` for the store's). Read-only: safe beside a running
+    server; the writer cuts a torn tail when it opens the file."""
+    for _, record in _records(path.read_bytes(), type):
         yield record

@@ -19,31 +19,13 @@ import numpy as np
 
 from ..rules.compile import E164, IMSI, RuleSet, key_digits, subscriber_key
 
+from .records import Profile
+
 if TYPE_CHECKING:
     from .embedded import EmbeddedStore
 
 log = logging.getLogger("ocs.store")
 ATTRIBUTES = ("customer_type", "terminal_type", "partner")
-
-
-class Profile(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    msisdn: str
-    imsi: str | None = None
-    timezone: str | None = None         # None: the plan's
-    customer_type: str | None = None
-    terminal_type: str | None = None
-    partner: str | None = None
-
-    @property
-    def keys(self) -> list[int]:
-        keys = [subscriber_key(E164, self.msisdn)]
-        if self.imsi is not None:
-            keys.append(subscriber_key(IMSI, self.imsi))
-        return keys
-
-
-def encode(profile: Profile) -> dict:
-    return msgspec.structs.asdict(profile)
 
 
 def decode(data: dict) -> Profile:

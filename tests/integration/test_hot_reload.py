@@ -18,6 +18,7 @@ import trio
 
 from ocs.engine.tables import USAGE
 from ocs.store.journal import replay
+from ocs.store.records import JournalRecord
 from tests.support.gy import KB, TOKEN, GySession, api_call
 from tests.support.rawclient import GyConnection
 from tests.support.server import OcsProcess
@@ -115,15 +116,15 @@ async def test_tariff_change_under_load_and_a_broken_file_refused(tmp_path):
         path = server.data / name
         if not path.exists():
             continue
-        for rec in replay(path):
-            if rec["seq"] in seen or not rec["use"]:
+        for rec in replay(path, JournalRecord):
+            if rec.seq in seen or not rec.usage:
                 continue
-            seen.add(rec["seq"])
-            rows = np.frombuffer(rec["use"], USAGE)
+            seen.add(rec.seq)
+            rows = np.frombuffer(rec.usage, USAGE)
             for used, charged in zip(rows["used"].tolist(), rows["charged"].tolist()):
                 kb = -(-used // KB)
-                assert Decimal(charged) / 1_000_000 == kb * price[rec["rules"]], rec["rules"]
-                charged_by[rec["rules"]] += 1
+                assert Decimal(charged) / 1_000_000 == kb * price[rec.rules], rec.rules
+                charged_by[rec.rules] += 1
                 total_used += used
     assert charged_by[first] > 50 and charged_by[second] > 50
     assert total_used == sum(reported)
