@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from .config import Config, PeerPolicy, load_config, split_hostport
-from .rules.compile import E164, IMSI, RuleError, load_rules, subscriber_key
+from .rules.compile import RuleError, load_rules
+from .subscriber import E164, IMSI, subscriber_key
 
 
 def _load_rules_or_exit(directory: str):

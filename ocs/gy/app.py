@@ -24,10 +24,11 @@ from ..diameter.message import Frames, Header, error_answer, find_session_id, pa
 from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST
-from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
+from ..rules.compile import RuleSet
 from ..store.records import Debit, ExpiredSession
 from ..store.dedup import fingerprints, packed_fingerprints
 from ..store.embedded import EmbeddedStore
+from ..subscriber import E164, IMSI, subscriber_key
 from . import cca as CCA
 from . import refund as R
 from .ccr import CreditControlRequest, decode_ccr

@@ -12,42 +12,15 @@ profile: the row's plan index is carried over by plan id like every row's
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-import msgspec
 import numpy as np
 
-from ..rules.compile import E164, IMSI, RuleSet, key_digits, subscriber_key
-
-if TYPE_CHECKING:
-    from .embedded import EmbeddedStore
+from ..rules.compile import RuleSet
+from ..subscriber import ATTRIBUTES, IMSI, key_digits, key_kind
+from .embedded import EmbeddedStore
+from .records import Profile
 
 log = logging.getLogger("ocs.store")
-ATTRIBUTES = ("customer_type", "terminal_type", "partner")
-
-
-class Profile(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    msisdn: str
-    imsi: str | None = None
-    timezone: str | None = None         # None: the plan's
-    customer_type: str | None = None
-    terminal_type: str | None = None
-    partner: str | None = None
-
-    @property
-    def keys(self) -> list[int]:
-        keys = [subscriber_key(E164, self.msisdn)]
-        if self.imsi is not None:
-            keys.append(subscriber_key(IMSI, self.imsi))
-        return keys
-
-
-def encode(profile: Profile) -> dict:
-    return msgspec.structs.asdict(profile)
-
-
-def decode(data: dict) -> Profile:
-    return msgspec.convert(data, Profile)
 
 
 def conflicts(store: EmbeddedStore, rules: RuleSet) -> list[str]:
@@ -129,7 +102,7 @@ def of_row(store: EmbeddedStore, rules: RuleSet, row: int) -> Profile:
     if row in store.profiles:
         return store.profiles[row]
     s = store.subs[row]
-    imsi = next((k for k, r in store.explicit.items() if r == row and k >> 56 == IMSI), None)
+    imsi = next((k for k, r in store.explicit.items() if r == row and key_kind(k) == IMSI), None)
     names = {}
     for name in ATTRIBUTES:
         number = int(s[name])
