@@ -244,8 +244,10 @@ def cmd_usage(args) -> int:
 
 
 def cmd_api_openapi(args) -> int:
-    from .api.openapi import main as openapi_main
-    return openapi_main()
+    from .api.openapi import render
+    from .api.routes import ROUTES
+    sys.stdout.write(render(ROUTES))
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:

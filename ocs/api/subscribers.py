@@ -19,7 +19,7 @@ from ..gy import provisioning as prov
 from ..store.views import subscriber_view
 from ..subscriber import E164, subscriber_key
 from ..usage import UsageDay, local_zone, subscriber_usage
-from .http import Answer, ErrorBody, HttpError, Param, Request, Route
+from .route import Answer, ErrorBody, HttpError, Param, Request, Route
 
 MAX_DAYS = 366
 TAG = "subscribers"

@@ -512,11 +512,12 @@ class Server:
         import os
 
         from ..api.http import OperatorApi
+        from ..api.routes import ROUTES
         tokens = list(self.cfg.api_tokens) + [t.strip() for t in os.environ.get("OCS_API_TOKENS", "").split(",")]
         tokens = [t for t in tokens if t]
         if not tokens:
             log.warning("the API has no tokens (api_tokens, OCS_API_TOKENS): every request gets 401")
-        await self._serve_http(OperatorApi(self, tokens), self.cfg.api, "api", task_status=task_status)
+        await self._serve_http(OperatorApi(self, tokens, ROUTES), self.cfg.api, "api", task_status=task_status)
 
     async def _serve_http(self, app, bind: str, name: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """An ASGI app on hypercorn's trio worker, on this loop."""
