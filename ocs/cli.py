@@ -74,7 +74,7 @@ def cmd_serve(args) -> int:
     from .usage import UsageLog
     from .rules import activation
     from .rules.history import InstallHistory
-    from .rules.install import Installer
+    from .gy.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError, start_room
 
     cfg = serve_config(args)
@@ -159,7 +159,7 @@ def _open_readonly(args):
     """The store as it is on disk (also beside a running server), and the
     rules its rows are indexed by: the kept version, else the directory's.
     (None, None) after printing why not."""
-    from .rules.install import Installer
+    from .gy.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError
     cfg = load_config(args.config)
     store = EmbeddedStore(args.data or cfg.data)

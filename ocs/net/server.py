@@ -32,7 +32,7 @@ from ..gy.operations import Done, OperationError
 from ..metrics import Metrics
 from ..notify import Notifier, describe
 from ..rules.compile import RuleError, RuleSet
-from ..rules.install import Installer
+from ..gy.install import Installer
 from ..rules.watch import RulesWatch
 from ..store.embedded import EmbeddedStore
 

@@ -84,7 +84,7 @@ class EmbeddedStore:
         """Load the snapshot and replay the journal. `readonly` leaves the
         files untouched, for reading beside a running server. A journal
         record of a rules change calls `on_rules(version, time)`, which must
-        install that version again (ocs.rules.install)."""
+        install that version again (ocs.gy.install)."""
         self._on_rules = on_rules
         if readonly and not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: no such data directory")
