@@ -68,13 +68,13 @@ def cmd_serve(args) -> int:
     import trio
     from .diameter import constants as c
     from .diameter.peer import LocalIdentity
+    from .feeds.notify import Notifier, load_sink
+    from .feeds.usage import UsageLog
     from .gy.app import CreditControlApplication
+    from .gy.install import Installer
     from .net.server import Server
-    from .notify import Notifier, load_sink
-    from .usage import UsageLog
     from .rules import activation
     from .rules.history import InstallHistory
-    from .gy.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError, start_room
 
     cfg = serve_config(args)
@@ -197,7 +197,7 @@ def cmd_subscriber_show(args) -> int:
 
 
 def cmd_sponsor_report(args) -> int:
-    from .settlement import SettlementError, account, as_csv, period_report
+    from .feeds.settlement import SettlementError, account, as_csv, period_report
     store, rules = _open_readonly(args)
     if store is None:
         return 1
@@ -216,7 +216,7 @@ def cmd_usage(args) -> int:
 
     import msgspec
 
-    from .usage import local_zone, subscriber_usage
+    from .feeds.usage import local_zone, subscriber_usage
     try:
         first, last = date.fromisoformat(args.first), date.fromisoformat(args.last)
     except ValueError as e:

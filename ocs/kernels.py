@@ -24,7 +24,7 @@ from .engine import kernel
 from .engine.tables import MSCC, REQUEST, SESSION, SPONSOR, SUBSCRIBER, new_table
 from .rules.compile import RuleSet
 from .store import dedup
-from . import usage_lines
+from .feeds import usage_lines
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A slow, plainly written reference of the usage records' JSON lines
 (docs/usage.md): one `UsageRecord` Struct per usage row, encoded by msgspec,
-the amounts by `format_money`. `ocs.usage_lines` must write the same bytes."""
+the amounts by `format_money`. `ocs.feeds.usage_lines` must write the same bytes."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -10,7 +10,7 @@ import numpy as np
 
 from ocs.gy.app import USAGE
 from ocs.rules.units import format_money
-from ocs.usage import UsageRecord
+from ocs.feeds.usage import UsageRecord
 
 
 def usage_lines(rec: dict, rules, label, plan_of) -> bytes:

@@ -18,7 +18,7 @@ from ..gy import operations as ops
 from ..gy import provisioning as prov
 from ..store.views import subscriber_view
 from ..subscriber import E164, subscriber_key
-from ..usage import UsageDay, local_zone, subscriber_usage
+from ..feeds.usage import UsageDay, local_zone, subscriber_usage
 from .route import Answer, ErrorBody, HttpError, Param, Request, Route
 
 MAX_DAYS = 366

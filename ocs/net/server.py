@@ -30,7 +30,7 @@ from ..diameter.errors import ProtocolError
 from ..diameter.message import error_answer
 from ..gy.operations import Done, OperationError
 from ..metrics import Metrics
-from ..notify import Notifier, describe
+from ..feeds.notify import Notifier, describe
 from ..rules.compile import RuleError, RuleSet
 from ..gy.install import Installer
 from ..rules.watch import RulesWatch
@@ -75,7 +75,7 @@ class Server:
         self.cfg = cfg
         self.installer = installer or Installer(store)
         self.notifier = notifier
-        self.usage = usage                    # ocs.usage.UsageLog: usage records after each durable group
+        self.usage = usage                    # ocs.feeds.usage.UsageLog: usage records after each durable group
         self.metrics = Metrics()
         self.watch = RulesWatch(cfg.rules, app.rules.version)
         self._next_rules: RuleSet | None = None

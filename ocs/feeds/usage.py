@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from .rules.compile import RuleSet
-from .rules.units import format_money
+from ..rules.compile import RuleSet
+from ..rules.units import format_money
 from .usage_lines import Subscribers, usage_lines
 
 log = logging.getLogger("ocs.usage")
@@ -100,7 +100,7 @@ class UsageLog:
 
     def catch_up(self, journals: list[Path]) -> int:
         """At start: records the journal holds beyond the last line written."""
-        from .store.journal import replay
+        from ..store.journal import replay
         pending = []
         for path in journals:
             if path.exists():

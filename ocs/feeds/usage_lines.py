@@ -19,8 +19,8 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from .rules.compile import RuleSet
-from .rules.units import MICRO, MINOR_DIGITS
+from ..rules.compile import RuleSet
+from ..rules.units import MICRO, MINOR_DIGITS
 
 _CACHE = os.environ.get("OCS_NUMBA_NOCACHE") is None
 _enc = msgspec.json.Encoder()
@@ -86,7 +86,7 @@ class Subscribers:
 def usage_lines(rec: dict, rules: RuleSet, subscribers: Subscribers) -> bytes:
     """The usage records of one journal record (with its usage rows, `use`,
     and their Session-Ids, `ss`), as JSON lines each ending in a newline."""
-    from .gy.app import USAGE
+    from ..gy.app import USAGE
     rows = np.frombuffer(rec.get("use") or b"", USAGE)
     n = len(rows)
     if n == 0:
@@ -131,7 +131,7 @@ def warm_up(rules: RuleSet) -> None:
     """Compile the kernel (or load it from numba's cache) before serving, by
     the path the usage writer takes (numba compiles read-only and writable
     arrays apart): a first compile in the writer's thread would stall the loop."""
-    from .gy.app import USAGE
+    from ..gy.app import USAGE
     rows = np.zeros(1, USAGE)
     usage_lines({"seq": 1, "t": 0.0, "rules": "", "use": rows.tobytes(), "ss": [b"s"]}, rules,
                 Subscribers(str, lambda row: -1))
