@@ -265,3 +265,6 @@ def _write_lines(out, head, rows, sid_buf, sid_ends, quoted, who_buf, who_ends,
         else:
             pos = _text(out, pos, _NO_SPONSOR)
     return pos
+
+
+KERNELS = (_write_lines,)       # what warm_up compiles (ocs/kernels.py)
