@@ -154,12 +154,6 @@ def _last_whole_record(path: Path) -> int:
     return 0
 
 
-def read_usage(directory: str | Path) -> list[UsageRecord]:
-    """Every usage record of a directory, in memory: for small directories
-    and tests; reports stream with `iter_usage`."""
-    return list(iter_usage(directory))
-
-
 def usage_files(directory: str | Path, first: date | None = None, last: date | None = None) -> list[Path]:
     """The day files of the UTC days `first`..`last` (either open), in order."""
     out = []
