@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import socket
 import subprocess
 import sys
@@ -242,10 +241,6 @@ def main(argv=None) -> int:
     out.write_text(text)
     print(text)
     return 0
-
-
-def command_line(args) -> str:
-    return " ".join(shlex.quote(a) for a in args.command)
 
 
 if __name__ == "__main__":

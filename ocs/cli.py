@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from .config import Config, PeerPolicy, load_config, split_hostport
-from .rules.compile import E164, IMSI, RuleError, load_rules, subscriber_key
+from .rules.compile import RuleError, load_rules
+from .subscriber import E164, IMSI, subscriber_key
 
 
 def _load_rules_or_exit(directory: str):
@@ -67,13 +68,13 @@ def cmd_serve(args) -> int:
     import trio
     from .diameter import constants as c
     from .diameter.peer import LocalIdentity
+    from .feeds.notify import Notifier, load_sink
+    from .feeds.usage import UsageLog
     from .gy.app import CreditControlApplication
+    from .gy.install import Installer
     from .net.server import Server
-    from .notify import Notifier, load_sink
-    from .usage import UsageLog
     from .rules import activation
     from .rules.history import InstallHistory
-    from .rules.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError, start_room
 
     cfg = serve_config(args)
@@ -158,7 +159,7 @@ def _open_readonly(args):
     """The store as it is on disk (also beside a running server), and the
     rules its rows are indexed by: the kept version, else the directory's.
     (None, None) after printing why not."""
-    from .rules.install import Installer
+    from .gy.install import Installer
     from .store.embedded import EmbeddedStore, StoreFormatError
     cfg = load_config(args.config)
     store = EmbeddedStore(args.data or cfg.data)
@@ -196,7 +197,7 @@ def cmd_subscriber_show(args) -> int:
 
 
 def cmd_sponsor_report(args) -> int:
-    from .settlement import SettlementError, account, as_csv, period_report
+    from .feeds.settlement import SettlementError, account, as_csv, period_report
     store, rules = _open_readonly(args)
     if store is None:
         return 1
@@ -215,7 +216,7 @@ def cmd_usage(args) -> int:
 
     import msgspec
 
-    from .usage import local_zone, subscriber_usage
+    from .feeds.usage import local_zone, subscriber_usage
     try:
         first, last = date.fromisoformat(args.first), date.fromisoformat(args.last)
     except ValueError as e:
@@ -243,8 +244,10 @@ def cmd_usage(args) -> int:
 
 
 def cmd_api_openapi(args) -> int:
-    from .api.openapi import main as openapi_main
-    return openapi_main()
+    from .api.openapi import render
+    from .api.routes import ROUTES
+    sys.stdout.write(render(ROUTES))
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:

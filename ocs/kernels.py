@@ -17,14 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
-from .diameter import fastcca, fastccr, message
-from .engine import kernel
-from .engine.tables import MSCC, REQUEST, SESSION, SPONSOR, SUBSCRIBER, new_table
+from .diameter import warm as codec
+from .engine import warm as engine
+from .engine.tables import MSCC, REQUEST
+from .feeds import usage_lines
 from .rules.compile import RuleSet
 from .store import dedup
-from . import usage_lines
 
 
 @dataclass(frozen=True)
@@ -34,51 +32,16 @@ class Group:
     kernels: tuple          # the dispatchers `run` calls directly: their cache tells cold from warm
 
 
-def _scratch():
-    return new_table(SUBSCRIBER, 1), new_table(SESSION, 1), np.zeros(1, SPONSOR)
-
-
-def _codec(rules: RuleSet) -> None:
-    message.split_frames(bytearray(b"\x01\x00\x00\x14" + bytes(16)))
-    buf, frames, msccs, _ = fastccr.decode_batch([bytes(20)], MSCC)
-    fastccr.duplicate_keys(buf, frames)
-    fastcca.encode_batch(buf, frames, np.zeros(1, REQUEST), msccs, np.zeros(1, np.int64), b"", 0)
-
-
-def _charging(rules: RuleSet) -> None:
-    subs, sessions, spons = _scratch()
-    kernel.charge_batch(np.zeros(0, REQUEST), np.zeros(0, MSCC), subs, sessions, spons, rules.tables, 0.0)
-
-
-def _sessions(rules: RuleSet) -> None:
-    subs, sessions, spons = _scratch()
-    kernel.expire_sessions(subs, sessions, spons, 0.0, 1)
-    kernel.rebuild_reservations(subs, sessions, spons, 0)
-    kernel.close_session(subs, sessions, spons, 0)
-
-
-def _calendar(rules: RuleSet) -> None:
-    """The kernels of rarer moments (midnight, an operator's pack or
-    query), on scratch rows."""
-    subs, _, _ = _scratch()
-    kernel.daily_sweep(subs, rules.tables, 0, limit=1)
-    if len(rules.tables.plans):
-        subs[0]["plan"], subs[0]["pool"], subs[0]["payer"] = 0, 0, 0
-        kernel.period_bounds(subs, rules.tables, 0)
-        kernel.rollover(subs, rules.tables, 0, 0.0)
-        if len(rules.tables.packs):
-            kernel.add_pack(subs, rules.tables, 0, 0, 0.0)
-
-
+# Each package warms its own kernels; this is only their order and names.
 GROUPS = (
-    Group("framing, CCR decoder, CCA encoder", _codec,
-          (message._frame_ends, fastccr._decode_all, fastccr._write_keys, fastcca._encode)),
-    Group("charging kernel (rating, reservations, caps, sponsors)", _charging, (kernel._charge,)),
-    Group("sessions (Tcc expiry, recovery, release)", _sessions,
-          (kernel._expire, kernel._rebuild, kernel._close_session)),
-    Group("calendar (midnight sweep, periods, packs)", _calendar, ()),
-    Group("duplicate cache", lambda rules: dedup.warm_up(), (dedup._insert, dedup._find, dedup._fingerprints)),
-    Group("usage records", usage_lines.warm_up, (usage_lines._write_lines,)),
+    Group("framing, CCR decoder, CCA encoder", lambda rules: codec.warm_up(MSCC, REQUEST), codec.KERNELS),
+    Group("charging kernel (rating, reservations, caps, sponsors)", lambda rules: engine.charging(rules.tables),
+          engine.CHARGING),
+    Group("sessions (Tcc expiry, recovery, release)", lambda rules: engine.sessions(), engine.SESSIONS),
+    Group("calendar (midnight sweep, periods, packs)", lambda rules: engine.calendar(rules.tables),
+          engine.CALENDAR),
+    Group("duplicate cache", lambda rules: dedup.warm_up(), dedup.KERNELS),
+    Group("usage records", usage_lines.warm_up, usage_lines.KERNELS),
 )
 
 

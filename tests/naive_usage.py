@@ -1,6 +1,6 @@
 """A slow, plainly written reference of the usage records' JSON lines
 (docs/usage.md): one `UsageRecord` Struct per usage row, encoded by msgspec,
-the amounts by `format_money`. `ocs.usage_lines` must write the same bytes."""
+the amounts by `format_money`. `ocs.feeds.usage_lines` must write the same bytes."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -10,8 +10,8 @@ import numpy as np
 
 from ocs.engine.tables import USAGE
 from ocs.rules.units import format_money
+from ocs.feeds.usage import UsageRecord
 from ocs.store.records import JournalRecord
-from ocs.usage import UsageRecord
 
 
 def usage_lines(rec: JournalRecord, rules, label, plan_of) -> bytes:

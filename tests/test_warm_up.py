@@ -20,12 +20,12 @@ ROOT = Path(__file__).parents[1]
 SCRIPT = """
 import sys, time
 from numba.core.registry import CPUDispatcher
-from ocs import usage_lines
+from ocs.feeds import usage_lines
 from ocs.kernels import warm_up
 from ocs.diameter import fastcca, fastccr, message
 from ocs.engine import kernel
 from ocs.store import dedup
-from ocs.usage import UsageLog
+from ocs.feeds.usage import UsageLog
 from tests.support.charging import Charging
 from tests.support.rawclient import build_ccr
 

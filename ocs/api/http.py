@@ -1,11 +1,11 @@
 """The operator HTTP API (JSON): an ASGI app served by hypercorn's trio
 worker on the server's own trio loop (`ocs serve --api HOST:PORT`).
 
-Every route is one `Route` in the table of `ocs/api/routes.py`: its method,
-path template, handler, and what the OpenAPI document says of it (summary,
-parameters, body and answer Structs, status codes). The document
-(`ocs/api/openapi.py`) is generated from that table, so it describes what
-is served and nothing else.
+It serves the route table it is given: every route is one `Route`
+(`ocs/api/route.py`: its method, path template, handler, and what the
+OpenAPI document says of it), and the server passes the API's table,
+`ocs/api/routes.py`. The document (`ocs/api/openapi.py`) is generated from
+the same table, so it describes what is served and nothing else.
 
 A route with `token=True` (all but /metrics and /v1/openapi.json) needs
 `Authorization: Bearer TOKEN` with a token from the configuration
@@ -18,13 +18,12 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable, NamedTuple
 from urllib.parse import parse_qs
 
 import msgspec
 
 from ..gy.operations import OperationError
+from .route import ErrorBody, HttpError, Request, Route, Text
 from .scrape import lifespan
 
 log = logging.getLogger("ocs.api")
@@ -32,100 +31,13 @@ MAX_BODY = 8 << 20          # octets; a complete rules version is far smaller
 _json = msgspec.json.Encoder()
 
 
-class ErrorBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Every error answer: what was wrong; `errors` lists each problem of a
-    refused rules version (file, key path, what was expected)."""
-    error: str
-    errors: list[str] | msgspec.UnsetType = msgspec.UNSET
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, errors: list[str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.errors = errors
-
-
-class Text(NamedTuple):
-    """A body that is not JSON: the Prometheus text format, a CSV report."""
-    media: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Param:
-    """A path parameter: `{name}` in a route's path is one path segment."""
-    description: str
-    example: str
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One documented answer of a route."""
-    description: str
-    body: type | None = None                   # a msgspec Struct: the JSON body's schema
-    media: tuple[str, ...] = ("application/json",)
-
-
-@dataclass
-class Request:
-    server: object                             # ocs.net.server.Server
-    api: "OperatorApi"
-    params: dict[str, str]
-    query: object                              # the route's query Struct, or None
-    body: object                               # the route's body Struct, or None
-    headers: dict[bytes, bytes]
-
-
-Handler = Callable[[Request], Awaitable[tuple[int, object]]]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One operation of the API and its documentation.
-
-    `answers` lists every status the handler answers with; 401 (token
-    routes) and 400 (routes with a body, query or path parameters) are added
-    to the document when not listed. A handler returns (status, body): a
-    Struct, dict or list is sent as JSON, a `Text` as itself."""
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    answers: dict[int, Answer]
-    tag: str
-    description: str = ""
-    params: dict[str, Param] = field(default_factory=dict)
-    query: type | None = None                  # Struct of the query parameters (unknown ones refused)
-    body: type | None = None                   # Struct the JSON body decodes into (unknown fields refused)
-    body_example: object = None                # a valid body, shown in the document and sent by its test
-    query_example: dict | None = None
-    token: bool = True
-
-    @property
-    def pattern(self) -> re.Pattern:
-        return _compile_path(self.path)
-
-
-_PATHS: dict[str, re.Pattern] = {}
-
-
-def _compile_path(template: str) -> re.Pattern:
-    found = _PATHS.get(template)
-    if found is None:
-        parts = re.split(r"\{([a-z_]+)\}", template)
-        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
-        found = _PATHS[template] = re.compile(f"^{regex}$")
-    return found
-
-
 class OperatorApi:
-    def __init__(self, server, tokens: list[str], routes: list[Route] | None = None):
-        from .routes import ROUTES
+    """Serves `routes` (the API's are `ocs.api.routes.ROUTES`) for `server`."""
+
+    def __init__(self, server, tokens: list[str], routes: list[Route]):
         self.server = server
         self.tokens = [t.encode() for t in tokens if t]
-        self.routes = ROUTES if routes is None else routes
+        self.routes = routes
         self._openapi: bytes | None = None
 
     # ------------------------------------------------------------ ASGI

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 
 import msgspec
 
-from .http import Answer, ErrorBody, Route
+from .route import Answer, ErrorBody, Route
 
 REF = "#/components/schemas/{name}"
 INFO = {
@@ -123,12 +122,3 @@ def _clean(schema):
 def render(routes: list[Route]) -> str:
     return json.dumps(document(routes), indent=2, ensure_ascii=False) + "\n"
 
-
-def main() -> int:
-    from .routes import ROUTES
-    sys.stdout.write(render(ROUTES))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,9 +10,9 @@ import msgspec
 import trio
 from msgspec import UNSET, Meta, UnsetType
 
-from ..notify import FeedError, read_feed
-from ..settlement import SettlementError, account, as_csv, period_report, standing
-from .http import Answer, ErrorBody, HttpError, Param, Request, Route, Text
+from ..feeds.notify import FeedError, read_feed
+from ..feeds.settlement import SettlementError, account, as_csv, period_report, standing
+from .route import Answer, ErrorBody, HttpError, Param, Request, Route, Text
 
 MAX_LIMIT = 1000
 

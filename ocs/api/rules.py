@@ -22,7 +22,7 @@ from msgspec import Meta
 from ..rules import activation
 from ..rules.compile import RuleError, RuleSet, load_rules
 from ..rules.versions import keep, kept_versions, load_kept, version_dir
-from .http import Answer, ErrorBody, HttpError, Param, Request, Route
+from .route import Answer, ErrorBody, HttpError, Param, Request, Route
 
 log = logging.getLogger("ocs.api")
 TAG = "rules"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .http import Answer, Request, Route, Text
+from .route import Answer, Request, Route, Text
 
 
 async def metrics(request: Request):

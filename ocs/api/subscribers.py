@@ -16,10 +16,10 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ..gy import operations as ops
 from ..gy import provisioning as prov
-from ..rules.compile import E164, subscriber_key
 from ..store.views import subscriber_view
-from ..usage import UsageDay, local_zone, subscriber_usage
-from .http import Answer, ErrorBody, HttpError, Param, Request, Route
+from ..subscriber import E164, subscriber_key
+from ..feeds.usage import UsageDay, local_zone, subscriber_usage
+from .route import Answer, ErrorBody, HttpError, Param, Request, Route
 
 MAX_DAYS = 366
 TAG = "subscribers"

@@ -38,10 +38,6 @@ def avp_type(code: int, vendor: int):
     return None if entry is None else entry["type"]
 
 
-def is_grouped(code: int, vendor: int) -> bool:
-    return avp_type(code, vendor) is _pd_avp.AvpGrouped
-
-
 # ---------------------------------------------------------------- encoding
 
 def encode(code: int, payload: bytes, vendor: int = 0, mandatory: bool = True) -> bytes:

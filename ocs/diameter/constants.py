@@ -2,9 +2,9 @@
 
 The AVP dictionary itself is python-diameter's; these are just names for the
 codes the server handles by number. Request types, Requested-Action and
-Result-Codes are the engine's named enumerations (`ocs.engine.codes`).
+Result-Codes are named enumerations shared with the engine (`ocs.codes`).
 """
-from ..engine.codes import RequestedAction, RequestType, ResultCode
+from ..codes import RequestedAction, RequestType, ResultCode
 
 HEADER_LEN = 20
 VERSION = 1
@@ -131,7 +131,7 @@ DISCONNECT_REBOOTING = 0
 DISCONNECT_BUSY = 1
 DISCONNECT_DO_NOT_WANT_TO_TALK_TO_YOU = 2
 
-# Result codes (RFC 6733 section 7.1, RFC 4006 section 9): ocs.engine.codes.ResultCode, by their names
+# Result codes (RFC 6733 section 7.1, RFC 4006 section 9): ocs.codes.ResultCode, by their names
 SUCCESS = ResultCode.SUCCESS
 COMMAND_UNSUPPORTED = ResultCode.COMMAND_UNSUPPORTED
 UNABLE_TO_DELIVER = ResultCode.UNABLE_TO_DELIVER

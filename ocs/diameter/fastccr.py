@@ -16,6 +16,7 @@ from diameter.message.avp import avp as _pd_avp
 from diameter.message.avp.dictionary import AVP_DICTIONARY, AVP_VENDOR_DICTIONARY
 from numba import njit
 
+from ..subscriber import DIGITS_SHIFT, E164, IMSI, KIND_SHIFT, MAX_DIGITS
 from . import constants as c
 from .avp import MAX_NESTING
 from .message import Frames
@@ -32,7 +33,7 @@ FRAME = np.dtype([
     ("mscc_start", np.int32), ("mscc_count", np.int32), ("top_level", np.int8),
     ("n_sub", np.int32),
     ("sub_type", np.int32, (MAX_SUB_IDS,)),
-    ("sub_key", np.int64, (MAX_SUB_IDS,)),     # subscriber key (rules.compile.subscriber_key) or -1
+    ("sub_key", np.int64, (MAX_SUB_IDS,)),     # subscriber key (ocs.subscriber.subscriber_key) or -1
     ("top_service_id", np.int64),
     ("apn", np.int64),            # apn_key of the Called-Station-Id; 0 absent
     ("rat", np.int32),            # 3GPP-RAT-Type (TS 29.061); -1 absent
@@ -300,10 +301,11 @@ def _decimal(buf, off, n):
 
 @njit(cache=True)
 def _digits_key(buf, off, n, kind):
-    if n < 1 or n > 15:
+    """The subscriber key of n digits (layout: ocs/subscriber.py); -1 if not 1-15 digits."""
+    if n < 1 or n > MAX_DIGITS:
         return -1
     v = _decimal(buf, off, n)
-    return (np.int64(kind) << 56) | (np.int64(n) << 50) | v if v >= 0 else -1
+    return (np.int64(kind) << KIND_SHIFT) | (np.int64(n) << DIGITS_SHIFT) | v if v >= 0 else -1
 
 
 # Top-level CCR AVPs (vendor 0) with at most one occurrence; the first eight are required.
@@ -495,7 +497,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
                 if n_type != 1 or n_data != 1 or stype > 4 or dlen <= 0:
                     return -1
                 f["sub_type"][f["n_sub"]] = stype
-                kind = 0 if stype == 0 else (1 if stype == 1 else -1)
+                kind = E164 if stype == c.END_USER_E164 else (IMSI if stype == c.END_USER_IMSI else -1)
                 f["sub_key"][f["n_sub"]] = _digits_key(buf, doff, dlen, kind) if kind >= 0 else -1
                 f["n_sub"] += 1
             elif code == c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL:

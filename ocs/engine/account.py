@@ -11,7 +11,7 @@ from numba import njit
 
 from .buckets import _in_list
 from .calendar import period_of, zone_of as _zone
-from .codes import ResultCode
+from ..codes import ResultCode
 from .tables import NEVER, PACKS, PLAN_BUCKETS
 
 _CACHE = os.environ.get("OCS_NUMBA_NOCACHE") is None

@@ -7,11 +7,19 @@ consult a timezone database). Civil-date arithmetic after Howard Hinnant's
 """
 from __future__ import annotations
 
+from datetime import date
+
 from numba import njit
 
 from .tables import ANNIVERSARY, DAYS, QUARTER
 
 _CACHE = True
+_EPOCH = date(1970, 1, 1)
+
+
+def local_day(d: date) -> int:
+    """A local date's day number, as the zone table and the rows hold it."""
+    return (d - _EPOCH).days
 
 
 @njit(cache=_CACHE, _nrt=False)

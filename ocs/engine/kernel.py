@@ -35,7 +35,7 @@ from numba import njit
 
 from .account import _add_pack, _local_sec, _period, _period_end, _rating, _rollover
 from .buckets import _cand_add
-from .codes import RequestedAction, RequestType, ResultCode
+from ..codes import RequestedAction, RequestType, ResultCode
 from .grant import (_find_slot, _grant, _hold, _quote, _rate, _release, _sp_debit, _sp_grant, _sp_unhold,
                     _unhold, _validity)
 from .notices import R_THROTTLED, _daily, _daily_sweep, _thresholds

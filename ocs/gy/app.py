@@ -23,10 +23,11 @@ from ..diameter.message import Frames, error_answer, find_session_id, parse_head
 from ..diameter.peer import LocalIdentity
 from ..engine import kernel
 from ..engine.tables import MSCC, NO_RG, REQUEST, USAGE
-from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
+from ..rules.compile import RuleSet
 from ..store.records import Debit, ExpiredSession, JournalRecord, NewSession
 from ..store.dedup import fingerprints, packed_fingerprints
 from ..store.interface import Store
+from ..subscriber import E164, IMSI, subscriber_key
 from . import cca as CCA
 from . import reauth
 from . import refund as R

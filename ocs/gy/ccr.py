@@ -15,7 +15,6 @@ from ..diameter.errors import ProtocolError
 from ..diameter.message import Header
 
 AVP_REQUESTED_ACTION = 436
-AVP_REPORTING_REASON = 872   # 3GPP, vendor 10415
 MAX_OCTETS = 2**63 - 1       # the engine's octet columns are int64
 
 _CCR_RULES = {

@@ -26,15 +26,15 @@ import numpy as np
 from msgspec import UNSET, Meta, UnsetType
 
 from ..engine import kernel
-from ..rules.compile import E164, IMSI, RuleSet, subscriber_key
+from ..rules.compile import RuleSet
 from ..rules.units import format_money, parse_money, quoted, timezone_info
 from ..rules.versions import carry_buckets
 from ..store import profiles
 from ..store.embedded import new_subscribers
 from ..store.interface import Store
-from ..store.profiles import ATTRIBUTES, Profile
-from ..store.records import ChangeSubscriber, CreateSubscriber, DeleteSubscriber
+from ..store.records import ChangeSubscriber, CreateSubscriber, DeleteSubscriber, Profile
 from ..store.views import subscriber_view
+from ..subscriber import ATTRIBUTES, E164, IMSI, subscriber_key
 from .operations import Done, OperationError
 
 Msisdn = Annotated[str, Meta(pattern=r"^[0-9]{1,15}$", description="E.164 digits (Subscription-Id END_USER_E164)")]

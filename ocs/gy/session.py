@@ -19,7 +19,7 @@ import enum
 
 import numpy as np
 
-from ..engine.codes import RequestType, ResultCode
+from ..codes import RequestType, ResultCode
 
 
 class SessionState(enum.Enum):

@@ -30,9 +30,9 @@ from ..diameter.errors import ProtocolError
 from ..diameter.message import error_answer
 from ..gy.operations import Done, OperationError
 from ..metrics import Metrics
-from ..notify import Notifier, describe
+from ..feeds.notify import Notifier, describe
 from ..rules.compile import RuleError, RuleSet
-from ..rules.install import Installer
+from ..gy.install import Installer
 from ..rules.watch import RulesWatch
 from ..store.interface import Store
 from ..store.records import JournalRecord
@@ -76,7 +76,7 @@ class Server:
         self.cfg = cfg
         self.installer = installer or Installer(store)
         self.notifier = notifier
-        self.usage = usage                    # ocs.usage.UsageLog: usage records after each durable group
+        self.usage = usage                    # ocs.feeds.usage.UsageLog: usage records after each durable group
         self.metrics = Metrics()
         self.watch = RulesWatch(cfg.rules, app.rules.version)
         self._next_rules: RuleSet | None = None
@@ -525,11 +525,12 @@ class Server:
         import os
 
         from ..api.http import OperatorApi
+        from ..api.routes import ROUTES
         tokens = list(self.cfg.api_tokens) + [t.strip() for t in os.environ.get("OCS_API_TOKENS", "").split(",")]
         tokens = [t for t in tokens if t]
         if not tokens:
             log.warning("the API has no tokens (api_tokens, OCS_API_TOKENS): every request gets 401")
-        await self._serve_http(OperatorApi(self, tokens), self.cfg.api, "api", task_status=task_status)
+        await self._serve_http(OperatorApi(self, tokens, ROUTES), self.cfg.api, "api", task_status=task_status)
 
     async def _serve_http(self, app, bind: str, name: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """An ASGI app on hypercorn's trio worker, on this loop."""

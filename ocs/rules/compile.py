@@ -12,41 +12,28 @@ import hashlib
 import math
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
 
 from ..engine import tables as TB
+from ..engine.calendar import local_day
 from ..engine.tables import Tables
+from ..subscriber import ATTRIBUTES, E164, IMSI, key_head, subscriber_key
 from . import schema as S
 from .plan import PlanCompiler, where
 from .quota import QuotaOptions
 from .units import parse_money, parse_volume, timezone_info
 
-E164, IMSI = 0, 1
 
 
 class RuleError(Exception):
     def __init__(self, errors: list[str]):
         super().__init__("\n".join(errors))
         self.errors = errors
-
-
-def subscriber_key(id_type: int, digits: str) -> int:
-    """One int64 per identity: type, digit count (so leading zeros count), value."""
-    return (id_type << 56) | (len(digits) << 50) | int(digits)
-
-
-def key_digits(key: int) -> str:
-    """The digits of a subscriber key (leading zeros kept)."""
-    return str(key & ((1 << 50) - 1)).zfill((key >> 50) & 0x3F)
-
-
-def local_day(d: date) -> int:
-    return (d - date(1970, 1, 1)).days
 
 
 @dataclass(frozen=True)
@@ -80,7 +67,7 @@ class RangeSeed:
         return self.last - self.first + 1
 
     def key(self, value: int) -> int:
-        return (self.id_type << 56) | (self.digits << 50) | value
+        return key_head(self.id_type, self.digits) | value
 
 
 @dataclass
@@ -358,7 +345,7 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
                 by_msisdn[s.msisdn] = (path, key, s)
             keys = [subscriber_key(t, d) for t, d, _ in ids]
             attrs = tuple(pc.attribute(a, getattr(s, a)) if getattr(s, a) is not None else 0
-                          for a in ("customer_type", "terminal_type", "partner"))
+                          for a in ATTRIBUTES)
             subscribers.append(SubscriberSeed(keys[0], ids[0][1], plan, balance, tuple(keys[1:]), zone, anchor,
                                               pool, payer, cap, attrs, f"{path.name} {key}"))
         for i, r in enumerate(rf.subscriber_range):
@@ -400,7 +387,3 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
     rs.tables = pc.tables(np.zeros(max(len(zones.infos), 1), TB.ZONE))    # sponsors may add zones
     rs.zones = zones.infos
     return rs
-
-
-def now_utc() -> float:
-    return datetime.now(timezone.utc).timestamp()

@@ -6,12 +6,15 @@ thresholds and its time-of-day band edges. Errors name the file and key.
 """
 from __future__ import annotations
 
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from ..engine import tables as TB
+from ..engine.calendar import local_day
 from ..engine.tables import Tables
+from ..subscriber import ATTRIBUTES, E164, subscriber_key
 from . import schema as S
 from .quota import QuotaOptions
 from .units import parse_money, parse_volume
@@ -21,7 +24,6 @@ _CAP_ACTION = {"stop": TB.STOP, "throttle": TB.THROTTLE, "free": TB.FREE}
 _ROUNDING = {"per-started-unit": TB.PER_REPORT, "per-started-unit-of-period": TB.CUMULATIVE}
 RAT_TYPES = {"utran": 1, "geran": 2, "wlan": 3, "gan": 4, "hspa": 5, "eutran": 6, "virtual": 7,
              "nb-iot": 8, "lte-m": 9, "nr": 10}          # 3GPP-RAT-Type, TS 29.061 16.4.7.2
-ATTRIBUTES = ("customer_type", "terminal_type", "partner")
 _ON = {"cap": TB.T_CAP, "throttled": TB.T_THROTTLED, "ceiling": TB.T_CEILING, "credit-exhausted": TB.T_CREDIT,
        "daily-summary": TB.T_DAILY}
 
@@ -183,8 +185,6 @@ class PlanCompiler:
                 self._err(path, f"{key}.period_days", "a period of days needs period_days")
             row["period_days"] = p.period_days or 1
             if p.period_start is not None:
-                from .compile import local_day
-                from datetime import date
                 try:
                     row["period_anchor"] = local_day(date.fromisoformat(p.period_start))
                 except ValueError:
@@ -349,10 +349,7 @@ class PlanCompiler:
 
     def add_sponsor(self, path: Path, key: str, sp: S.Sponsor, plan_index: dict[str, int]) -> None:
         """A sponsor contract as a CONTRACT row (after the plans)."""
-        from datetime import datetime, timezone
-
         from ..diameter.fastccr import apn_key
-        from .compile import E164, subscriber_key
         row = np.zeros(1, TB.CONTRACT)[0]
         try:
             row["zone"] = self.zones.index(sp.timezone)

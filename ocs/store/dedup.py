@@ -172,6 +172,9 @@ def _find(table, at, fps, out):
             i = (i + 1) & mask
 
 
+KERNELS = (_insert, _find, _fingerprints)     # what warm_up compiles (ocs/kernels.py)
+
+
 def warm_up() -> None:
     """Compile the kernels (or load them from numba's cache) before serving,
     for the array types the charging loop passes too (a writable packed

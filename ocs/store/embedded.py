@@ -24,12 +24,11 @@ from ..durable import fsync_path
 from ..engine.tables import NEVER
 from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER, new_table
 from ..rules.compile import RuleSet
+from ..subscriber import VALUE_MASK, key_head, key_kind, key_length
 from .records import (KEEP_SECONDS, AnyOperation, Answers, Debit, DirectoryChange, ExpiredSession, JournalRecord,
-                      NewSession, decode_debits, decode_expired)
+                      NewSession, Profile, decode_debits, decode_expired, decode_profile)
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS, DuplicateCache
 from .journal import Journal, data_end, replay
-from .profiles import Profile
-from .profiles import decode as decode_profile
 
 log = logging.getLogger("ocs.store")
 _enc = msgspec.msgpack.Encoder()
@@ -86,7 +85,7 @@ class EmbeddedStore:
         """Load the snapshot and replay the journal. `readonly` leaves the
         files untouched, for reading beside a running server. A journal
         record of a rules change calls `on_rules(version, time)`, which must
-        install that version again (ocs.rules.install)."""
+        install that version again (ocs.gy.install)."""
         self._on_rules = on_rules
         if readonly and not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: no such data directory")
@@ -133,7 +132,7 @@ class EmbeddedStore:
         row = self.explicit.get(key)
         if row is not None:
             return row
-        id_type, digits, value = key >> 56, (key >> 50) & 0x3F, key & ((1 << 50) - 1)
+        id_type, digits, value = key_kind(key), key_length(key), key & VALUE_MASK
         for t, d, first, last, base in self.ranges:
             if t == id_type and d == digits and first <= value <= last:
                 return base + value - first
@@ -151,9 +150,9 @@ class EmbeddedStore:
             at = np.minimum(np.searchsorted(ek, keys), len(ek) - 1)
             hit = ek[at] == keys
             rows[hit] = self._explicit_rows[at[hit]]
-        value = keys & ((1 << 50) - 1)
+        value = keys & VALUE_MASK
         for t, d, first, last, base in self.ranges:
-            head = (t << 56) | (d << 50)
+            head = key_head(t, d)
             hit = (rows < 0) & (keys >= (head | first)) & (keys <= (head | last)) & (keys - value == head)
             rows[hit] = base + value[hit] - first
         rows[keys < 0] = -1

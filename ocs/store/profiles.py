@@ -12,24 +12,15 @@ profile: the row's plan index is carried over by plan id like every row's
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-import msgspec
 import numpy as np
 
-from ..rules.compile import E164, IMSI, RuleSet, key_digits, subscriber_key
-
+from ..rules.compile import RuleSet
+from ..subscriber import ATTRIBUTES, IMSI, key_digits, key_kind
+from .embedded import EmbeddedStore
 from .records import Profile
 
-if TYPE_CHECKING:
-    from .embedded import EmbeddedStore
-
 log = logging.getLogger("ocs.store")
-ATTRIBUTES = ("customer_type", "terminal_type", "partner")
-
-
-def decode(data: dict) -> Profile:
-    return msgspec.convert(data, Profile)
 
 
 def conflicts(store: EmbeddedStore, rules: RuleSet) -> list[str]:
@@ -111,7 +102,7 @@ def of_row(store: EmbeddedStore, rules: RuleSet, row: int) -> Profile:
     if row in store.profiles:
         return store.profiles[row]
     s = store.subs[row]
-    imsi = next((k for k, r in store.explicit.items() if r == row and k >> 56 == IMSI), None)
+    imsi = next((k for k, r in store.explicit.items() if r == row and key_kind(k) == IMSI), None)
     names = {}
     for name in ATTRIBUTES:
         number = int(s[name])

@@ -24,12 +24,14 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType, field
 
-from ..rules.compile import E164, IMSI, subscriber_key
+from ..subscriber import E164, IMSI, subscriber_key
 
 
 class Profile(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """By name: rows refer to timezones and attributes by numbers each rules
-    version assigns anew (ocs.store.profiles resolves them)."""
+    """A subscriber the API created, by name: its identities, timezone and
+    context attributes (ocs.subscriber.ATTRIBUTES). Rows refer to timezones
+    and attributes by numbers each rules version assigns anew
+    (ocs.store.profiles resolves them)."""
     msisdn: str
     imsi: str | None = None
     timezone: str | None = None         # None: the plan's
@@ -165,3 +167,8 @@ class JournalRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     debits: list[Debit] = field(name="rf", default=[])
     expired: list[ExpiredSession] = field(name="ex", default=[])
     usage_sessions: list[bytes] = field(name="ss", default=[])         # the Session-Id of each usage row
+
+
+def decode_profile(data: dict) -> Profile:
+    """A profile as a snapshot's meta holds it (a map)."""
+    return msgspec.convert(data, Profile)

@@ -40,7 +40,7 @@ from ocs.diameter.peer import LocalIdentity
 from ocs.engine.tables import MSCC, REQUEST
 from ocs.gy.app import CreditControlApplication
 from ocs.gy.ccr import decode_ccr
-from ocs.rules.compile import subscriber_key
+from ocs.subscriber import subscriber_key
 
 TGPP = c.VENDOR_3GPP
 PER_FRAME = 4                  # decode_batch's default MSCC rows per frame

@@ -25,9 +25,10 @@ from ocs.diameter.fastccr import apn_key, plmn_key
 from ocs.engine import kernel
 from ocs.engine.tables import MSCC, REQUEST, SESSION, new_table
 from ocs.rules import schema as S
-from ocs.rules.compile import E164, _compile, subscriber_key
+from ocs.rules.compile import _compile
 from ocs.rules.units import parse_volume
 from ocs.store.embedded import EmbeddedStore
+from ocs.subscriber import E164, subscriber_key
 
 from . import naive as N
 

@@ -32,7 +32,6 @@ def charge(ch, sid, rtype, number, msisdn=None, used=None, rsu=0, extra=()):
 
 
 def failed_octets(answer) -> int:
-    from diameter.message.avp import Avp
     (failed,) = [a for a in answer.avps if a.code == c.AVP_FAILED_AVP]
     (usu,) = failed.value
     assert usu.code == c.AVP_USED_SERVICE_UNIT

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ocs.engine.codes import RequestType as T
-from ocs.engine.codes import ResultCode
+from ocs.codes import RequestType as T
+from ocs.codes import ResultCode
 from ocs.gy.session import RowAction as A
 from ocs.gy.session import SessionEvent as E
 from ocs.gy.session import SessionState as S

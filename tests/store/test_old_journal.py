@@ -22,12 +22,12 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from ocs.rules.compile import E164, IMSI, subscriber_key
-from ocs.rules.install import Installer
+from ocs.subscriber import E164, IMSI, subscriber_key
+from ocs.gy.install import Installer
 from ocs.store.embedded import EmbeddedStore
 from ocs.store.journal import replay
 from ocs.store.records import CreateSubscriber, JournalRecord, TopUp
-from ocs.usage import UsageLog
+from ocs.feeds.usage import UsageLog
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "journal_815e6c2"
 YUAN = 1_000_000

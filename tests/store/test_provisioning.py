@@ -21,7 +21,8 @@ import pytest
 
 from ocs.gy.operations import OperationError
 from ocs.gy.provisioning import NewSubscriber, SubscriberChange, change_subscriber, create_subscriber, delete_subscriber
-from ocs.rules.compile import IMSI, RuleError, subscriber_key
+from ocs.rules.compile import RuleError
+from ocs.subscriber import IMSI, subscriber_key
 from tests.support.charging import Charging
 from tests.support.rawclient import build_ccr
 from tests.support.server import DEMO_RULES

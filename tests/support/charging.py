@@ -12,10 +12,11 @@ from diameter.message import Message
 
 from ocs.diameter.peer import LocalIdentity
 from ocs.gy.app import CreditControlApplication
-from ocs.rules.compile import E164, load_rules, subscriber_key
-from ocs.rules.install import Installer
+from ocs.gy.install import Installer
+from ocs.rules.compile import load_rules
 from ocs.store.embedded import EmbeddedStore
 from ocs.store.views import subscriber_view
+from ocs.subscriber import E164, subscriber_key
 
 from .rawclient import build_ccr, mscc_values
 

@@ -1,5 +1,12 @@
 """Installing a rules version into the store: at start, on reload, on replay.
 
+It lives in gy, beside the other work done on the store between batches
+(operations.py, provisioning.py), because it joins three packages below it:
+the rules (the version, `versions.migrate`), the store (its rows and the
+API's profiles) and the engine (holds recounted). The store calls it back
+through `EmbeddedStore.open(on_rules=...)` when replay meets an install, so
+neither the rules nor the store import it.
+
 Installing is deterministic given the state, the version and the time, so a
 journal record "version V installed at T" replays to the same state: the
 rows are carried over from the version before (`versions.migrate`), what
@@ -10,15 +17,11 @@ operator set: their profiles are resolved against the new version.
 """
 from __future__ import annotations
 
-import logging
-
 from ..engine import kernel
+from ..rules.compile import RuleError, RuleSet
+from ..rules.versions import keep, load_kept, migrate
 from ..store import profiles
 from ..store.embedded import EmbeddedStore
-from .compile import RuleError, RuleSet
-from .versions import keep, load_kept, migrate
-
-log = logging.getLogger("ocs.rules")
 
 
 class Installer:

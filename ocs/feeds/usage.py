@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from .rules.compile import RuleSet
-from .rules.units import format_money
-from .store.records import JournalRecord
+from ..rules.compile import RuleSet
+from ..rules.units import format_money
+from ..store.records import JournalRecord
 from .usage_lines import Subscribers, usage_lines
 
 log = logging.getLogger("ocs.usage")
@@ -101,7 +101,7 @@ class UsageLog:
 
     def catch_up(self, journals: list[Path]) -> int:
         """At start: records the journal holds beyond the last line written."""
-        from .store.journal import replay
+        from ..store.journal import replay
         pending = []
         for path in journals:
             if path.exists():
@@ -153,12 +153,6 @@ def _last_whole_record(path: Path) -> int:
             return 0
         tail *= 4
     return 0
-
-
-def read_usage(directory: str | Path) -> list[UsageRecord]:
-    """Every usage record of a directory, in memory: for small directories
-    and tests; reports stream with `iter_usage`."""
-    return list(iter_usage(directory))
 
 
 def usage_files(directory: str | Path, first: date | None = None, last: date | None = None) -> list[Path]:

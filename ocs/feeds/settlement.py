@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Iterable
 from zoneinfo import ZoneInfo
 
-from .rules.compile import RuleSet
-from .rules.units import format_money
+from ..rules.compile import RuleSet
+from ..rules.units import format_money
 from .usage import UsageRecord, iter_usage, utc_days_around
 
 
@@ -140,7 +140,7 @@ def period_report(sponsor_id: str, period: str, usage_dir: str | Path, rules: Ru
 def standing(store, rules: RuleSet, now: float) -> list[dict]:
     """Each contract of `rules` and its account now: what it paid and holds
     this period, and what is left of its budget."""
-    from .engine.calendar import period_of
+    from ..engine.calendar import period_of
     rules.set_clock(now)
     out = []
     for k, sp in enumerate(rules.sponsors):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ocs.usage import UsageRecord, _last_whole_record
+from ocs.feeds.usage import UsageRecord, _last_whole_record
 
 
 def line(seq: int, pad: int = 0) -> bytes:

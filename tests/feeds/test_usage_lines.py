@@ -10,9 +10,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ocs.feeds.usage import UsageRecord
+from ocs.feeds.usage_lines import Subscribers, usage_lines
 from ocs.gy.app import USAGE
-from ocs.usage import UsageRecord
-from ocs.usage_lines import Subscribers, usage_lines, usage_record
+from ocs.feeds.usage import UsageRecord
+from ocs.feeds.usage_lines import Subscribers, usage_lines, usage_record
 from tests import naive_usage
 
 I64 = st.one_of(st.integers(-2**63, 2**63 - 1), st.integers(-3, 10**7), st.sampled_from([0, 10**6, -10**6, 1, 999_999]))

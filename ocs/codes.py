@@ -1,7 +1,8 @@
 """The protocol's numbers the engine decides with, named once (RFC 6733
 section 7.1, RFC 4006 sections 8.3, 8.41 and 9). The kernels compare and
 store them as integers (numba reads IntEnum members as constants); the
-layers above import them from here, through `ocs.diameter.constants`."""
+codec and gy use them through `ocs.diameter.constants`. A leaf module: it
+imports nothing of ocs, so engine and diameter both stand above it."""
 from __future__ import annotations
 
 from enum import IntEnum

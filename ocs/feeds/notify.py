@@ -22,9 +22,9 @@ import numpy as np
 
 from datetime import date, timedelta
 
-from .engine.tables import T_BUCKET, T_CAP, T_CEILING, T_CREDIT, T_DAILY, T_SPENT, T_THROTTLED
-from .rules.compile import RuleSet
-from .rules.units import format_money
+from ..engine.tables import T_BUCKET, T_CAP, T_CEILING, T_CREDIT, T_DAILY, T_SPENT, T_THROTTLED
+from ..rules.compile import RuleSet
+from ..rules.units import format_money
 
 log = logging.getLogger("ocs.notify")
 KINDS = {T_BUCKET: "bucket", T_SPENT: "spent", T_CAP: "cap", T_THROTTLED: "throttled",

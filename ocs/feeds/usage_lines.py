@@ -19,9 +19,9 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from .rules.compile import RuleSet
-from .rules.units import MICRO, MINOR_DIGITS
-from .store.records import Answers, JournalRecord
+from ..rules.compile import RuleSet
+from ..rules.units import MICRO, MINOR_DIGITS
+from ..store.records import Answers, JournalRecord
 
 _CACHE = os.environ.get("OCS_NUMBA_NOCACHE") is None
 _enc = msgspec.json.Encoder()
@@ -87,7 +87,7 @@ class Subscribers:
 def usage_lines(rec: JournalRecord, rules: RuleSet, subscribers: Subscribers) -> bytes:
     """The usage records of one journal record (its `usage` rows and their
     `usage_sessions`), as JSON lines each ending in a newline."""
-    from .engine.tables import USAGE
+    from ..engine.tables import USAGE
     rows = np.frombuffer(rec.usage, USAGE)
     n = len(rows)
     if n == 0:
@@ -132,7 +132,7 @@ def warm_up(rules: RuleSet) -> None:
     """Compile the kernel (or load it from numba's cache) before serving, by
     the path the usage writer takes (numba compiles read-only and writable
     arrays apart): a first compile in the writer's thread would stall the loop."""
-    from .engine.tables import USAGE
+    from ..engine.tables import USAGE
     rows = np.zeros(1, USAGE)
     usage_lines(usage_record(1, 0.0, "", rows.tobytes(), [b"s"]), rules, Subscribers(str, lambda row: -1))
 
@@ -272,3 +272,6 @@ def _write_lines(out, head, rows, sid_buf, sid_ends, quoted, who_buf, who_ends,
         else:
             pos = _text(out, pos, _NO_SPONSOR)
     return pos
+
+
+KERNELS = (_write_lines,)       # what warm_up compiles (ocs/kernels.py)
