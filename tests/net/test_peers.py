@@ -8,6 +8,8 @@ server runs it for an accepted socket.
 """
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -103,6 +105,20 @@ class Gateway:
         await self.send(a.as_bytes())
 
 
+@asynccontextmanager
+async def connected(peers: Peers, pair=trio.testing.memory_stream_pair, opened: bool = True, timeout: float = 200):
+    """`peers` serving one end of a stream pair; the gateway on the other,
+    after its CER unless not `opened`; and the nursery serving it."""
+    ours, theirs = pair()
+    gw = Gateway(theirs)
+    with trio.fail_after(timeout):
+        async with trio.open_nursery() as n:
+            n.start_soon(peers.serve, ours, "127.0.0.1")
+            if opened:
+                await gw.open()
+            yield gw, n
+
+
 def closed(peers: Peers) -> list[tuple[float, str | None]]:
     return peers.reauthorizer.closed
 
@@ -123,37 +139,27 @@ async def test_watchdog_dwr_after_tw_of_silence_then_close_without_dwa(autojump_
     """RFC 3539 3.4: a DWR after Tw without traffic; a DWA resets the
     watchdog; no answer within another Tw closes the connection."""
     peers = new_peers(Charging())
-    ours, theirs = trio.testing.memory_stream_pair()
-    gw = Gateway(theirs)
-    with trio.fail_after(200):
-        async with trio.open_nursery() as n:
-            n.start_soon(peers.serve, ours, "127.0.0.1")
-            await gw.open()
-            dwr = await gw.receive()
-            assert (describe(dwr), trio.current_time()) == ("DWR", TW)
-            await gw.answer(dwr, DeviceWatchdogAnswer)
-            second = await gw.receive()
-            assert (describe(second), trio.current_time()) == ("DWR", 2 * TW)
-            assert await gw.receive() is None                     # not answered
-            assert trio.current_time() == 3 * TW
+    async with connected(peers) as (gw, n):
+        dwr = await gw.receive()
+        assert (describe(dwr), trio.current_time()) == ("DWR", TW)
+        await gw.answer(dwr, DeviceWatchdogAnswer)
+        second = await gw.receive()
+        assert (describe(second), trio.current_time()) == ("DWR", 2 * TW)
+        assert await gw.receive() is None                     # not answered
+        assert trio.current_time() == 3 * TW
     assert closed(peers) == [(3 * TW, "peer silent: no answer to our DWR within Tw")]
 
 
 async def test_requests_reset_the_watchdog(autojump_clock):
     charging = Charging(answer_at_once=True)
     peers = new_peers(charging)
-    ours, theirs = trio.testing.memory_stream_pair()
-    gw = Gateway(theirs)
-    with trio.fail_after(200):
-        async with trio.open_nursery() as n:
-            n.start_soon(peers.serve, ours, "127.0.0.1")
-            await gw.open()
-            await trio.sleep(20)
-            await gw.send(ccr())
-            await gw.receive()                                    # the "answer" (the request echoed)
-            dwr = await gw.receive()
-            assert (describe(dwr), trio.current_time()) == ("DWR", 20 + TW)
-            n.cancel_scope.cancel()
+    async with connected(peers) as (gw, n):
+        await trio.sleep(20)
+        await gw.send(ccr())
+        await gw.receive()                                    # the "answer" (the request echoed)
+        dwr = await gw.receive()
+        assert (describe(dwr), trio.current_time()) == ("DWR", 20 + TW)
+        n.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- backpressure
@@ -164,8 +170,6 @@ async def test_a_peer_that_does_not_read_its_answers_stops_being_read_then_is_cl
     request = ccr()
     charging = Charging(answer_at_once=True, answer=lambda frame: frame + bytes(1000))
     peers = new_peers(charging)
-    ours, theirs = trio.testing.lockstep_stream_pair()      # a send waits for the other side to read
-    gw = Gateway(theirs)
     sent = 0
 
     async def flood():
@@ -177,19 +181,16 @@ async def test_a_peer_that_does_not_read_its_answers_stops_being_read_then_is_cl
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    with trio.fail_after(200):
-        async with trio.open_nursery() as n:
-            n.start_soon(peers.serve, ours, "127.0.0.1")
-            await gw.open()
-            n.start_soon(flood)
-            await trio.sleep(TW / 2)
-            [peer] = list(peers)
-            assert peer.stalled_since == 0.0, "not read from the start of the flood"
-            held = peer.held + peer.conn.unsent + peer.sending
-            assert BUDGET_KB << 10 <= held < (BUDGET_KB << 10) + 2 * (len(request) + 1000)
-            read_then = sent
-            await trio.sleep(TW / 4)
-            assert sent == read_then, "read while over its budget"
+    async with connected(peers, trio.testing.lockstep_stream_pair) as (gw, n):
+        n.start_soon(flood)
+        await trio.sleep(TW / 2)
+        [peer] = list(peers)
+        assert peer.stalled_since == 0.0, "not read from the start of the flood"
+        held = peer.held + peer.conn.unsent + peer.sending
+        assert BUDGET_KB << 10 <= held < (BUDGET_KB << 10) + 2 * (len(request) + 1000)
+        read_then = sent
+        await trio.sleep(TW / 4)
+        assert sent == read_then, "read while over its budget"
     [(at, why)] = closed(peers)
     assert why.startswith("not reading its answers") and TW <= at <= TW + 1
 
@@ -199,23 +200,18 @@ async def test_a_slow_charging_loop_stops_reading_without_closing(autojump_clock
     but a peer that reads everything is never closed for it."""
     charging = Charging()
     peers = new_peers(charging, max_outstanding=3)
-    ours, theirs = trio.testing.memory_stream_pair()
-    gw = Gateway(theirs)
-    with trio.fail_after(500):
-        async with trio.open_nursery() as n:
-            n.start_soon(peers.serve, ours, "127.0.0.1")
-            await gw.open()
-            for _ in range(5):
-                await gw.send(ccr())
-            await trio.sleep(2 * TW)
-            assert len(charging.received) == 3, "the peer is read up to max_outstanding only"
-            charging.answer_all()
-            for _ in range(3):
-                await gw.receive()
-            await trio.sleep(1)
-            assert len(charging.received) == 2
-            assert closed(peers) == []
-            n.cancel_scope.cancel()
+    async with connected(peers, timeout=500) as (gw, n):
+        for _ in range(5):
+            await gw.send(ccr())
+        await trio.sleep(2 * TW)
+        assert len(charging.received) == 3, "the peer is read up to max_outstanding only"
+        charging.answer_all()
+        for _ in range(3):
+            await gw.receive()
+        await trio.sleep(1)
+        assert len(charging.received) == 2
+        assert closed(peers) == []
+        n.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------- disconnecting
@@ -233,20 +229,15 @@ async def graceful_stop(peers: Peers, conns: trio.Nursery, grace: float) -> None
 ])
 async def test_graceful_shutdown(autojump_clock, gateway, grace, ends_at, reason):
     peers = new_peers(Charging())
-    ours, theirs = trio.testing.memory_stream_pair()
-    gw = Gateway(theirs)
-    with trio.fail_after(100):
-        async with trio.open_nursery() as conns:
-            conns.start_soon(peers.serve, ours, "127.0.0.1")
-            await gw.open()
-            await trio.sleep(1)
-            await graceful_stop(peers, conns, grace)
-            dpr_ = await gw.receive()
-            assert describe(dpr_) == "DPR"
-            if gateway == "answers DPA":
-                await gw.answer(dpr_, DisconnectPeerAnswer)
-            assert await gw.receive() is None
-        assert trio.current_time() == ends_at
+    async with connected(peers, timeout=100) as (gw, conns):
+        await trio.sleep(1)
+        await graceful_stop(peers, conns, grace)
+        dpr_ = await gw.receive()
+        assert describe(dpr_) == "DPR"
+        if gateway == "answers DPA":
+            await gw.answer(dpr_, DisconnectPeerAnswer)
+        assert await gw.receive() is None
+    assert trio.current_time() == ends_at
     assert closed(peers) == [(ends_at, reason)]
     assert peers.stopping and len(peers) == 0
 
@@ -266,20 +257,15 @@ async def test_the_peers_dpr_is_answered_after_its_requests(autojump_clock):
     flight; the peer then closes."""
     charging = Charging()
     peers = new_peers(charging)
-    ours, theirs = trio.testing.memory_stream_pair()
-    gw = Gateway(theirs)
-    with trio.fail_after(30):
-        async with trio.open_nursery() as n:
-            n.start_soon(peers.serve, ours, "127.0.0.1")
-            await gw.open()
-            request = ccr()
-            await gw.send(request + dpr())
-            await trio.sleep(1)
-            assert [f for _, f in charging.received] == [request]
-            charging.answer_all()
-            assert decode(request).header.hop_by_hop_identifier == (await gw.receive()).header.hop_by_hop_identifier
-            assert describe(await gw.receive()) == "DPA 2001"
-            await gw.stream.aclose()
+    async with connected(peers, timeout=30) as (gw, n):
+        request = ccr()
+        await gw.send(request + dpr())
+        await trio.sleep(1)
+        assert [f for _, f in charging.received] == [request]
+        charging.answer_all()
+        assert decode(request).header.hop_by_hop_identifier == (await gw.receive()).header.hop_by_hop_identifier
+        assert describe(await gw.receive()) == "DPA 2001"
+        await gw.stream.aclose()
     assert closed(peers) == [(1.0, "peer disconnected (DPR)")]
 
 
