@@ -1,7 +1,8 @@
-"""The trio edge: listeners, one task per peer, the charging loop.
+"""The trio edge: listeners, the charging loop, shutdown (the peer tasks are
+in peers.py).
 
 Data flows one way (docs/architecture.md): a peer task reads everything the
-socket has and hands every complete CCR to the charging loop; the loop takes
+socket has and hands every complete CCR to the charging loop (`_received`); the loop takes
 all requests that arrived since its last turn, from all peers, charges them
 as one batch, makes the batch durable with one journal write, and only then
 hands each answer back to its peer, which writes everything ready with one
