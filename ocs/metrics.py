@@ -219,7 +219,7 @@ class Metrics:
         self.reservations.set(int(np.count_nonzero(store.sessions["rg"] != SLOT_FREE)))
         self.rules.clear()
         self.rules.labels(server.app.rules.version).set(1)
-        self.buffered.set(server.buffered())
+        self.buffered.set(server.peers.buffered())
         self.stalled.set(sum(p.stalled_since is not None for p in list(server.peers)))
         self.before_cer.set(sum(p.conn.buffered_input for p in list(server.peers) if p.conn.state.name == "WAIT_CER"))
         self.dedup_bytes.set(store.duplicate_cache_bytes)

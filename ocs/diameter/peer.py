@@ -1,19 +1,13 @@
-"""The peer state machine of a Diameter responder (RFC 6733 section 5.6).
+"""The peer state machine of a Diameter responder (RFC 6733 section 5.6,
+responder side; RFC 3539 watchdog).
 
-States (the responder's side of section 5.6, with the election omitted: we
-never initiate connections):
-
-  WAIT_CER   accepted; the first message must be a CER within the timeout
-  OPEN       capabilities exchanged; requests flow both ways; watchdog runs
-             (RFC 3539: a DWR after Tw of silence, close after another Tw)
-  CLOSING    a DPR was sent (by us) or received (from the peer); no new
-             requests are taken; close after the DPA
-  CLOSED     terminal
-
-sans-IO: bytes and `now` in (`receive_data`, `handle_timer`), bytes out
-(`data_to_send`), application requests returned to the caller. Every
-transition is in `_TRANSITIONS`; a missing key is a protocol violation and
-closes the connection.
+sans-IO, like aioquic's connection: three kinds of input, each returning
+the events it produced - bytes received (`receive_data(data, now)`), time
+passing (`handle_timer(now)`, due at `next_deadline()`), and calls
+(`send_answers`, `start_disconnect`, `send_reauth`, `connection_lost`,
+`abort`). Bytes out are taken with `data_to_send()`. Every change of state
+goes through `_TRANSITIONS`; a message the state has no entry for is a
+protocol violation and closes the connection.
 """
 from __future__ import annotations
 
@@ -22,12 +16,13 @@ import itertools
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Union
 
 from . import avp as A
 from . import constants as c
 from .errors import FramingError, ProtocolError
 from .message import Frames, Header, answer_header, check_header, error_answer, parse_header, split_frames
+from .reauth import ReAuthAnswered, ReAuthRequests, ReAuthTimedOut, rar
 
 log = logging.getLogger("ocs.diameter.peer")
 
@@ -39,27 +34,78 @@ class State(enum.Enum):
     CLOSED = "CLOSED"
 
 
-class Event(enum.Enum):
+class Input(enum.Enum):
+    """What moves the machine. A received message counts by its outcome
+    where the outcome decides the next state (a CER accepted or refused)."""
     CER = "CER"
+    CER_REFUSED = "CER_REFUSED"
     DWR = "DWR"
     DWA = "DWA"
     DPR = "DPR"
+    DPR_REFUSED = "DPR_REFUSED"
     DPA = "DPA"
     APP_REQUEST = "APP_REQUEST"
     APP_ANSWER = "APP_ANSWER"
+    CER_TIMEOUT = "CER_TIMEOUT"              # no CER within cer_timeout
+    WATCHDOG = "WATCHDOG"                    # Tw of silence: we send a DWR
+    WATCHDOG_FAILED = "WATCHDOG_FAILED"      # no answer to our DWR within another Tw
+    DPA_TIMEOUT = "DPA_TIMEOUT"              # no DPA to our DPR within dpa_timeout
+    DISCONNECT = "DISCONNECT"                # start_disconnect: we send a DPR
+    DPA_SENT = "DPA_SENT"                    # the peer's DPR answered, its requests all answered first
+    UNFRAMEABLE = "UNFRAMEABLE"              # a length we cannot frame: no way to find the next message
+    VIOLATION = "VIOLATION"                  # a message the state has no entry for
+    CONNECTION_LOST = "CONNECTION_LOST"      # the transport closed or failed
+    ABORT = "ABORT"                          # the server gives up on the peer (it does not read its answers)
 
 
-_TRANSITIONS: dict[State, dict[Event, State]] = {
-    State.WAIT_CER: {Event.CER: State.OPEN},
-    State.OPEN: {Event.DWR: State.OPEN, Event.DWA: State.OPEN, Event.DPR: State.CLOSING,
-                 Event.DPA: State.OPEN,        # a DPA to no DPR of ours: ignored
-                 Event.APP_REQUEST: State.OPEN, Event.APP_ANSWER: State.OPEN,
-                 Event.CER: State.OPEN},
-    State.CLOSING: {Event.DWR: State.CLOSING, Event.DWA: State.CLOSING, Event.DPA: State.CLOSED,
-                    Event.DPR: State.CLOSING, Event.APP_ANSWER: State.CLOSING,
-                    Event.APP_REQUEST: State.CLOSING},
+# States (RFC 6733 5.6, the responder's side; no election: we never connect out):
+#   WAIT_CER  accepted; the first message must be a CER, within cer_timeout
+#   OPEN      capabilities exchanged; requests flow both ways; the watchdog
+#             runs (RFC 3539: a DWR after Tw of silence, close after another Tw)
+#   CLOSING   a DPR was sent (by us: wait for the DPA) or received (answer the
+#             requests in flight, then the DPA); no new requests are taken
+#   CLOSED    terminal: every input is ignored
+_ENDS = {Input.UNFRAMEABLE: State.CLOSED, Input.VIOLATION: State.CLOSED,
+         Input.CONNECTION_LOST: State.CLOSED, Input.ABORT: State.CLOSED}
+_TRANSITIONS: dict[State, dict[Input, State]] = {
+    State.WAIT_CER: {Input.CER: State.OPEN, Input.CER_REFUSED: State.CLOSED,
+                     Input.CER_TIMEOUT: State.CLOSED, Input.DISCONNECT: State.CLOSED, **_ENDS},
+    State.OPEN: {Input.CER: State.OPEN, Input.CER_REFUSED: State.CLOSED,   # a second CER: answered again
+                 Input.DWR: State.OPEN, Input.DWA: State.OPEN,
+                 Input.DPR: State.CLOSING, Input.DPR_REFUSED: State.OPEN,
+                 Input.DPA: State.OPEN,                # a DPA to no DPR of ours: ignored
+                 Input.APP_REQUEST: State.OPEN, Input.APP_ANSWER: State.OPEN,
+                 Input.WATCHDOG: State.OPEN, Input.WATCHDOG_FAILED: State.CLOSED,
+                 Input.DISCONNECT: State.CLOSING, **_ENDS},
+    State.CLOSING: {Input.DWR: State.CLOSING, Input.DWA: State.CLOSING,
+                    Input.DPR: State.CLOSING, Input.DPR_REFUSED: State.CLOSING,
+                    Input.DPA: State.CLOSED, Input.DPA_SENT: State.CLOSED, Input.DPA_TIMEOUT: State.CLOSED,
+                    Input.APP_REQUEST: State.CLOSING,   # answered 3002 (RFC 6733 5.4)
+                    Input.APP_ANSWER: State.CLOSING, Input.DISCONNECT: State.CLOSING, **_ENDS},
     State.CLOSED: {},
 }
+_REFUSED = {Input.CER: Input.CER_REFUSED, Input.DPR: Input.DPR_REFUSED}
+_WHY = {Input.CER_TIMEOUT: "no CER within the timeout", Input.DPA_TIMEOUT: "no DPA within the timeout",
+        Input.WATCHDOG_FAILED: "peer silent: no answer to our DWR within Tw", Input.DPA: "DPA received",
+        Input.DPA_SENT: "peer disconnected (DPR)", Input.DISCONNECT: "shutting down"}
+
+
+# ---------------------------------------------------------------- events out
+
+@dataclass(frozen=True, slots=True)
+class RequestsReceived:
+    """Application requests to answer (each answer through `send_answers`)."""
+    frames: Frames
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The connection reached CLOSED; the transport is to be closed once
+    what `data_to_send` holds has gone out."""
+    reason: str
+
+
+Event = Union[RequestsReceived, ReAuthAnswered, ReAuthTimedOut, Closed]
 
 _CER_RULES = {c.AVP_ORIGIN_HOST: (1, 1), c.AVP_ORIGIN_REALM: (1, 1), c.AVP_HOST_IP_ADDRESS: (1, 1 << 30),
               c.AVP_VENDOR_ID: (1, 1), c.AVP_PRODUCT_NAME: (1, 1), c.AVP_ORIGIN_STATE_ID: (0, 1),
@@ -111,15 +157,15 @@ class PeerConnection:
         self.state = State.WAIT_CER
         self.peer_host: str | None = None
         self.peer_realm: str | None = None
-        self.close_reason: str | None = None
+        self.outstanding = 0        # requests handed to the application and not answered yet
         self._inbuf = bytearray()
         self._out = bytearray()
         self._opened_at = now
         self._last_rx = now
         self._dwr_sent_at: float | None = None
         self._dpr_sent_at: float | None = None
-        self._pending_dpa: bytes | None = None
-        self.app_answers: list[bytes] = []
+        self._dpa: bytes | None = None      # our answer to the peer's DPR, sent once outstanding is 0
+        self._reauths = ReAuthRequests()
         self._rng = rng or random.Random()
         self._tw = self._interval()
         self._hbh = itertools.count(random.getrandbits(31))
@@ -133,16 +179,13 @@ class PeerConnection:
 
     @property
     def unsent(self) -> int:
-        """Octets of answers queued here, not yet taken by `data_to_send`."""
+        """Octets queued here, not yet taken by `data_to_send`."""
         return len(self._out)
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
         return out
-
-    def send(self, data: bytes) -> None:
-        self._out += data
 
     @property
     def closed(self) -> bool:
@@ -160,6 +203,14 @@ class PeerConnection:
             return self._last_rx + self._tw
         return float("inf")
 
+    @property
+    def reauths_pending(self) -> int:
+        """Our RARs on this connection not answered yet."""
+        return len(self._reauths)
+
+    def reauth_pending(self, session_id: bytes) -> bool:
+        return session_id in self._reauths
+
     def _interval(self) -> float:
         """Tw with its jitter (RFC 3539 3.4.1), drawn anew each time the
         watchdog fires, so peers started together do not probe in step."""
@@ -170,89 +221,109 @@ class PeerConnection:
         return next(self._hbh) & 0xFFFFFFFF, next(self._e2e) & 0xFFFFFFFF
 
     # ------------------------------------------------------------ inputs
-    def receive_data(self, data: bytes, now: float) -> Frames:
-        """Feed received bytes; returns the application requests to handle.
-        Application answers (RAA) are appended to `app_answers`."""
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        """Feed received bytes; returns what they produced: the application
+        requests (one RequestsReceived), the answers to our RARs, Closed."""
         if self.state is State.CLOSED:
-            return Frames.of([])
+            return []
         self._inbuf += data
         # before the CER, a peer is nobody: it may hold MAX_BEFORE_CER, not a whole max_message
         limit = min(MAX_BEFORE_CER, self.max_message) if self.state is State.WAIT_CER else self.max_message
         try:
             frames, used, others = split_frames(self._inbuf, limit)
         except FramingError as e:
-            self._close(f"unframeable stream: {e}")
-            return Frames.of([])
+            return self._fire(Input.UNFRAMEABLE, f"unframeable stream: {e}")
         del self._inbuf[:used]
-        if frames:
-            self._last_rx = now
-            self._dwr_sent_at = None if self.state is State.OPEN else self._dwr_sent_at
-        is_open = self.state is State.OPEN
-        # The hot path: well-formed Gy requests while OPEN need no transition
-        # and no header check (split_frames lists the frames that are not).
-        if is_open and not others:
-            return frames
-        app = []
+        if not frames:
+            return []
+        self._last_rx = now
+        self._dwr_sent_at = None if self.state is State.OPEN else self._dwr_sent_at
+        # The hot path: well-formed Gy requests while OPEN are the self-loop
+        # (OPEN, APP_REQUEST) -> OPEN; split_frames lists the frames that are not.
+        if self.state is State.OPEN and not others:
+            self.outstanding += len(frames)
+            return [RequestsReceived(frames)]
+        app: list[bytes] = []
+        events: list[Event] = []
         others = set(others)
         for i, frame in enumerate(frames):
-            if is_open and i not in others:
-                app.append(frame)
-                continue
             if self.state is State.CLOSED:
                 break
-            item = self._receive_frame(frame, now)
-            is_open = self.state is State.OPEN
-            if item is not None:
-                h, f = item
-                if h.is_request:
-                    app.append(f)
-                else:
-                    self.app_answers.append(f)
-        return Frames.of(app)
+            if self.state is State.OPEN and i not in others:
+                app.append(frame)
+                continue
+            self._receive_frame(frame, app, events)
+        if app:
+            self.outstanding += len(app)
+            events.insert(0, RequestsReceived(Frames.of(app)))
+        return events + self._answer_dpr()
 
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float) -> list[Event]:
         if now < self.next_deadline():
-            return
+            return []
         if self.state is State.WAIT_CER:
-            self._close("no CER within the timeout")
-        elif self.state is State.CLOSING:
-            self._close("no DPA within the timeout")
-        elif self.state is State.OPEN:
-            if self._dwr_sent_at is not None:
-                self._close("peer silent: no answer to our DWR within Tw")
-            else:
-                self._send_request(c.CMD_DEVICE_WATCHDOG, self.identity.origin_avps
-                                   + A.u32(c.AVP_ORIGIN_STATE_ID, self.identity.origin_state_id))
-                self._dwr_sent_at = now
-                self._tw = self._interval()
+            return self._fire(Input.CER_TIMEOUT)
+        if self.state is State.CLOSING:
+            return self._fire(Input.DPA_TIMEOUT)
+        if self._dwr_sent_at is not None:
+            return self._fire(Input.WATCHDOG_FAILED)
+        self._send_request(c.CMD_DEVICE_WATCHDOG, self.identity.origin_avps
+                           + A.u32(c.AVP_ORIGIN_STATE_ID, self.identity.origin_state_id))
+        self._dwr_sent_at = now
+        self._tw = self._interval()
+        return self._fire(Input.WATCHDOG)
 
-    def start_disconnect(self, now: float, cause: int = c.DISCONNECT_REBOOTING) -> None:
+    def send_answers(self, answers: list[bytes]) -> list[Event]:
+        """The application's answers to requests it was handed; the DPA to
+        a DPR of the peer's goes out after the last of them (RFC 6733 5.4)."""
+        self._out += b"".join(answers)
+        self.outstanding -= len(answers)
+        return self._answer_dpr() if self.state is State.CLOSING else []
+
+    def start_disconnect(self, now: float, cause: int = c.DISCONNECT_REBOOTING) -> list[Event]:
         """Send a DPR (RFC 6733 section 5.4); close after its DPA or a timeout."""
         if self.state is State.OPEN:
             self._send_request(c.CMD_DISCONNECT_PEER, self.identity.origin_avps
                                + A.u32(c.AVP_DISCONNECT_CAUSE, cause))
             self._dpr_sent_at = now
-            self.state = State.CLOSING
-        elif self.state is State.WAIT_CER:
-            self._close("shutting down")
+        return self._fire(Input.DISCONNECT) if self.state is not State.CLOSED else []
 
-    @property
-    def dpa_pending(self) -> bool:
-        return self._pending_dpa is not None
+    def send_reauth(self, session_id: bytes, destination_host: str | bytes, now: float) -> None:
+        """Send a Re-Auth-Request for the session (RFC 4006 5.5); its answer
+        comes back from `receive_data` as ReAuthAnswered. Only while OPEN,
+        and one at a time per session (`reauth_pending`)."""
+        assert self.state is State.OPEN and session_id not in self._reauths
+        hbh, e2e = self.new_ids()
+        self._out += rar(self.identity.origin_avps, hbh, e2e, session_id, destination_host, self.peer_realm)
+        self._reauths.sent(hbh, session_id, now)
 
-    def send_pending_dpa(self) -> None:
-        """Send the DPA to the peer's DPR, once its outstanding requests are
-        answered; the connection then closes."""
-        if self._pending_dpa is not None:
-            self._out += self._pending_dpa
-            self._pending_dpa = None
-            self._close("peer disconnected (DPR)")
+    def expire_reauths(self, now: float, timeout: float) -> list[ReAuthTimedOut]:
+        """Forget our RARs unanswered for longer than `timeout`."""
+        return self._reauths.expire(now, timeout)
+
+    def connection_lost(self, reason: str) -> list[Event]:
+        return self._fire(Input.CONNECTION_LOST, reason) if self.state is not State.CLOSED else []
+
+    def abort(self, reason: str) -> list[Event]:
+        return self._fire(Input.ABORT, reason) if self.state is not State.CLOSED else []
 
     # ------------------------------------------------------------ internals
-    def _close(self, reason: str) -> None:
-        if self.state is not State.CLOSED:
-            self.state = State.CLOSED
-            self.close_reason = reason
+    def _fire(self, event: Input, reason: str | None = None) -> list[Event]:
+        """The one place the state changes."""
+        new = _TRANSITIONS[self.state].get(event)
+        if new is None:     # our own misuse (a message is checked before it is processed)
+            raise RuntimeError(f"{event.value} not allowed in state {self.state.value}")
+        old, self.state = self.state, new
+        if new is State.CLOSED and old is not State.CLOSED:
+            return [Closed(reason or _WHY.get(event, event.value))]
+        return []
+
+    def _answer_dpr(self) -> list[Event]:
+        if self._dpa is None or self.outstanding > 0 or self.state is State.CLOSED:
+            return []
+        self._out += self._dpa
+        self._dpa = None
+        return self._fire(Input.DPA_SENT)
 
     def _send_request(self, code: int, body: bytes) -> None:
         hbh, e2e = self.new_ids()
@@ -261,75 +332,69 @@ class PeerConnection:
     def _answer(self, req: Header, body: bytes) -> None:
         self._out += answer_header(req, len(body)) + body
 
-    def _transition(self, event: Event) -> bool:
-        new = _TRANSITIONS[self.state].get(event)
-        if new is None:
-            self._close(f"{event.value} not allowed in state {self.state.value}")
-            return False
-        self.state = new
-        return True
-
-    def _classify(self, h: Header) -> Event:
+    def _classify(self, h: Header) -> Input:
         if h.code == c.CMD_CAPABILITIES_EXCHANGE and h.is_request:
-            return Event.CER
+            return Input.CER
         if h.code == c.CMD_DEVICE_WATCHDOG:
-            return Event.DWR if h.is_request else Event.DWA
+            return Input.DWR if h.is_request else Input.DWA
         if h.code == c.CMD_DISCONNECT_PEER:
-            return Event.DPR if h.is_request else Event.DPA
-        return Event.APP_REQUEST if h.is_request else Event.APP_ANSWER
+            return Input.DPR if h.is_request else Input.DPA
+        return Input.APP_REQUEST if h.is_request else Input.APP_ANSWER
 
-    def _receive_frame(self, frame: bytes, now: float):
+    def _receive_frame(self, frame: bytes, app: list[bytes], events: list[Event]) -> None:
+        """One message that is not the hot path: checked against the table
+        first, then handled, then the transition its outcome names."""
         h = parse_header(frame)
-        event = self._classify(h)
-        if self.state is State.WAIT_CER and event is not Event.CER:
-            self._close(f"first message was command {h.code}, not a CER")
-            return None
-        if self.state is State.CLOSING and event is Event.APP_REQUEST:
-            # RFC 6733 5.4: after DPR no new requests; tell the peer to go elsewhere.
-            self._error(frame, ProtocolError(c.UNABLE_TO_DELIVER, "peer is disconnecting"))
-            return None
-        before = self.state
-        if not self._transition(event):
-            return None
+        kind = self._classify(h)
+        if kind not in _TRANSITIONS[self.state]:
+            why = f"first message was command {h.code}, not a CER" if self.state is State.WAIT_CER else \
+                f"{kind.value} not allowed in state {self.state.value}"
+            events += self._fire(Input.VIOLATION, why)
+            return
         try:
             if h.is_request:
                 check_header(h)
-            if event in (Event.CER, Event.DWR, Event.DPR) and h.flags & c.FLAG_PROXIABLE:
+            if kind in (Input.CER, Input.DWR, Input.DPR) and h.flags & c.FLAG_PROXIABLE:
                 # RFC 6733 5.3.1, 5.5.1, 5.4.1: base commands are not proxiable; the
                 # answer does not echo the bit
                 frame = frame[:4] + bytes([frame[4] & ~c.FLAG_PROXIABLE]) + frame[5:]
                 raise ProtocolError(c.INVALID_HDR_BITS, f"command {h.code} with the P-bit set")
-            if event is Event.CER:
-                self._on_cer(h, frame)
-            elif event is Event.DWR:
-                self._on_dwr(h, frame)
-            elif event is Event.DPR:
-                self._on_dpr(h, frame)
-            elif event is Event.DPA and before is State.CLOSING:
-                self._close("DPA received")
-            elif event is Event.APP_REQUEST:
-                if h.code not in self.commands:
-                    raise ProtocolError(c.COMMAND_UNSUPPORTED, f"command {h.code} is not supported")
-                if h.app not in self.apps:
-                    raise ProtocolError(c.APPLICATION_UNSUPPORTED, f"application {h.app} is not supported")
-                return h, frame
-            elif event is Event.APP_ANSWER:
-                return h, frame
+            self._handle(kind, h, frame, app, events)
         except ProtocolError as e:
             # A CEA refusing with 5xxx is still a CEA: it carries our
             # capabilities (RFC 6733 5.3.2); 3xxx answers keep the short form.
-            extra = self._capabilities() if event is Event.CER and not e.e_bit else b""
+            extra = self._capabilities() if kind is Input.CER and not e.e_bit else b""
             self._out += error_answer(frame, e, self.identity.origin_avps, extra)
-            if event is Event.CER:
-                self._close(f"CER refused: {e.result_code} {e.message}")
-            elif event is Event.DPR:
-                # A refused DPR starts no disconnect: without this we would sit
-                # in CLOSING with no DPA to send, no deadline and no watchdog.
-                self.state = before
-        return None
+            # a refused DPR starts no disconnect; a refused CER closes
+            events += self._fire(_REFUSED.get(kind, kind), f"CER refused: {e.result_code} {e.message}"
+                                 if kind is Input.CER else None)
+            return
+        events += self._fire(kind)
 
-    def _error(self, frame: bytes, e: ProtocolError) -> None:
-        self._out += error_answer(frame, e, self.identity.origin_avps)
+    def _handle(self, kind: Input, h: Header, frame: bytes, app: list[bytes], events: list[Event]) -> None:
+        if kind is Input.CER:
+            self._on_cer(h, frame)
+        elif kind is Input.DWR:
+            self._on_dwr(h, frame)
+        elif kind is Input.DPR:
+            self._on_dpr(h, frame)
+        elif kind is Input.APP_REQUEST:
+            if self.state is State.CLOSING:
+                # RFC 6733 5.4: after DPR no new requests; tell the peer to go elsewhere.
+                self._out += error_answer(frame, ProtocolError(c.UNABLE_TO_DELIVER, "peer is disconnecting"),
+                                          self.identity.origin_avps)
+                return
+            if h.code not in self.commands:
+                raise ProtocolError(c.COMMAND_UNSUPPORTED, f"command {h.code} is not supported")
+            if h.app not in self.apps:
+                raise ProtocolError(c.APPLICATION_UNSUPPORTED, f"application {h.app} is not supported")
+            app.append(frame)
+        elif kind is Input.APP_ANSWER:
+            answered = self._reauths.match(frame)
+            if answered is None:
+                log.debug("peer %s: dropped an answer matching no request of ours", self.peer_host)
+            else:
+                events.append(answered)
 
     def _base_avps(self, frame: bytes, h: Header, rules) -> dict[int, list[A.RawAvp]]:
         if h.app != c.APP_COMMON:
@@ -386,4 +451,4 @@ class PeerConnection:
     def _on_dpr(self, h: Header, frame: bytes) -> None:
         self._base_avps(frame, h, _DPR_RULES)
         body = A.u32(c.AVP_RESULT_CODE, c.SUCCESS) + self.identity.origin_avps
-        self._pending_dpa = answer_header(h, len(body)) + body
+        self._dpa = answer_header(h, len(body)) + body

@@ -1,5 +1,7 @@
-"""Server-initiated re-authorization: the Gy Re-Auth-Request (RFC 4006
-section 5.5, 3GPP TS 32.299 section 6.4.6).
+"""Server-initiated re-authorization (RFC 4006 section 5.5, 3GPP TS 32.299
+section 6.4.6): which sessions a change affects, and what a RAA saying the
+gateway has no such session releases. The RAR itself and the matching of
+its answers are the peer connection's (ocs/diameter/reauth.py).
 
 When something changes what a live session may get (a top-up, a pack, a
 reopen, a new tariff), the OCS asks the gateway holding the session to
@@ -9,59 +11,17 @@ Reason FORCED_REAUTHORISATION), which is charged like any other. A RAA with
 DIAMETER_UNKNOWN_SESSION_ID (5002) tells us the gateway no longer has the
 session: its reservations are released (RFC 4006 section 5.5).
 
-Bytes in, bytes out: no I/O, no clock.
+No I/O, no clock.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 
-from ..diameter import avp as A
-from ..diameter import constants as c
-from ..diameter.message import parse_header, top_level_avps
 from ..engine import kernel
 from ..engine.tables import SLOT_FREE
 
 _enc = msgspec.json.encode
-AVP_RE_AUTH_REQUEST_TYPE = 285
-AUTHORIZE_ONLY = 0
-
-
-def rar(origin_avps: bytes, hbh: int, e2e: int, session_id: bytes, dest_host: str | bytes,
-        dest_realm: str | bytes) -> bytes:
-    """A Re-Auth-Request for every rating group of the session (no
-    Rating-Group AVP: TS 32.299 6.4.6)."""
-    body = [A.utf8(c.AVP_SESSION_ID, session_id), origin_avps,
-            A.utf8(c.AVP_DESTINATION_REALM, dest_realm),
-            A.utf8(c.AVP_DESTINATION_HOST, dest_host),
-            A.u32(c.AVP_AUTH_APPLICATION_ID, c.APP_CREDIT_CONTROL),
-            A.u32(AVP_RE_AUTH_REQUEST_TYPE, AUTHORIZE_ONLY)]
-    return A.message(c.FLAG_REQUEST | c.FLAG_PROXIABLE, c.CMD_RE_AUTH, c.APP_CREDIT_CONTROL, hbh, e2e, body)
-
-
-@dataclass(frozen=True)
-class ReAuthAnswer:
-    hbh: int
-    result_code: int            # 0 when the answer carries none (a malformed RAA)
-    session_id: bytes | None
-
-
-def parse_raa(frame: bytes) -> ReAuthAnswer | None:
-    """The parts of a RAA the server acts on; None for an answer that is not
-    a Gy RAA (other application answers are not ours to match)."""
-    h = parse_header(frame)
-    if h.is_request or h.code != c.CMD_RE_AUTH:
-        return None
-    result, sid = 0, None
-    # read leniently: an answer is matched, never refused (RFC 6733 6.2)
-    for code, start, end in top_level_avps(frame):
-        if code == c.AVP_RESULT_CODE and end - start == 12:
-            result = int.from_bytes(frame[start + 8:end], "big")
-        elif code == c.AVP_SESSION_ID:
-            sid = bytes(frame[start + 8:end])
-    return ReAuthAnswer(h.hbh, result, sid)
 
 
 # ---------------------------------------------------------------- whom to ask

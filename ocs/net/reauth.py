@@ -18,14 +18,13 @@ from itertools import accumulate
 import numpy as np
 import trio
 
-from ..diameter import constants as c
 from ..diameter.peer import State
+from ..diameter.reauth import ReAuthAnswered, ReAuthResult
 from ..gy import reauth
 
 log = logging.getLogger("ocs.net")
 RAR_CHUNK = 256             # Re-Auth-Requests sent per turn of the sender
 MAX_RARS_PER_PEER = 1024    # unanswered RARs one peer may have; more wait in the queue
-LIMITED_SUCCESS = 2002      # DIAMETER_LIMITED_SUCCESS: a normal RAA (RFC 4006 5.5)
 
 
 class Reauthorizer:
@@ -89,23 +88,20 @@ class Reauthorizer:
             host = meta[1]
             peer = by_host.get(host)
             if peer is None and row < len(self.via):
-                peer = self.server.by_ident.get(int(self.via[row]))
+                peer = self.server.peers.by_ident.get(int(self.via[row]))
                 if peer is not None and peer.conn.state is not State.OPEN:
                     peer = None
             if peer is None:
                 self.server.metrics.reauth.labels("no_peer").inc()
                 progressed = True
                 continue
-            if sid in peer.rar_sessions:
+            if peer.conn.reauth_pending(sid):
                 progressed = True
                 continue            # one outstanding RAR per session is enough
-            if len(peer.rars) >= MAX_RARS_PER_PEER:
+            if peer.conn.reauths_pending >= MAX_RARS_PER_PEER:
                 deferred.append((row, sid))
                 continue
-            hbh, e2e = peer.conn.new_ids()
-            peer.conn.send(reauth.rar(self.server.identity.origin_avps, hbh, e2e, sid, host, peer.conn.peer_realm))
-            peer.rars[hbh] = (sid, now)
-            peer.rar_sessions.add(sid)
+            peer.conn.send_reauth(sid, host, now)
             woken.add(peer)
             progressed = True
         self.queued.extendleft(reversed(deferred))
@@ -113,41 +109,29 @@ class Reauthorizer:
             peer.wake_writer.set()
         return progressed
 
-    def on_answers(self, peer) -> None:
-        """Match the peer's answers to our RARs (by hop-by-hop id, RFC 6733
-        6.2); an unmatched answer is dropped. A RAA saying the gateway has no
-        such session (5002) releases the session's reservations."""
-        for frame in peer.conn.app_answers:
-            raa = reauth.parse_raa(frame)
-            pending = peer.rars.pop(raa.hbh, None) if raa is not None else None
-            if pending is None:
-                log.debug("peer %s: dropped an answer matching no request of ours", peer.conn.peer_host)
-                continue
-            sid = pending[0]
-            peer.rar_sessions.discard(sid)
-            self.server.metrics.reauth.labels(str(raa.result_code)).inc()
-            if raa.session_id is not None and raa.session_id != sid:
-                log.warning("peer %s answered our RAR for %r with Session-Id %r; ignored",
-                            peer.conn.peer_host, sid, raa.session_id)
-            elif raa.result_code == c.UNKNOWN_SESSION_ID:
-                self.server.run_internal(partial(_release, sid))
-            elif raa.result_code not in (c.SUCCESS, LIMITED_SUCCESS):
-                log.info("peer %s answered our RAR for %r with %d", peer.conn.peer_host, sid, raa.result_code)
-        peer.conn.app_answers.clear()
+    def answered(self, peer, event: ReAuthAnswered) -> None:
+        """A RAA matched to our RAR (the connection matched it by hop-by-hop
+        id, RFC 6733 6.2). One saying the gateway has no such session (5002)
+        releases the session's reservations."""
+        sid = event.session_id
+        self.server.metrics.reauth.labels(str(event.result_code)).inc()
+        if event.result is ReAuthResult.OTHER_SESSION:
+            log.warning("peer %s answered our RAR for %r with another Session-Id; ignored", peer.conn.peer_host, sid)
+        elif event.result is ReAuthResult.UNKNOWN_SESSION:
+            self.server.run_internal(partial(_release, sid))
+        elif event.result is ReAuthResult.REFUSED:
+            log.info("peer %s answered our RAR for %r with %d", peer.conn.peer_host, sid, event.result_code)
 
     def expire(self) -> None:
         now = trio.current_time()
         for peer in list(self.server.peers):
-            late = [h for h, (_, sent) in peer.rars.items() if now - sent > self.server.cfg.reauth_timeout]
-            for h in late:
-                sid, _ = peer.rars.pop(h)
-                peer.rar_sessions.discard(sid)
-                self.server.metrics.reauth.labels("timeout").inc()
+            late = peer.conn.expire_reauths(now, self.server.cfg.reauth_timeout)
+            if late:
+                self.server.metrics.reauth.labels("timeout").inc(len(late))
 
     def peer_closed(self, peer) -> None:
-        if peer.rars:       # its gateway will not answer them now
-            self.server.metrics.reauth.labels("peer_closed").inc(len(peer.rars))
-            peer.rars.clear()
+        if peer.conn.reauths_pending:       # its gateway will not answer them now
+            self.server.metrics.reauth.labels("peer_closed").inc(peer.conn.reauths_pending)
 
 
 def _release(sid: bytes, store, rules, now: float):

@@ -1,7 +1,8 @@
-"""The trio edge: listeners, one task per peer, the charging loop.
+"""The trio edge: listeners, the charging loop, shutdown (the peer tasks are
+in peers.py).
 
 Data flows one way (docs/architecture.md): a peer task reads everything the
-socket has and hands every complete CCR to the charging loop; the loop takes
+socket has and hands every complete CCR to the charging loop (`_received`); the loop takes
 all requests that arrived since its last turn, from all peers, charges them
 as one batch, makes the batch durable with one journal write, and only then
 hands each answer back to its peer, which writes everything ready with one
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import itertools
 import time
 
 import numpy as np
@@ -21,9 +21,10 @@ import trio
 
 from ..config import Config, PeerPolicy
 from ..diameter.message import Frames
-from ..diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
+from ..diameter.peer import LocalIdentity, PeerTimers
 from ..gy.app import CreditControlApplication
 from .commit import Arrival, Commit, Operation
+from .peers import Peer, Peers
 from .reauth import Reauthorizer
 from ..diameter import constants as c
 from ..diameter.errors import ProtocolError
@@ -38,35 +39,8 @@ from ..store.interface import Store
 from ..store.records import JournalRecord
 
 log = logging.getLogger("ocs.net")
-RECEIVE_SIZE = 1 << 18
 SMALL_GROUP = 128   # requests; a smaller group with nothing else waiting is written inline
 USAGE_BACKLOG = 200_000     # journal records whose usage records may wait for the writer
-
-
-class Peer:
-    """One connected peer: its sans-IO connection and its outbound side."""
-
-    def __init__(self, stream: trio.SocketStream, conn: PeerConnection, address: str, ident: int = 0):
-        self.ident = ident                # a number for this connection (which peer a session came through)
-        self.stream = stream
-        self.conn = conn
-        self.address = address
-        self.outstanding = 0
-        self.held = 0                     # octets of its requests not answered yet, and answers not yet written
-        self.sending = 0                  # octets of answers inside a send not yet done
-        self.stalled_since: float | None = None   # when its buffered octets stopped its reading
-        self.wake_writer = trio.Event()
-        self.room = trio.Event()
-        self.send_lock = trio.Lock()      # the writer and the closing handler both flush
-        self.rars: dict[int, tuple[bytes, float]] = {}    # our Re-Auth-Requests: hop-by-hop -> (Session-Id, sent)
-        self.rar_sessions: set[bytes] = set()
-
-    def deliver(self, answers: list[bytes], request_bytes: int = 0) -> None:
-        self.conn.send(b"".join(answers))
-        self.outstanding -= len(answers)
-        self.held -= request_bytes
-        self.room.set()
-        self.wake_writer.set()
 
 
 class Server:
@@ -86,14 +60,11 @@ class Server:
         self.identity = identity
         self.policy = policy
         self.timers = PeerTimers(cer_timeout=cfg.cer_timeout, tw=cfg.tw, dpa_timeout=cfg.dpa_timeout)
-        self.peers: set[Peer] = set()
         self._pending: list[Arrival] = []    # each read's requests, by peer, and when
         self._work = trio.Event()
-        self._stopping = False
         self._snapshot_due = False
-        self._peer_numbers = itertools.count(1)
-        self.by_ident: dict[int, Peer] = {}
         self.reauthorizer = Reauthorizer(self)   # sends the RARs (ocs/net/reauth.py)
+        self.peers = Peers(cfg, identity, policy, self.timers, self._received, self.reauthorizer)
         self._outbox: _Outbox | None = None
         self._durable_seq = store.seq         # the last journal record known durable
         self._durable = trio.Event()
@@ -126,7 +97,7 @@ class Server:
 
                 async def accept():
                     with accept_scope:
-                        await trio.serve_listeners(self._handle, listeners, handler_nursery=peers_nursery)
+                        await trio.serve_listeners(self.peers.handle, listeners, handler_nursery=peers_nursery)
 
                 peers_nursery.start_soon(accept)
                 log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in self.listening))
@@ -138,12 +109,15 @@ class Server:
                 accept_scope.cancel()
                 for l in listeners:
                     await l.aclose()
-                await self._disconnect_all()
-                # the shutdown snapshot must not hold a change whose record is
-                # still on its way to the journal (see _begin_snapshot)
-                with trio.move_on_after(self.cfg.shutdown_grace + 5):
-                    while self._outbox is not None and self._durable_seq < self._outbox.seq:
-                        await self._durable.wait()
+                # graceful: a DPR to every peer; each peer's task ends with its
+                # DPA, and whatever is left is cancelled at the grace's end
+                self.peers.disconnect_all(trio.current_time())
+                peers_nursery.cancel_scope.deadline = trio.current_time() + self.cfg.shutdown_grace
+            # the shutdown snapshot must not hold a change whose record is
+            # still on its way to the journal (see _begin_snapshot)
+            with trio.move_on_after(self.cfg.shutdown_grace + 5):
+                while self._outbox is not None and self._durable_seq < self._outbox.seq:
+                    await self._durable.wait()
             system.cancel_scope.cancel()
         try:
             self.store.snapshot()
@@ -152,136 +126,15 @@ class Server:
         self.store.close()
         log.info("stopped after %d requests in %d batches", self.requests, self.batches)
 
-    async def _disconnect_all(self) -> None:
-        """Send DPR to every peer; wait for DPAs and in-flight answers, within the grace."""
-        self._stopping = True
-        now = trio.current_time()
-        for peer in list(self.peers):
-            peer.conn.start_disconnect(now)
-            peer.wake_writer.set()
-        with trio.move_on_after(self.cfg.shutdown_grace):
-            while self.peers or self._pending:
-                await trio.sleep(0.01)
-        for peer in list(self.peers):
-            await peer.stream.aclose()
-
-    # ------------------------------------------------------------ peers
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        try:
-            address = stream.socket.getpeername()[0]
-        except OSError:
+    def _received(self, peer: Peer, frames: Frames, now: float) -> None:
+        """A peer's read: its requests wait for the charging loop's next turn
+        (or, while the journal cannot be written, get 3004 at once)."""
+        if self.journal_failing is not None:
+            self._refuse_busy([Arrival(peer, frames, now)], counted=False)   # here: the loop may be waiting
             return
-        if self._stopping:
-            await stream.aclose()
-            return
-        conn = PeerConnection(self.identity, lambda h, r: self.policy.allows(h, r, address),
-                              trio.current_time(), self.timers, self.cfg.max_message)
-        peer = Peer(stream, conn, address, next(self._peer_numbers))
-        self.peers.add(peer)
-        self.by_ident[peer.ident] = peer
-        try:
-            async with trio.open_nursery() as n:
-                n.start_soon(self._writer, peer)
-                await self._reader(peer)
-                peer.wake_writer.set()
-                # let the writer flush what is left (a CEA refusal, the DPA)
-                with trio.move_on_after(1):
-                    while peer.conn.state is not State.CLOSED or peer.outstanding:
-                        await trio.sleep(0.005)
-                        if peer.outstanding == 0 and peer.conn.dpa_pending:
-                            peer.conn.send_pending_dpa()
-                            peer.wake_writer.set()
-                        if peer.conn.state is State.CLOSED:
-                            break
-                with trio.move_on_after(1):     # a peer that does not read gets no more time
-                    await _flush(peer)
-                n.cancel_scope.cancel()
-        except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
-            pass    # the peer is gone; nothing of it may stop the server
-        finally:
-            self.peers.discard(peer)
-            self.by_ident.pop(peer.ident, None)
-            self.reauthorizer.peer_closed(peer)
-            if peer.conn.close_reason:
-                log.info("peer %s (%s) closed: %s", peer.conn.peer_host, address, peer.conn.close_reason)
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
-
-    def _over_budget(self, peer: Peer) -> bool:
-        """Whether this peer must not be read now: too many requests in
-        flight, or too many octets held for it (its requests not answered
-        and its answers not written: a peer that does not read its answers
-        stops being read), or all peers together hold the total budget."""
-        if peer.outstanding >= self.cfg.max_outstanding:
-            return True
-        mine = peer.held + peer.conn.unsent + peer.sending
-        if mine >= self.cfg.peer_buffer_kb << 10:
-            return True
-        # the total is summed only for a peer holding a fair amount itself
-        return mine >= 1 << 20 and self.buffered() >= self.cfg.buffer_mb << 20
-
-    def buffered(self) -> int:
-        """Octets held for all peers (requests not answered, answers not written)."""
-        return sum(p.held + p.conn.unsent + p.sending for p in self.peers)
-
-    async def _reader(self, peer: Peer) -> None:
-        conn = peer.conn
-        while not conn.closed:
-            while self._over_budget(peer) and not conn.closed:
-                # backpressure: stop reading until answers leave; a peer whose
-                # own unread answers keep it there past Tw is closed
-                peer.room = trio.Event()
-                now = trio.current_time()
-                peer.stalled_since = peer.stalled_since or now
-                if now - peer.stalled_since > self.cfg.tw and peer.conn.unsent + peer.sending > 0:
-                    conn.state = State.CLOSED
-                    conn.close_reason = (f"not reading its answers: {peer.conn.unsent + peer.sending} octets "
-                                         f"unsent for {now - peer.stalled_since:.0f} s")
-                    return
-                with trio.move_on_after(1):
-                    await peer.room.wait()
-            peer.stalled_since = None
-            deadline = conn.next_deadline()
-            data = None
-            with trio.move_on_at(deadline if math.isfinite(deadline) else math.inf):
-                try:
-                    data = await peer.stream.receive_some(RECEIVE_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                if data == b"":
-                    conn.state = State.CLOSED
-                    conn.close_reason = conn.close_reason or "connection closed by peer"
-                    return
-            now = trio.current_time()
-            if data:
-                frames = conn.receive_data(data, now)
-                if frames and self.journal_failing is not None:
-                    self._refuse_busy([Arrival(peer, frames, now)], counted=False)   # here: the loop may be waiting
-                elif frames:
-                    peer.outstanding += len(frames)
-                    peer.held += len(frames.data)
-                    self._pending.append(Arrival(peer, frames, now))
-                    self._work.set()
-                if conn.app_answers:
-                    self.reauthorizer.on_answers(peer)
-            conn.handle_timer(now)
-            if conn.dpa_pending and peer.outstanding == 0:
-                conn.send_pending_dpa()
-            peer.wake_writer.set()
-
-    async def _writer(self, peer: Peer) -> None:
-        try:
-            while True:
-                await peer.wake_writer.wait()
-                peer.wake_writer = trio.Event()
-                if peer.outstanding == 0 and peer.conn.dpa_pending:
-                    peer.conn.send_pending_dpa()
-                await _flush(peer)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-            # the peer went away (a reset, a close): the reader sees it too;
-            # this must not escape the peer's nursery and stop the server
-            peer.conn.state = State.CLOSED
-            peer.conn.close_reason = peer.conn.close_reason or f"connection lost while sending: {e!r}"
+        peer.held += len(frames.data)
+        self._pending.append(Arrival(peer, frames, now))
+        self._work.set()
 
     # ------------------------------------------------------------ charging
     async def _charging_loop(self) -> None:
@@ -386,11 +239,7 @@ class Server:
         origin = self.app.identity.origin_avps
         for a in batch:
             answers = [error_answer(f, err, origin) for f in a.frames]
-            if counted:
-                a.peer.deliver(answers, len(a.frames.data))
-            else:
-                a.peer.conn.send(b"".join(answers))
-                a.peer.wake_writer.set()
+            a.peer.deliver(answers, len(a.frames.data) if counted else 0)
         n = sum(len(a.frames) for a in batch)
         self.metrics.count(np.zeros(n, np.int32), [c.TOO_BUSY] * n)
 
@@ -694,14 +543,3 @@ class _Outbox:
             self.seq = commit.record.seq
         await self.channel.send(commit)
 
-
-async def _flush(peer: Peer) -> None:
-    async with peer.send_lock:
-        data = peer.conn.data_to_send()
-        if data:
-            peer.sending = len(data)
-            try:
-                await peer.stream.send_all(data)
-            finally:
-                peer.sending = 0
-                peer.room.set()

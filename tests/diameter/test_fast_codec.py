@@ -6,7 +6,7 @@ extracts from every CCR it does not flag `fallback`, and must flag every CCR
 the full path refuses: whatever the fast path does not handle goes to the
 full path, never a wrong answer. python-diameter's own decoder reads the same
 basic values. `fastcca.encode_batch` must give, byte for byte, the answer
-`CreditControlApplication._slow_answer` builds from the same engine output,
+`ocs.gy.answers.Answers.full` builds from the same engine output,
 and python-diameter must read it back.
 
 CCRs are built with python-diameter's `Avp` from an editable tree, so that a
@@ -38,7 +38,7 @@ from ocs.diameter.errors import ProtocolError
 from ocs.diameter.message import parse_header
 from ocs.diameter.peer import LocalIdentity
 from ocs.engine.tables import MSCC, REQUEST
-from ocs.gy.app import CreditControlApplication
+from ocs.gy.answers import Answers
 from ocs.gy.ccr import decode_ccr
 from ocs.subscriber import subscriber_key
 
@@ -622,11 +622,11 @@ def test_answers_encode_alike(batch, data):
 
     out, offsets = fastcca.encode_batch(buf, fr, reqs, rows, np.array(sel, dtype=np.int64), local.origin_avps, ccfh,
                                         fastcca.FilterIds(filters))
-    app = SimpleNamespace(_origin=local.origin_avps, ccfh=ccfh, rules=SimpleNamespace(filters=filters))
+    python = Answers(None, SimpleNamespace(filters=filters), local.origin_avps, ccfh)
     for k, i in enumerate(sel):
         answer = out[offsets[k]:offsets[k + 1]]
         ccr = decode_ccr(parse_header(frames[i]), frames[i])
-        assert answer == CreditControlApplication._slow_answer(app, ccr, reqs[i], rows), frames[i].hex()
+        assert answer == python.full(ccr, reqs[i], rows), frames[i].hex()
         assert_python_diameter_reads_answer(answer, ccr, reqs[i], rows, local, ccfh, filters)
 
 

@@ -10,8 +10,10 @@ cannot hide. Most behaviour is a table of scripts; each step is
 `do` is what happens at `now` (bytes received, the timer, an API call), `out`
 the messages we write in response (described as "DWA 2001", "CCA 3002 E",
 "DPR"), `state` and `deadline` what `state` and `next_deadline()` are after
-it, and `app` the commands handed to the application. Every script runs
-twice: each receive in one call, and byte by byte.
+it, and `app` the commands handed to the application (RequestsReceived).
+Every step also checks that a Closed event comes out exactly when the state
+becomes CLOSED. Every script runs twice: each receive in one call, and byte
+by byte.
 
 Timers in every script: cer_timeout 10, Tw 30, dpa_timeout 5.
 """
@@ -31,7 +33,8 @@ from diameter.message.commands.disconnect_peer import DisconnectPeerAnswer, Disc
 from diameter.message.commands.re_auth import ReAuthAnswer
 
 from ocs.diameter.message import parse_header
-from ocs.diameter.peer import LocalIdentity, PeerConnection, PeerTimers, State
+from ocs.diameter.peer import Closed, LocalIdentity, PeerConnection, PeerTimers, RequestsReceived, State
+from ocs.diameter.reauth import ReAuthAnswered, ReAuthResult, ReAuthTimedOut
 
 INF = float("inf")
 PEER_HOST, PEER_REALM = "pgw.peer.example", "peer.example"
@@ -161,8 +164,8 @@ class Recv:
 
 @dataclass(frozen=True)
 class Call:
-    """An API call on the connection: `start_disconnect`, `send_pending_dpa`,
-    or `send` of the application's answer to the last request it was handed."""
+    """An API call on the connection: `start_disconnect`, or `send_answers`
+    of the application's answer to the last request it was handed."""
     name: str
 
 
@@ -174,7 +177,6 @@ class AnswerOurs:
 
 TIMER = Call("handle_timer")
 DISCONNECT = Call("start_disconnect")
-SEND_DPA = Call("send_pending_dpa")
 SEND_CCA = Call("send_cca")
 
 
@@ -211,15 +213,11 @@ class Runner:
             if m.header.is_request:
                 self.peer_requests[m.header.hop_by_hop_identifier] = m.header.end_to_end_identifier
         if not self.bytewise:
-            app = list(self.conn.receive_data(data, now))
-        else:
-            app = []
-            for i in range(len(data)):
-                app += self.conn.receive_data(data[i:i + 1], now)
-        # application answers are handed over beside the requests
-        app += self.conn.app_answers
-        self.conn.app_answers.clear()
-        return app
+            return self.conn.receive_data(data, now)
+        events = []
+        for i in range(len(data)):
+            events += self.conn.receive_data(data[i:i + 1], now)
+        return events
 
     def do(self, now: float, action) -> list:
         c = self.conn
@@ -236,12 +234,10 @@ class Runner:
             ans.origin_realm = PEER_REALM.encode()
             return self.feed(ans.as_bytes(), now)
         if action == TIMER:
-            c.handle_timer(now)
-        elif action == DISCONNECT:
-            c.start_disconnect(now)
-        elif action == SEND_DPA:
-            c.send_pending_dpa()
-        elif action == SEND_CCA:
+            return c.handle_timer(now)
+        if action == DISCONNECT:
+            return c.start_disconnect(now)
+        if action == SEND_CCA:
             req = decode(self.delivered[-1])
             ans = CreditControlAnswer()
             ans.header.is_request = False
@@ -256,10 +252,8 @@ class Runner:
             ans.auth_application_id = APP_GY
             ans.cc_request_type = 1
             ans.cc_request_number = 0
-            c.send(ans.as_bytes())
-        else:
-            raise AssertionError(action)
-        return []
+            return c.send_answers([ans.as_bytes()])
+        raise AssertionError(action)
 
     def written(self) -> list[str]:
         out = []
@@ -281,8 +275,12 @@ class Runner:
 
     def play(self, script: list[Step]) -> None:
         for i, step in enumerate(script):
-            app = self.do(step.now, step.do)
-            self.delivered += [f for f in app if parse_header(f).is_request]
+            was_closed = self.conn.closed
+            events = self.do(step.now, step.do)
+            app = [f for e in events if isinstance(e, RequestsReceived) for f in e.frames]
+            closes = [e for e in events if isinstance(e, Closed)]
+            assert len(closes) == (self.conn.closed and not was_closed), f"step {i}: {events}"
+            self.delivered += app
             got = Step(step.now, step.do, self.written(), self.conn.state, self.conn.next_deadline(),
                        tuple(NAMES.get(h.code, str(h.code)) + ("R" if h.is_request else "A")
                              for h in map(parse_header, app)))
@@ -358,7 +356,7 @@ SCRIPTS: dict[str, list[Step]] = {
         Step(20.0, Recv(dwr()), ["DWA 2001"], S.OPEN, 50.0),
         Step(40.0, Recv(ccr()), [], S.OPEN, 70.0, ("CCR",)),
         Step(41.0, SEND_CCA, ["CCA 2001"], S.OPEN, 70.0),     # our own sending does not count
-        Step(60.0, Recv(raa()), [], S.OPEN, 90.0, ("RAA",)),
+        Step(60.0, Recv(raa()), [], S.OPEN, 90.0),       # matches no RAR of ours: dropped
         Step(80.0, Recv(ccr(APP_GX)), ["CCA 3007 E"], S.OPEN, 110.0),
         Step(110.0, TIMER, ["DWR"], S.OPEN, 140.0),
         Step(120.0, Recv(ccr()), [], S.OPEN, 150.0, ("CCR",)),  # a CCR instead of the DWA
@@ -382,21 +380,26 @@ SCRIPTS: dict[str, list[Step]] = {
     # ---- disconnect from the peer (RFC 6733 section 5.4)
     "DPR answered": [
         OPEN_AT(0.0),
-        Step(1.0, Recv(dpr()), [], S.CLOSING, INF),
-        Step(1.0, SEND_DPA, ["DPA 2001"], S.CLOSED, INF),
+        Step(1.0, Recv(dpr()), ["DPA 2001"], S.CLOSED, INF),
     ],
     "DPA held while an answer is in flight": [
         OPEN_AT(0.0),
         Step(1.0, Recv(ccr() + dpr()), [], S.CLOSING, INF, ("CCR",)),
-        Step(2.0, SEND_CCA, ["CCA 2001"], S.CLOSING, INF),
-        Step(2.0, SEND_DPA, ["DPA 2001"], S.CLOSED, INF),
+        Step(2.0, SEND_CCA, ["CCA 2001", "DPA 2001"], S.CLOSED, INF),
+    ],
+    "DPA after the last of several answers": [
+        OPEN_AT(0.0),
+        Step(1.0, Recv(ccr()), [], S.OPEN, 31.0, ("CCR",)),
+        Step(2.0, Recv(ccr() + dpr()), [], S.CLOSING, INF, ("CCR",)),
+        Step(3.0, SEND_CCA, ["CCA 2001"], S.CLOSING, INF),
+        Step(4.0, SEND_CCA, ["CCA 2001", "DPA 2001"], S.CLOSED, INF),
     ],
     "requests after the peer's DPR get 3002": [
         OPEN_AT(0.0),
-        Step(1.0, Recv(dpr()), [], S.CLOSING, INF),
+        Step(1.0, Recv(ccr() + dpr()), [], S.CLOSING, INF, ("CCR",)),
         Step(2.0, Recv(ccr()), ["CCA 3002 E"], S.CLOSING, INF),
         Step(3.0, Recv(dwr()), ["DWA 2001"], S.CLOSING, INF),
-        Step(4.0, SEND_DPA, ["DPA 2001"], S.CLOSED, INF),
+        Step(4.0, SEND_CCA, ["CCA 2001", "DPA 2001"], S.CLOSED, INF),
     ],
 
     "a refused DPR starts no disconnect": [
@@ -404,9 +407,9 @@ SCRIPTS: dict[str, list[Step]] = {
         Step(1.0, Recv(dpr(cause=None)), ["DPA 5005"], S.OPEN, 31.0),
         Step(2.0, Recv(dpr(app=APP_GY)), ["DPA 3007 E"], S.OPEN, 32.0),
         Step(3.0, Recv(ccr()), [], S.OPEN, 33.0, ("CCR",)),
+        Step(3.5, SEND_CCA, ["CCA 2001"], S.OPEN, 33.0),
         Step(33.0, TIMER, ["DWR"], S.OPEN, 63.0),
-        Step(34.0, Recv(dpr()), [], S.CLOSING, INF),
-        Step(34.0, SEND_DPA, ["DPA 2001"], S.CLOSED, INF),
+        Step(34.0, Recv(dpr()), ["DPA 2001"], S.CLOSED, INF),
     ],
 
     # ---- disconnect by us
@@ -445,8 +448,7 @@ SCRIPTS: dict[str, list[Step]] = {
     "DPRs crossing": [
         OPEN_AT(0.0),
         Step(5.0, DISCONNECT, ["DPR"], S.CLOSING, 10.0),
-        Step(6.0, Recv(dpr()), [], S.CLOSING, 10.0),
-        Step(6.0, SEND_DPA, ["DPA 2001"], S.CLOSED, INF),
+        Step(6.0, Recv(dpr()), ["DPA 2001"], S.CLOSED, INF),
     ],
     "start_disconnect is idempotent": [
         OPEN_AT(0.0),
@@ -461,8 +463,10 @@ SCRIPTS: dict[str, list[Step]] = {
     ],
     "messages after a DPR in the same call": [
         OPEN_AT(0.0),
-        Step(1.0, Recv(dwr() + dpr() + ccr() + dwr()), ["DWA 2001", "CCA 3002 E", "DWA 2001"], S.CLOSING, INF),
-        Step(1.0, SEND_DPA, ["DPA 2001"], S.CLOSED, INF),
+        # a CCR in flight holds the DPA, so where the reads split does not matter
+        Step(1.0, Recv(ccr() + dwr() + dpr() + ccr() + dwr()), ["DWA 2001", "CCA 3002 E", "DWA 2001"],
+             S.CLOSING, INF, ("CCR",)),
+        Step(2.0, SEND_CCA, ["CCA 2001", "DPA 2001"], S.CLOSED, INF),
     ],
     "messages after a refused CER in the same call": [
         Step(1.0, Recv(cer(apps=(APP_GX,)) + dwr() + ccr()), ["CEA 5010"], S.CLOSED, INF),
@@ -506,7 +510,8 @@ def test_cer(data, authorised, result_code, e_bit, state):
         return authorised
 
     conn = new_conn(authorize=authorize)
-    assert list(conn.receive_data(data, 1.0)) == []
+    events = conn.receive_data(data, 1.0)
+    assert not any(isinstance(e, RequestsReceived) for e in events)
     [cea] = [decode(f) for f in frames(conn.data_to_send())]
     req = decode(data)
     assert cea.header.command_code == 257 and not cea.header.is_request
@@ -523,7 +528,8 @@ def test_cer(data, authorised, result_code, e_bit, state):
     if state is State.OPEN:
         assert (conn.peer_host, conn.peer_realm) == (PEER_HOST, PEER_REALM)
     else:
-        assert conn.close_reason and str(result_code) in conn.close_reason
+        [closed] = events
+        assert isinstance(closed, Closed) and str(result_code) in closed.reason
         assert conn.next_deadline() == INF
 
 
@@ -573,10 +579,11 @@ def test_unframeable_length_closes(length, opened):
     if opened:
         conn.receive_data(cer(), 0.0)
         conn.data_to_send()
-    assert list(conn.receive_data(_header_with_length(length), 1.0)) == []
+    [closed] = conn.receive_data(_header_with_length(length), 1.0)
+    assert isinstance(closed, Closed) and closed.reason.startswith("unframeable stream")
     assert conn.state is State.CLOSED
     assert conn.data_to_send() == b""
-    assert list(conn.receive_data(dwr(), 2.0)) == []
+    assert conn.receive_data(dwr(), 2.0) == []
     assert conn.data_to_send() == b""
 
 
@@ -600,7 +607,8 @@ def test_message_of_exactly_max_message_is_framed():
     # An unknown AVP without the M-bit is ignored, so it pads the CCR to the limit.
     filler = (999999).to_bytes(4, "big") + (pad).to_bytes(4, "big") + bytes(pad - 8)
     big = bytes([1]) + MAX_MESSAGE.to_bytes(3, "big") + ccr_bytes[4:] + filler
-    [frame] = conn.receive_data(big, 1.0)
+    [received] = conn.receive_data(big, 1.0)
+    [frame] = received.frames
     assert frame == big and conn.state is State.OPEN
 
 
@@ -622,14 +630,19 @@ def test_chunking_does_not_change_the_result():
     results = {}
     for name, chunks in ways.items():
         conn = new_conn()
-        app = []
+        app, others = [], []
         for chunk in chunks:
-            app += conn.receive_data(chunk, 1.0)
-        results[name] = (list(app), list(conn.app_answers), conn.data_to_send(), conn.state, conn.next_deadline())
+            for e in conn.receive_data(chunk, 1.0):
+                if isinstance(e, RequestsReceived):
+                    app += e.frames
+                else:
+                    others.append(e)
+        results[name] = (app, others, conn.data_to_send(), conn.state, conn.next_deadline())
     expected = results.pop("whole")
     assert [describe(decode(f)) for f in frames(expected[2])] == [
         "CEA 2001", "DWA 2001", "CCA 3007 E", "DWA 2001", "CCA 3002 E", "DWA 2001"]
-    assert len(expected[0]) == 2 and len(expected[1]) == 1 and expected[3] is State.CLOSING
+    # the RAA answers no RAR of ours: dropped; the DPA waits for the two CCAs
+    assert len(expected[0]) == 2 and expected[1] == [] and expected[3] is State.CLOSING
     for name, got in results.items():
         assert got == expected, name
 
@@ -676,7 +689,108 @@ def test_an_unsolicited_dpa_is_ignored():
     dpa.header.hop_by_hop_identifier, dpa.header.end_to_end_identifier = 7, 7
     dpa.result_code = 2001
     dpa.origin_host, dpa.origin_realm = PEER_HOST.encode(), PEER_REALM.encode()
-    conn.receive_data(dpa.as_bytes(), 1.0)
-    assert conn.state is State.OPEN and conn.close_reason is None
-    frames_out = conn.receive_data(ccr(), 2.0)
-    assert len(frames_out) == 1, "requests still flow"
+    assert conn.receive_data(dpa.as_bytes(), 1.0) == []
+    assert conn.state is State.OPEN
+    [received] = conn.receive_data(ccr(), 2.0)
+    assert len(received.frames) == 1, "requests still flow"
+
+
+# ---------------------------------------------------------------- our Re-Auth-Requests
+
+def _open() -> PeerConnection:
+    conn = new_conn()
+    conn.receive_data(cer(), 0.0)
+    conn.data_to_send()
+    return conn
+
+
+def _raa_to(rar_bytes: bytes, result: int | None = 2001, session_id: str | None = None) -> bytes:
+    rar_msg = Message.from_bytes(rar_bytes)
+    ans = ReAuthAnswer()
+    ans.header.is_request = False
+    ans.header.application_id = APP_GY
+    ans.header.hop_by_hop_identifier = rar_msg.header.hop_by_hop_identifier
+    ans.header.end_to_end_identifier = rar_msg.header.end_to_end_identifier
+    ans.session_id = session_id if session_id is not None else rar_msg.session_id
+    ans.origin_host, ans.origin_realm = PEER_HOST.encode(), PEER_REALM.encode()
+    if result is not None:
+        ans.result_code = result
+    return ans.as_bytes()
+
+
+@pytest.mark.parametrize("result, session_id, expected", [
+    (2001, None, ReAuthResult.ACCEPTED),
+    (2002, None, ReAuthResult.ACCEPTED),
+    (5002, None, ReAuthResult.UNKNOWN_SESSION),
+    (5012, None, ReAuthResult.REFUSED),
+    (None, None, ReAuthResult.REFUSED),
+    (5002, "pgw;other", ReAuthResult.OTHER_SESSION),
+])
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+def test_a_raa_is_matched_to_our_rar(result, session_id, expected, bytewise):
+    """RFC 6733 6.2: by hop-by-hop identifier; the event names the session
+    we asked about and what the answer says of it."""
+    conn = _open()
+    conn.send_reauth(b"pgw;42", "pgw.behind.example", 5.0)
+    rar_bytes = conn.data_to_send()
+    m = Message.from_bytes(rar_bytes)
+    assert (describe(decode(rar_bytes)), m.session_id, m.destination_host, m.destination_realm) == \
+        ("RAR", "pgw;42", b"pgw.behind.example", PEER_REALM.encode())
+    assert conn.reauth_pending(b"pgw;42") and conn.reauths_pending == 1
+    data = _raa_to(rar_bytes, result, session_id)
+    events = conn.receive_data(data, 6.0) if not bytewise else \
+        [e for i in range(len(data)) for e in conn.receive_data(data[i:i + 1], 6.0)]
+    code = result or 0
+    assert events == [ReAuthAnswered(b"pgw;42", code, expected, 5.0)]
+    assert not conn.reauth_pending(b"pgw;42") and conn.reauths_pending == 0
+    assert conn.receive_data(data, 7.0) == [], "a second answer matches nothing"
+    assert conn.state is State.OPEN and conn.data_to_send() == b""
+
+
+def test_an_unanswered_rar_times_out_and_its_late_answer_is_dropped():
+    conn = _open()
+    conn.send_reauth(b"pgw;1", PEER_HOST, 1.0)
+    first = conn.data_to_send()
+    conn.send_reauth(b"pgw;2", PEER_HOST, 8.0)
+    conn.data_to_send()
+    assert conn.expire_reauths(10.0, 10.0) == []
+    assert conn.expire_reauths(11.5, 10.0) == [ReAuthTimedOut(b"pgw;1")]
+    assert conn.reauths_pending == 1 and not conn.reauth_pending(b"pgw;1")
+    assert conn.receive_data(_raa_to(first), 12.0) == []
+
+
+def test_one_rar_per_session_and_only_while_open():
+    conn = _open()
+    conn.send_reauth(b"pgw;1", PEER_HOST, 1.0)
+    with pytest.raises(AssertionError):
+        conn.send_reauth(b"pgw;1", PEER_HOST, 2.0)
+    conn.start_disconnect(3.0)
+    with pytest.raises(AssertionError):
+        conn.send_reauth(b"pgw;2", PEER_HOST, 3.0)
+
+
+# ---------------------------------------------------------------- the transport's end
+
+@pytest.mark.parametrize("call, reason", [
+    (lambda conn: conn.connection_lost("connection closed by peer"), "connection closed by peer"),
+    (lambda conn: conn.abort("not reading its answers"), "not reading its answers"),
+])
+@pytest.mark.parametrize("state", [State.WAIT_CER, State.OPEN, State.CLOSING])
+def test_connection_loss_and_abort_close_from_every_state(call, reason, state):
+    conn = new_conn()
+    if state is not State.WAIT_CER:
+        conn.receive_data(cer(), 0.0)
+    if state is State.CLOSING:
+        conn.start_disconnect(1.0)
+    assert conn.state is state
+    assert call(conn) == [Closed(reason)]
+    assert conn.state is State.CLOSED and conn.next_deadline() == INF
+    assert call(conn) == [], "CLOSED ignores every input"
+    assert conn.start_disconnect(2.0) == [] and conn.handle_timer(100.0) == []
+
+
+def test_every_state_has_an_entry_for_the_transport_ending():
+    from ocs.diameter.peer import _TRANSITIONS, Input
+    for state, table in _TRANSITIONS.items():
+        if state is not State.CLOSED:
+            assert {Input.CONNECTION_LOST, Input.ABORT, Input.VIOLATION, Input.UNFRAMEABLE} <= set(table)

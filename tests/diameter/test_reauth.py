@@ -6,7 +6,7 @@ from diameter.message import Message
 from diameter.message.commands.re_auth import ReAuthAnswer, ReAuthRequest
 
 from ocs.diameter.peer import LocalIdentity
-from ocs.gy import reauth
+from ocs.diameter import reauth
 
 
 def test_rar_is_a_gy_rar_python_diameter_reads():
