@@ -223,5 +223,5 @@ class Metrics:
         self.stalled.set(sum(p.stalled_since is not None for p in list(server.peers)))
         self.before_cer.set(sum(p.conn.buffered_input for p in list(server.peers) if p.conn.state.name == "WAIT_CER"))
         self.dedup_bytes.set(store.duplicate_cache_bytes)
-        self.usage_backlog.set(len(server._usage_backlog))
+        self.usage_backlog.set(server.loop.usage_backlog)
         return generate_latest(self.registry)

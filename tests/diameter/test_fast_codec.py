@@ -44,7 +44,7 @@ from ocs.subscriber import subscriber_key
 
 TGPP = c.VENDOR_3GPP
 PER_FRAME = 4                  # decode_batch's default MSCC rows per frame
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 INT64_MAX = 2**63 - 1
 
 
@@ -524,7 +524,7 @@ def test_valid_ccrs_decode_alike(batch):
         event(outcome)
 
 
-@settings(SETTINGS, max_examples=300)
+@settings(SETTINGS, max_examples=200)
 @given(st.lists(st.one_of(corrupt_ccrs(), ccrs().map(lambda v: (frame(v[0]), False, "valid"))),
                 min_size=1, max_size=4))
 def test_broken_ccrs_fall_back(batch):

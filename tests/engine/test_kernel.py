@@ -285,7 +285,7 @@ STEPS = st.lists(st.tuples(st.sampled_from(["ccr", "ccr", "ccr", "ccr", "buy", "
                  min_size=8, max_size=40)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(rule_files(), STEPS)
 def test_kernel_matches_the_reference(rule_file, steps):
     w = World(rule_file)
