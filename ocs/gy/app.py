@@ -131,23 +131,24 @@ class CreditControlApplication:
         """Under load nearly every request is a fast-path CCR-U/T of an open
         session, new (not in the duplicate cache, not twice in the batch),
         from the Origin-Host that opened it: those are settled in bulk (mask)."""
-        fr, n, store = b.fr, len(b), self.store
-        b.req_sess[:] = list(map(store.session_index.get, sids, repeat(-1, n)))
+        fr, n, store, keys = b.fr, len(b), self.store, b.dedup_keys
+        sessions = list(map(store.session_index.get, sids, repeat(-1, n)))
+        req_sess = b.req_sess = np.array(sessions, np.int64)
         ongoing = (fr["fallback"] == 0) & ((fr["type"] == c.UPDATE_REQUEST) | (fr["type"] == c.TERMINATION_REQUEST))
-        ongoing &= b.req_sess >= 0
+        ongoing &= req_sess >= 0
         if stored_all.count(None) != n:
             ongoing &= np.array([a is None for a in stored_all], bool)
         if fr["fallback"].any():
             b.fps = None              # a full decode's key replaces the fast path's
-        if b.fps is None or len(set(b.dedup_keys)) != n:
+        if b.fps is None or len(set(keys)) != n:
             ongoing[:] = False        # a key twice (or a full decode's key unknown yet): one at a time
         else:
             meta = store.session_meta
             for i in np.flatnonzero(ongoing).tolist():
-                opener, key = meta[b.req_sess[i]][1], b.dedup_keys[i]
+                opener, key = meta[sessions[i]][1], keys[i]
                 if len(key) != len(opener) + 4 or not key.startswith(opener):
                     ongoing[i] = False
-        b.req_sess[~ongoing] = -1
+        req_sess[~ongoing] = -1
         return ongoing
 
     def _resolve(self, b: Batch) -> None:

@@ -97,11 +97,11 @@ def row_actions(types: np.ndarray, results: np.ndarray) -> dict[RowAction, np.nd
     and top-level Result-Codes): which of them each row action applies to,
     a boolean mask per action, by the table. A CCR-I's session was IDLE; a
     CCR-U/T's is OPEN by then (a RELEASED one was opened again to be charged)."""
-    ok = results == ResultCode.SUCCESS
+    ok = results == int(ResultCode.SUCCESS)      # an int: numpy compares IntEnums slowly
     out: dict[RowAction, np.ndarray] = {}
     for rtype, state in ((RequestType.INITIAL, S.IDLE), (RequestType.UPDATE, S.OPEN),
                          (RequestType.TERMINATION, S.OPEN)):
-        kind = types == rtype
+        kind = types == int(rtype)
         if not kind.any():
             continue
         for granted in (True, False):
