@@ -3,11 +3,9 @@ account and change nothing: its whole row, every bucket and reservation
 counter, is the same before and after, whatever state the bundle is in."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from diameter.message import Message
 
 from ocs.diameter import constants as c
 from tests.support.charging import Charging
@@ -20,10 +18,7 @@ MB = 1 << 20
 
 
 def charge(ch, *reqs):
-    got = ch.app.process([r.as_bytes() for r in reqs], time.time())
-    if got.record is not None:
-        ch.store.write(got.record)
-    return [Message.from_bytes(a) for a in got.answers]
+    return ch.batch(*reqs)
 
 
 def account(ch) -> tuple:

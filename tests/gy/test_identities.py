@@ -5,11 +5,9 @@ charges nothing; a session answers only the Origin-Host that opened it, so
 one gateway cannot report usage into another's session."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from diameter.message import Message
 
 from ocs.diameter import constants as c
 from tests.support.charging import Charging
@@ -22,10 +20,7 @@ MB = 1 << 20
 
 
 def charge(ch, *reqs):
-    got = ch.app.process([r.as_bytes() for r in reqs], time.time())
-    if got.record is not None:
-        ch.store.write(got.record)
-    return [Message.from_bytes(a) for a in got.answers]
+    return ch.batch(*reqs)
 
 
 def failed_codes(answer) -> list[int]:

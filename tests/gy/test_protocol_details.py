@@ -6,10 +6,8 @@ the CCR-T that follows still has its usage debited; CC-Session-Failover
 is sent when configured."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from diameter.message import Message
 from diameter.message.avp import Avp
 
 from ocs.diameter import constants as c
@@ -25,10 +23,7 @@ MB = 1 << 20
 
 
 def charge(ch, *reqs, now=None):
-    got = ch.app.process([r.as_bytes() for r in reqs], now or time.time())
-    if got.record is not None:
-        ch.store.write(got.record)
-    return [Message.from_bytes(a) for a in got.answers]
+    return ch.batch(*reqs, now=now)
 
 
 def failed(answer) -> list[int]:

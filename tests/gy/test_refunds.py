@@ -5,10 +5,8 @@ subscriber 8613800000001 is on cn-89-3g (400 MB, then 0.0003 yuan per
 started KB = 300 micro-yuan), balance 100 yuan."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from diameter.message import Message
 from diameter.message.avp import Avp
 
 from ocs.diameter import constants as c
@@ -34,10 +32,7 @@ def event(sid, action, msisdn=B, rsu=None, token=None, host=GW, e2e=None, retran
 
 
 def charge(ch, *reqs):
-    got = ch.app.process([r.as_bytes() for r in reqs], time.time())
-    if got.record is not None:
-        ch.store.write(got.record)
-    return [Message.from_bytes(a) for a in got.answers]
+    return ch.batch(*reqs)
 
 
 def token_of(answer) -> bytes:

@@ -44,13 +44,17 @@ class Charging:
             self.store.write(done.record)
         return done
 
-    def ccr(self, sid: str, rtype: int, number: int, msisdn: str | None, msccs: list[dict]) -> Message:
-        """One CCR charged as a batch of one; the answer."""
-        frame = build_ccr("pgw.test", sid, rtype, number, msisdn, msccs).as_bytes()
-        result = self.app.process([frame], time.time())
+    def batch(self, *requests, now: float | None = None) -> list[Message]:
+        """Requests (python-diameter messages) charged as one batch and
+        journaled, as the charging loop does; their answers, in order."""
+        result = self.app.process([r.as_bytes() for r in requests], now or time.time())
         if result.record is not None:
             self.store.write(result.record)
-        return Message.from_bytes(result.answers[0])
+        return [Message.from_bytes(a) for a in result.answers]
+
+    def ccr(self, sid: str, rtype: int, number: int, msisdn: str | None, msccs: list[dict]) -> Message:
+        """One CCR charged as a batch of one; the answer."""
+        return self.batch(build_ccr("pgw.test", sid, rtype, number, msisdn, msccs))[0]
 
     def units(self, *args) -> dict:
         """`ccr`, and the MSCC values of its answer by rating group."""
