@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 LOCK   := requirements.lock
-DEBS   := freediameterd libfreediameter-dev gcc libc6-dev faketime prometheus systemd
+DEBS   := freediameterd libfreediameter-dev gcc libc6-dev faketime prometheus systemd postgresql-15
 DATA   ?= data
 RULES  ?= rules/demo
 # pip-compile, in a virtual environment of its own (.venv-lock): `make lock`
@@ -34,8 +34,9 @@ $(VENV)/.compiled: $(VENV)/.installed $(SOURCES)
 	@touch $@
 
 # Debian packages the tests drive: freeDiameterd as an independent peer, libfaketime,
-# Prometheus and promtool (tests/integration/test_prometheus.py, tests/deploy/), and
-# systemd-analyze (tests/deploy/test_systemd.py). The tests start their own Prometheus on a
+# Prometheus and promtool (tests/integration/test_prometheus.py, tests/deploy/),
+# systemd-analyze (tests/deploy/test_systemd.py), and PostgreSQL 15 for the cluster store
+# (tests/cluster/ start a primary and a synchronous standby of their own, as user postgres). The tests start their own Prometheus on a
 # free port, so the service the prometheus package enables (where it can start) is no bother.
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -52,8 +53,10 @@ install: $(VENV)/.compiled debs
 serve: $(VENV)/.compiled
 	$(VENV)/bin/ocs serve --data $(DATA) --rules $(RULES)
 
+# The tests in as many workers as the machine has cores (pytest-xdist): most of them wait on
+# servers they started, so two workers on two cores take about two thirds of one's time.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 bench: install
 	$(PY) -m loadtest.bench --out docs/benchmarks.md

@@ -4,7 +4,7 @@ It lives in gy, beside the other work done on the store between batches
 (operations.py, provisioning.py), because it joins three packages below it:
 the rules (the version, `versions.migrate`), the store (its rows and the
 API's profiles) and the engine (holds recounted). The store calls it back
-through `EmbeddedStore.open(on_rules=...)` when replay meets an install, so
+through `Store.open(on_rules=...)` when replay meets an install, so
 neither the rules nor the store import it.
 
 Installing is deterministic given the state, the version and the time, so a
@@ -21,11 +21,11 @@ from ..engine import kernel
 from ..rules.compile import RuleError, RuleSet
 from ..rules.versions import keep, load_kept, migrate
 from ..store import profiles
-from ..store.embedded import EmbeddedStore
+from ..store.interface import Store
 
 
 class Installer:
-    def __init__(self, store: EmbeddedStore):
+    def __init__(self, store: Store):
         self.store = store
         self._kept: dict[str, RuleSet] = {}
 

@@ -30,7 +30,7 @@ from ..rules.compile import RuleSet
 from ..rules.units import format_money, parse_money, quoted, timezone_info
 from ..rules.versions import carry_buckets
 from ..store import profiles
-from ..store.embedded import new_subscribers
+from ..store.memory import new_subscribers
 from ..store.interface import Store
 from ..store.records import ChangeSubscriber, CreateSubscriber, DeleteSubscriber, Profile
 from ..store.views import subscriber_view

@@ -17,13 +17,13 @@ import numpy as np
 
 from ..rules.compile import RuleSet
 from ..subscriber import ATTRIBUTES, IMSI, key_digits, key_kind
-from .embedded import EmbeddedStore
+from .interface import Store
 from .records import Profile
 
 log = logging.getLogger("ocs.store")
 
 
-def conflicts(store: EmbeddedStore, rules: RuleSet) -> list[str]:
+def conflicts(store: Store, rules: RuleSet) -> list[str]:
     """Why `rules` cannot be installed over the API's subscribers: an
     identity the rules give one subscriber that the API gave another, or a
     new range over an API subscriber's number. (A rules subscriber whose
@@ -48,7 +48,7 @@ def conflicts(store: EmbeddedStore, rules: RuleSet) -> list[str]:
     return errors
 
 
-def resolve(store: EmbeddedStore, rules: RuleSet, now: float) -> None:
+def resolve(store: Store, rules: RuleSet, now: float) -> None:
     """Set the timezone and attribute numbers of every API subscriber as
     `rules` numbers them (after an install: once per distinct name, then
     in bulk, so a million subscribers do not hold the charging loop)."""
@@ -62,7 +62,7 @@ def resolve(store: EmbeddedStore, rules: RuleSet, now: float) -> None:
         store.subs[field][rows] = [numbers[name] for name in names]
 
 
-def resolve_row(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> None:
+def resolve_row(store: Store, rules: RuleSet, row: int, now: float) -> None:
     """The same for one row (its profile was just set)."""
     profile = store.profiles[row]
     s = store.subs[row]
@@ -96,7 +96,7 @@ def _number(rules: RuleSet, kind: str, name: str | None, now: float) -> int:
 _unknown_zones: set[str] = set()        # logged once each
 
 
-def of_row(store: EmbeddedStore, rules: RuleSet, row: int) -> Profile:
+def of_row(store: Store, rules: RuleSet, row: int) -> Profile:
     """The profile of a row: the kept one, or, for a subscriber the rule
     files declared once and no longer do, one read back from its row."""
     if row in store.profiles:

@@ -149,7 +149,7 @@ class JournalRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     it holds bytes and lists of them, never a cycle; one per batch need not
     be tracked by the collector.)"""
     seq: int
-    format: str = field(name="f")                 # embedded.FORMAT: the row layouts it was written with
+    format: str = field(name="f")                 # memory.FORMAT: the row layouts it was written with
     rules: str                                    # the rules version the rows are indexed by
     installed_rules: str = field(name="rv", default="")    # a rules install: replay installs it again
     time: float = field(name="t")

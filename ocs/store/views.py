@@ -10,14 +10,14 @@ from ..engine import kernel
 from ..engine.tables import PACKS, SLOT_FREE
 from ..rules.compile import RuleSet
 from ..rules.units import format_money
-from .embedded import EmbeddedStore
+from .interface import Store
 
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
-def subscriber_view(store: EmbeddedStore, rules: RuleSet, row: int, now: float) -> dict:
+def subscriber_view(store: Store, rules: RuleSet, row: int, now: float) -> dict:
     """A subscriber's state now: money, buckets, packs, caps, reservations.
     Counters of a period that has ended read as zero (the engine resets them
     on the next charge)."""

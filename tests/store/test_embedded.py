@@ -95,6 +95,6 @@ def test_journal_reads_records_of_either_compression(tmp_path):
 
 @given(st.lists(st.integers(0, 2**40), max_size=300))
 def test_distinct_rows_are_numpy_unique(rows):
-    from ocs.store.embedded import _distinct
+    from ocs.store.memory import _distinct
     got = _distinct(rows)
     assert got.dtype == np.int64 and got.tolist() == np.unique(np.array(rows, dtype=np.int64)).tolist()
