@@ -65,22 +65,24 @@ def serve_config(args) -> Config:
 
 
 def cmd_serve(args) -> int:
-    import trio
-    from .diameter import constants as c
-    from .diameter.peer import LocalIdentity
-    from .feeds.notify import Notifier, load_sink
-    from .feeds.usage import UsageLog
-    from .gy.app import CreditControlApplication
-    from .gy.install import Installer
-    from .net.server import Server
-    from .rules import activation
-    from .rules.history import InstallHistory
-    from .store.embedded import EmbeddedStore, StoreFormatError, start_room
-
     cfg = serve_config(args)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("ocs")
     started = time.monotonic()
+    opened = _open_cluster(cfg, log) if cfg.store else _open_embedded(cfg)
+    if isinstance(opened, int):
+        return opened
+    return _serve(cfg, log, started, *opened)
+
+
+def _open_embedded(cfg):
+    """The embedded store recovered, the rules installed: (store, installer,
+    rules, version before, subscribers provisioned, usage log), or an exit code."""
+    from .feeds.usage import UsageLog
+    from .gy.install import Installer
+    from .rules import activation
+    from .store.embedded import EmbeddedStore, StoreFormatError, start_room
+
     free, needed = start_room(cfg.data)
     if free < needed:
         print(f"{cfg.data}: {free >> 20} MiB free, and a start needs about {needed >> 20} MiB there (a snapshot "
@@ -113,6 +115,35 @@ def cmd_serve(args) -> int:
     usage.catch_up([Path(cfg.data) / n for n in ("journal.prev", "journal.old", "journal.log")])
     if new or was != rules.version or store.snapshot_unfinished:
         store.snapshot()
+    return store, installer, rules, was, usage
+
+
+def _open_cluster(cfg, log):
+    """A node of the cluster store (docs/cluster.md): joined, the rules in
+    force installed, the slots it took applied; or an exit code."""
+    from .clustercmd import open_cluster
+    from .feeds.usage import UsageLog
+    from .store.memory import StoreFormatError
+    try:
+        store, installer, rules = open_cluster(cfg, log)
+    except (OSError, RuleError, StoreFormatError, ValueError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    usage = UsageLog(Path(cfg.data) / "usage", installer.ruleset, store.label,
+                     lambda row: int(store.subs[row]["plan"]))
+    return store, installer, rules, "", usage
+
+
+def _serve(cfg, log, started, store, installer, rules, was, usage) -> int:
+    import trio
+    from .diameter import constants as c
+    from .diameter.peer import LocalIdentity
+    from .feeds.notify import Notifier, load_sink
+    from .gy.app import CreditControlApplication
+    from .net.server import Server
+    from .rules.history import InstallHistory
+    from .store.pg import Fenced
+
     _compile_kernels(rules, log)
     try:
         sink = load_sink(cfg.notification_sink) if cfg.notification_sink else None
@@ -143,7 +174,14 @@ def cmd_serve(args) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(200_000, 50, 1000)
-    trio.run(server.run, host, port)
+    fenced = []
+    try:
+        trio.run(server.run, host, port)
+    except* Fenced as group:
+        fenced = list(group.exceptions)
+    if fenced:
+        print(f"stopped: {fenced[0]}", file=sys.stderr)
+        return 75           # EX_TEMPFAIL: a supervisor starts it again, as a new member
     return 0
 
 
@@ -268,7 +306,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--api", help="HOST:PORT of the operator HTTP API (bearer tokens: api_tokens or OCS_API_TOKENS)")
     s.add_argument("--metrics", help="HOST:PORT serving only GET /metrics, without a token (also served on --api)")
     s.add_argument("--no-fsync", action="store_true", help="do not fsync the journal (unsafe; for experiments)")
+    s.add_argument("--store", help="libpq DSN of the cluster store (docs/cluster.md); absent: the embedded store "
+                                   "in --data")
+    s.add_argument("--node", help="this node's name in the cluster (default: its Origin-Host)")
+    s.add_argument("--lease-seconds", dest="lease_seconds", type=float,
+                   help="a cluster node's lease on its slots (default 2)")
     s.set_defaults(func=cmd_serve)
+
+    from .clustercmd import add_parsers
+    add_parsers(sub)
 
     cp = sub.add_parser("compile", help="compile the kernels into numba's on-disk cache",
                         description="Compile every numba kernel the server runs into numba's on-disk cache, a "

@@ -61,6 +61,9 @@ class Config(Base, kw_only=True):
     notification_sink: str | None = None  # "module:callable" also given every batch of events
     reauth: bool = True                  # send Re-Auth-Requests when a change affects a live session
     reauth_timeout: Annotated[float, Meta(gt=0)] = 10.0      # seconds to wait for a RAA
+    store: str | None = None             # a libpq DSN: the cluster store (docs/cluster.md); None: embedded
+    node: str | None = None              # this node's name in the cluster (default: origin_host)
+    lease_seconds: Annotated[float, Meta(ge=0.5)] = 2.0      # a node's lease on its slots (cluster store)
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -114,6 +114,7 @@ def test_checker_allows(source):
 # only postpone a circle to run time.
 LAYERS = (
     ("ocs.cli",),                                   # the `ocs` command
+    ("ocs.clustercmd",),                            # `ocs cluster ...`, and joining the cluster store
     ("ocs.net", "ocs.kernels"),                     # trio: peers, charging loop, HTTP serving; warm-up
     ("ocs.api",),                                   # the operator HTTP API
     ("ocs.feeds", "ocs.metrics"),                   # usage records, settlement, notifications; metrics

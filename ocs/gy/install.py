@@ -64,6 +64,16 @@ class Installer:
         store.rules_version = rules.version
         return new
 
+    def adopt(self) -> bool:
+        """State the store took over (the cluster store: slots another node
+        held) into the rows, between batches; the holds on shared balances
+        recounted from the sessions it brought. True if there was any."""
+        store = self.store
+        if not store.adopt():
+            return False
+        kernel.rebuild_reservations(store.subs, store.sessions, store.sponsors, store.n_subs)
+        return True
+
     def replay(self, version: str, t: float) -> None:
         """A journal record installed `version` at time `t`: do it again."""
         self.install(self.ruleset(version), t)

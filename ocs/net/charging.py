@@ -40,10 +40,12 @@ USAGE_BACKLOG = 200_000     # journal records whose usage records may wait for t
 
 class ChargingLoop:
     def __init__(self, cfg: Config, app: CreditControlApplication, store: Store, metrics: Metrics, reauthorizer,
-                 install: Callable[[RuleSet], Commit | None], notifier: Notifier | None = None, usage=None):
+                 install: Callable[[RuleSet], Commit | None], notifier: Notifier | None = None, usage=None,
+                 adopt: Callable[[], bool] | None = None):
         self.cfg, self.app, self.store, self.metrics = cfg, app, store, metrics
         self.reauthorizer = reauthorizer
         self._install = install               # a new rules version, between two batches (Server._install)
+        self._adopt = adopt                   # state the store took over, between two batches (Installer.adopt)
         self.notifier = notifier
         self.usage = usage                    # ocs.feeds.usage.UsageLog: usage records after each durable group
         self._ops: list[Operation] = []       # operations waiting for the loop
@@ -60,6 +62,13 @@ class ChargingLoop:
         self.requests = 0
         self.journal_failing: str | None = None   # why the journal cannot be written now, if it cannot
         self._usage_backlog: list[JournalRecord] = []    # records the usage writer has not taken yet
+
+    @property
+    def refusing(self) -> str | None:
+        """Why requests get 3004 and operations 503 now: the journal cannot
+        be written, or the store charges nothing here (a cluster node with
+        no slots, or whose lease lapsed); None: charging."""
+        return self.journal_failing or self.store.unavailable
 
     def reload(self, rules: RuleSet) -> None:
         """Install `rules` at the loop's next turn."""
@@ -86,8 +95,8 @@ class ChargingLoop:
 
     def received(self, peer: Peer, frames: Frames, now: float) -> None:
         """A peer's read: its requests wait for the charging loop's next turn
-        (or, while the journal cannot be written, get 3004 at once)."""
-        if self.journal_failing is not None:
+        (or, while nothing can be charged here, get 3004 at once)."""
+        if self.refusing is not None:
             self._refuse_busy([Arrival(peer, frames, now)], counted=False)   # here: the loop may be waiting
             return
         peer.held += len(frames.data)
@@ -109,7 +118,9 @@ class ChargingLoop:
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
-                if self.journal_failing is not None:
+                if self._adopt is not None:
+                    self._adopt()
+                if self.refusing is not None:
                     # nothing that needs a write: requests get 3004, operations 503;
                     # sweeps, snapshots and rules versions wait for the disk
                     batch, self._pending = self._pending, []
@@ -186,14 +197,14 @@ class ChargingLoop:
     def _refuse_ops(self) -> None:
         ops, self._ops = self._ops, []
         for op in ops:
-            op.fail(OperationError(503, f"the charging journal cannot be written now ({self.journal_failing}); "
+            op.fail(OperationError(503, f"nothing can be charged here now ({self.refusing}); "
                                         f"nothing was changed: try again later"))
 
     def _refuse_busy(self, batch: list, counted: bool = True) -> None:
         """While the journal cannot be written nothing is charged: each
         request gets 3004 DIAMETER_TOO_BUSY (RFC 6733 7.1.3: the gateway may
         go to another server), which needs no write."""
-        err = ProtocolError(c.TOO_BUSY, "the charging journal cannot be written now")
+        err = ProtocolError(c.TOO_BUSY, f"nothing can be charged here now ({self.refusing})")
         origin = self.app.identity.origin_avps
         for a in batch:
             answers = [error_answer(f, err, origin) for f in a.frames]
@@ -372,8 +383,8 @@ class ChargingLoop:
         """Run `fn(store, rules, now) -> operations.Done` on the charging loop,
         between batches; return its result once its record is durable.
         Raises what the operation raised (OperationError for a refusal)."""
-        if self.journal_failing is not None:
-            raise OperationError(503, f"the charging journal cannot be written now ({self.journal_failing}); "
+        if self.refusing is not None:
+            raise OperationError(503, f"nothing can be charged here now ({self.refusing}); "
                                       f"nothing was changed: try again later")
         op = Operation(fn)
         self._ops.append(op)

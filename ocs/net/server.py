@@ -52,7 +52,8 @@ class Server:
         self.watch = RulesWatch(cfg.rules, app.rules.version)
         self.policy = policy
         self.reauthorizer = Reauthorizer(self)   # sends the RARs (ocs/net/reauth.py)
-        self.loop = ChargingLoop(cfg, app, store, self.metrics, self.reauthorizer, self._install, notifier, usage)
+        self.loop = ChargingLoop(cfg, app, store, self.metrics, self.reauthorizer, self._install, notifier, usage,
+                                 adopt=self.installer.adopt)
         timers = PeerTimers(cer_timeout=cfg.cer_timeout, tw=cfg.tw, dpa_timeout=cfg.dpa_timeout)
         self.peers = Peers(cfg, identity, policy, timers, self.loop.received, self.reauthorizer)
         self.listening: list[tuple[str, int]] = []

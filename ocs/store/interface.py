@@ -76,6 +76,15 @@ class Store(Protocol):
     def duplicate_cache_bytes(self) -> int:
         """Memory the duplicate cache holds (a metric)."""
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why this node charges nothing now (a cluster node holding no
+        slots, or whose lease lapsed); None: it charges."""
+
+    def adopt(self) -> bool:
+        """On the loop, between batches: apply what the store took over
+        (slots of a node that left); True if any."""
+
     # ---- changes the single writer makes between journal records
     def new_row(self, plan: int, balance: int, anchor: int) -> int: ...
 

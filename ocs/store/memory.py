@@ -370,6 +370,17 @@ class MemoryStore:
         if remember and rec.answers.keys:
             self.remember_answers(rec.answers.keys, rec.answers.answers, rec.time)
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why nothing can be charged now (None: the state here is the
+        authority; the cluster store says otherwise while it holds no slots)."""
+        return None
+
+    def adopt(self) -> bool:
+        """Apply state this store took over since the last call (between
+        batches); True if any. A store of one node never takes any."""
+        return False
+
     def keep_expired(self, sessions: list[ExpiredSession]) -> None:
         """Sessions supervision released (their record holds them too)."""
         for e in sessions:

@@ -127,6 +127,11 @@ wal_log_hints = on
         self.wait_synchronous()
         return self
 
+    def database(self, name: str) -> str:
+        """A new empty database on the pair; its DSN (both hosts)."""
+        self.primary.sql(f"CREATE DATABASE {name}")
+        return self.dsn.replace("dbname=ocs", f"dbname={name}")
+
     def wait_synchronous(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,514 @@
+"""The cluster store: the state in memory (memory.py), made durable in
+PostgreSQL, divided into hash slots leased to nodes (docs/cluster.md).
+
+- A node's lease is its row in `ocs_node`, renewed by a thread of its own
+  every quarter of `lease_seconds`; the node charges only while its last
+  renewal, counted from when it was sent, is younger than the lease less
+  a margin (`unavailable`), so it stops before the database would let
+  another node take its slots.
+- A slot's owner and epoch are its row in `ocs_slot`; the epoch grows at
+  every change of owner. Taking a slot from a node whose lease lapsed
+  first moves that node's epoch on (fencing it: it can never write again)
+  in the same transaction that moves the slot.
+- Every batch is one transaction, committed on the primary and (the
+  server's synchronous_standby_names) a synchronous standby before any of
+  its answers leaves: the node's row is updated only if its epoch is still
+  the one it holds and its lease has not lapsed (that row lock also orders
+  the write against any takeover), and each slot's record is inserted only
+  where the slot is still this node's at the epoch it holds. Anything less
+  rolls back: `Fenced`.
+- A commit whose outcome is unknown (the connection lost during COMMIT) is
+  resolved by reading the node's row back under a row lock, which waits
+  for the lost transaction to end however it ends; it is never guessed.
+- A slot is recovered from its snapshot and its records after it; the
+  duplicate cache from the recent batch records of every node.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import psycopg
+
+from ..engine.tables import SPONSOR
+from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS
+from .memory import FORMAT, MemoryStore, StoreFormatError, _put_rows, _rows_bytes
+from .pg import Fenced, StoreUnavailable, cluster_constants, connect, retrying
+from .records import DirectoryChange, JournalRecord
+from .slots import SlotRecord, group_heads, slot_of_heads, split, sponsor_slot
+
+log = logging.getLogger("ocs.cluster")
+_enc = msgspec.msgpack.Encoder()
+_slot_dec = msgspec.msgpack.Decoder(SlotRecord)
+_batch_dec = msgspec.msgpack.Decoder(JournalRecord)
+
+MARGIN = 0.25          # of a lease, the part a node does not use (clock rates, scheduling)
+
+
+class SlotData(msgspec.Struct, frozen=True):
+    """What a node reads to take a slot: its snapshot (a SlotRecord of every
+    row it holds, or None) and its records after it, in order."""
+    slot: int
+    epoch: int
+    snapshot: SlotRecord | None
+    records: list[SlotRecord]
+
+
+class ClusterStore(MemoryStore):
+    def __init__(self, dsn: str, node: str, data_dir: str | Path, lease_seconds: float = 2.0,
+                 dedup_entries: int = 500_000, dedup_seconds: float = DEFAULT_SECONDS,
+                 dedup_bytes: int = DEFAULT_BYTES):
+        super().__init__(dedup_entries, dedup_seconds, dedup_bytes)
+        self.dsn, self.node, self.dir = dsn, node, Path(data_dir)
+        self.lease_seconds = lease_seconds
+        self.n_slots = 0
+        self.epoch = 0                                   # this node's epoch
+        self.owned: dict[int, int] = {}                  # slot -> its epoch, as this node holds it
+        self.slot_seq: dict[int, int] = {}               # slot -> its last record
+        self.slot_of_row = np.zeros(0, np.int32)
+        self.session_slot = np.full(len(self.sessions), -1, np.int32)
+        self.fenced: str | None = None
+        self._parts: dict[int, dict] = {}                # record seq -> its parts by slot (built on the loop)
+        self._taken: list[SlotData] = []                 # slots taken, read, waiting for the loop (adopt)
+        self._valid_until = 0.0                          # time.monotonic() the lease lasts until, for us
+        self._unresolved: int | None = None              # a batch seq whose commit's outcome is unknown
+        self._written = 0                                # record bytes since the last snapshot
+        self._writer: psycopg.Connection | None = None
+        self._lock = threading.Lock()                    # _taken, owned between the lease thread and the loop
+        self._stop = threading.Event()
+        self._lease_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ life
+    def open(self, readonly: bool = False, on_rules=None) -> None:
+        """Join the cluster: register this node (a new epoch, which fences
+        any earlier process of the same name), take the slots nobody holds,
+        and read them; `adopt` applies them, once the rules are installed."""
+        if readonly:
+            raise StoreFormatError("the cluster store is read through a node's API or `ocs cluster status`")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.dsn, autocommit=True)
+        try:
+            consts = cluster_constants(conn)
+            if consts.get("format") != FORMAT:
+                raise StoreFormatError(f"the cluster store holds rows of format {consts.get('format')}; this "
+                                       f"version reads {FORMAT}")
+            self.n_slots = int(consts["slots"])
+            sent = time.monotonic()
+            self.epoch, self.seq = conn.execute(
+                "INSERT INTO ocs_node (name, epoch, expires) VALUES (%s, 1, now() + %s * interval '1 second') "
+                "ON CONFLICT (name) DO UPDATE SET epoch = ocs_node.epoch + 1, expires = excluded.expires, "
+                "started = now() RETURNING epoch, seq", (self.node, self.lease_seconds)).fetchone()
+            self._valid_until = sent + self.lease_seconds - MARGIN
+            self._take(conn)
+        finally:
+            conn.close()
+        self._lease_thread = threading.Thread(target=self._lease_loop, name=f"lease {self.node}", daemon=True)
+        self._lease_thread.start()
+        log.info("node %s joined the cluster (epoch %d, %d slots): holds %d of them", self.node, self.epoch,
+                 self.n_slots, len(self.owned))
+
+    def close(self) -> None:
+        """Leave: hand the slots back at once (a survivor need not wait for
+        the lease to lapse); the records are all written by now."""
+        self._stop.set()
+        if self._lease_thread is not None:
+            self._lease_thread.join(timeout=self.lease_seconds)
+        if self.fenced is None and self.owned:
+            try:
+                with connect(self.dsn) as conn, conn.transaction():
+                    cur = conn.execute("UPDATE ocs_node SET expires = now() WHERE name = %s AND epoch = %s",
+                                       (self.node, self.epoch))
+                    if cur.rowcount == 1:
+                        conn.execute("UPDATE ocs_slot SET node = NULL WHERE node = %s", (self.node,))
+            except (OSError, psycopg.Error) as e:
+                log.warning("could not hand the slots back (%s): they return when the lease lapses", e)
+        self.owned = {}
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why this node charges nothing now (None: it charges its slots)."""
+        if self.fenced is not None:
+            return self.fenced
+        if not self.owned:
+            return "this node holds no slots (standing by)"
+        if time.monotonic() > self._valid_until:
+            return "the lease on the cluster store lapsed (PostgreSQL unreachable?)"
+        return None
+
+    def active_rules(self) -> tuple[str, dict[str, bytes]]:
+        """The rules version in force in the cluster, and its files."""
+        with connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT version, files FROM ocs_rules WHERE active").fetchone()
+        if row is None:
+            raise StoreFormatError("the cluster store has no rules: run `ocs cluster init --store DSN --rules DIR`")
+        return row[0], msgspec.msgpack.decode(row[1])
+
+    # ------------------------------------------------------------ taking slots
+    def _take(self, conn: psycopg.Connection) -> None:
+        """Take every slot nobody holds: free ones, this node's own (an
+        earlier process of it), and those of nodes whose lease lapsed,
+        fencing those nodes first. Reads what was taken for `adopt`."""
+        def attempt():
+            with conn.transaction():
+                lapsed = [r[0] for r in conn.execute(
+                    "SELECT name FROM ocs_node WHERE name <> %s AND expires < now() AND name IN "
+                    "(SELECT node FROM ocs_slot WHERE node IS NOT NULL) ORDER BY name", (self.node,))]
+                fenced = [r[0] for r in conn.execute(
+                    "UPDATE ocs_node SET epoch = epoch + 1 WHERE name = ANY(%s) AND expires < now() RETURNING name",
+                    (lapsed,))] if lapsed else []
+                return conn.execute(
+                    "UPDATE ocs_slot SET node = %s, epoch = epoch + 1 WHERE node IS NULL OR node = %s "
+                    "OR node = ANY(%s) RETURNING slot, epoch", (self.node, self.node, fenced)).fetchall(), fenced
+        taken, fenced = retrying(attempt)
+        if not taken:
+            return
+        if fenced:
+            log.warning("node %s took over the slots of %s (their lease lapsed)", self.node, ", ".join(fenced))
+        data = [self._read_slot(conn, slot, epoch) for slot, epoch in sorted(taken)]
+        with self._lock:
+            self._taken.extend(data)
+            for d in data:
+                self.owned[d.slot] = d.epoch
+
+    def _read_slot(self, conn: psycopg.Connection, slot: int, epoch: int) -> SlotData:
+        row = conn.execute("SELECT seq, data FROM ocs_snapshot WHERE slot = %s", (slot,)).fetchone()
+        snap_seq, snap = (row[0], _slot_dec.decode(row[1])) if row else (0, None)
+        records = [_slot_dec.decode(r[0]) for r in conn.execute(
+            "SELECT rec FROM ocs_journal WHERE slot = %s AND seq > %s ORDER BY seq", (slot, snap_seq))]
+        return SlotData(slot, epoch, snap, records)
+
+    def adopt(self) -> bool:
+        """On the loop: apply the slots taken since the last call (their
+        rows, sessions, debits, released sessions; answers of every node's
+        recent batches into the duplicate cache). True if any."""
+        with self._lock:
+            taken, self._taken = self._taken, []
+        if not taken:
+            return False
+        self.map_slots()
+        for d in taken:
+            last = 0
+            if d.snapshot is not None:
+                self._apply_slot(d.snapshot)
+                last = d.snapshot.seq
+            for rec in d.records:
+                self._apply_slot(rec)
+                last = rec.seq
+            self.slot_seq[d.slot] = last
+        self._recent_answers()
+        self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
+        log.info("node %s serves %d slots", self.node, len(self.owned))
+        return True
+
+    def _recent_answers(self) -> None:
+        since = time.time() - self.dedup.seconds
+        with connect(self.dsn, autocommit=True) as conn:
+            for (rec,) in conn.execute("SELECT rec FROM ocs_batch WHERE t > %s ORDER BY t", (since,)):
+                r = _batch_dec.decode(rec)
+                if r.answers.keys:
+                    self.remember_answers(r.answers.keys, r.answers.answers, r.time)
+
+    def _apply_slot(self, rec: SlotRecord) -> None:
+        if rec.rules != self.rules_version and rec.rules:
+            raise StoreFormatError(f"a slot record of rules version {rec.rules}, and this node installed "
+                                   f"{self.rules_version}: start every node on the cluster's rules")
+        for change in rec.directory:
+            self._apply_directory(change)
+        if len(self.slot_of_row) < self.n_subs:
+            self.map_slots()
+        si = np.frombuffer(rec.subscriber_rows, np.int64)
+        _put_rows(self.subs, si, rec.subscribers)
+        if rec.session_ids:
+            rows = []
+            for sid, host in zip(rec.session_ids, rec.session_hosts):
+                row = self.session_index.get(sid)
+                if row is None:
+                    row = self.open_session(sid, host)
+                    self.expired.pop(sid, None)
+                rows.append(row)
+            xi = np.array(rows, np.int64)
+            _put_rows(self.sessions, xi, rec.sessions)
+            self.session_slot[xi] = self.slot_of_row[np.maximum(self.sessions["sub"][xi], 0)]
+            for row in xi[self.sessions[xi]["sub"] < 0].tolist():
+                self.release_session_row(row)
+        if rec.sponsors is not None:
+            self.sponsors = np.frombuffer(rec.sponsors, SPONSOR).copy()
+            self.sponsor_ids = list(rec.sponsor_ids or ())
+        self.keep_debits(rec.debits)
+        self.keep_expired(rec.expired)
+
+    def map_slots(self) -> None:
+        """Each row's slot, from the groups the rules and the directory make."""
+        self.slot_of_row = slot_of_heads(group_heads(self.subs, self.n_subs), self.n_slots)
+
+    # ------------------------------------------------------------ sessions
+    def _grow_sessions(self, need: int) -> None:
+        super()._grow_sessions(need)
+        if len(self.session_slot) < len(self.sessions):
+            grown = np.full(len(self.sessions), -1, np.int32)
+            grown[:len(self.session_slot)] = self.session_slot
+            self.session_slot = grown
+
+    def start_sessions(self, rows: list[int], subs: list[int]) -> None:
+        super().start_sessions(rows, subs)
+        self.session_slot[rows] = self.slot_of_row[subs]
+
+    def new_row(self, plan: int, balance: int, anchor: int) -> int:
+        row = super().new_row(plan, balance, anchor)
+        self.slot_of_row = np.append(self.slot_of_row, slot_of_heads(np.array([row]), self.n_slots))
+        return row
+
+    # ------------------------------------------------------------ records
+    def record(self, rules_version, now, dirty_subs, dirty_sess, new_sessions, answers, usage, **extra):
+        """The batch's journal record, and (here, on the loop, while the
+        session rows still name their sessions) its parts per slot."""
+        rec = super().record(rules_version, now, dirty_subs, dirty_sess, new_sessions, answers, usage, **extra)
+        parts = split(rec, self.slot_of_row, self.session_slot, self.session_meta, self.n_slots)
+        for slot, part in parts.items():
+            seq = self.slot_seq.get(slot, 0) + 1
+            self.slot_seq[slot] = seq
+            part["seq"] = seq
+        self._parts[rec.seq] = parts
+        return rec
+
+    def rules_record(self, version: str, now: float) -> JournalRecord:
+        """A rules install: every slot held gets a snapshot under the new
+        version, in the same transaction as the record."""
+        rec = super().rules_record(version, now)
+        self._parts[rec.seq] = {"snapshots": self._capture()}
+        return rec
+
+    @property
+    def journal_bytes(self) -> int:
+        return self._written
+
+    def write(self, *records: JournalRecord) -> int:
+        """One transaction for the records, fenced; OSError: none of them is
+        durable (the caller tries again with the same records)."""
+        if self.fenced is not None:
+            raise Fenced(self.fenced)
+        if time.monotonic() > self._valid_until:
+            raise StoreUnavailable("the lease on the cluster store lapsed; nothing is written until it is renewed")
+        conn = self._connection()
+        last = records[-1].seq
+        if self._unresolved is not None:
+            if self._resolve(conn) >= last:
+                self._written_ok(records)
+                return 0
+        slots, seqs, epochs, recs, snapshots = [], [], [], [], []
+        for rec in records:
+            parts = self._parts[rec.seq]
+            if "snapshots" in parts:
+                snapshots.append(parts["snapshots"])
+                continue
+            for slot in sorted(parts):
+                part = parts[slot]
+                slots.append(slot)
+                seqs.append(part["seq"])
+                epochs.append(self.owned.get(slot, -1))
+                recs.append(_enc.encode(SlotRecord(**part)))
+        batches = [_enc.encode(msgspec.structs.replace(
+            rec, subscriber_rows=b"", subscribers=b"", session_rows=b"", sessions=b"", new_sessions=[],
+            sponsors=None, sponsor_ids=None, directory=[], debits=[], expired=[])) for rec in records]
+        try:
+            self._fence(conn, last)
+            if recs:
+                cur = conn.execute(
+                    "INSERT INTO ocs_journal (slot, seq, epoch, rec) SELECT v.slot, v.seq, v.epoch, v.rec "
+                    "FROM unnest(%s::integer[], %s::bigint[], %s::bigint[], %s::bytea[]) AS v(slot, seq, epoch, rec) "
+                    "JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %s",
+                    (slots, seqs, epochs, recs, self.node))
+                if cur.rowcount != len(recs):
+                    conn.rollback()
+                    self._fenced(f"{len(recs) - cur.rowcount} of the slots written are no longer this node's")
+            conn.execute("INSERT INTO ocs_batch (node, seq, t, rec) SELECT %s, * FROM unnest(%s::bigint[], "
+                         "%s::double precision[], %s::bytea[])",
+                         (self.node, [r.seq for r in records], [r.time for r in records], batches))
+            for snap in snapshots:
+                self._write_snapshots(conn, snap)
+        except psycopg.Error as e:
+            self._rollback(conn)
+            raise StoreUnavailable(f"the cluster store refused the batch ({' '.join(str(e).split())})") from None
+        try:
+            conn.commit()
+        except psycopg.Error as e:
+            # COMMIT was sent and no answer came: it may have committed
+            self._unresolved = last
+            self._drop_writer()
+            raise StoreUnavailable(f"the outcome of a commit is unknown ({' '.join(str(e).split())}); it is "
+                                   f"read back before anything else is written") from None
+        self._written += sum(map(len, recs)) + sum(map(len, batches))
+        self._written_ok(records)
+        return len(records)
+
+    def _written_ok(self, records) -> None:
+        self._unresolved = None
+        for rec in records:
+            self._parts.pop(rec.seq, None)
+
+    def _fence(self, conn: psycopg.Connection, last: int) -> None:
+        """Lock this node's row, if it is still this node's at its epoch and
+        its lease holds; record the batch seq there."""
+        cur = conn.execute("UPDATE ocs_node SET seq = %s WHERE name = %s AND epoch = %s AND expires > now()",
+                           (last, self.node, self.epoch))
+        if cur.rowcount == 1:
+            return
+        row = conn.execute("SELECT epoch FROM ocs_node WHERE name = %s", (self.node,)).fetchone()
+        conn.rollback()
+        if row is None or row[0] != self.epoch:
+            self._fenced("another node took this node's slots over (its epoch moved on)")
+        raise StoreUnavailable("the lease on the cluster store lapsed before the batch was written")
+
+    def _fenced(self, why: str):
+        self.fenced = f"fenced out of the cluster: {why}; this process writes nothing more"
+        log.critical("node %s %s", self.node, self.fenced)
+        raise Fenced(self.fenced)
+
+    def _resolve(self, conn: psycopg.Connection) -> int:
+        """The last batch seq the node's row holds, read once every
+        transaction that could still change it has ended (the row lock a
+        lost COMMIT holds is waited for, never cancelled)."""
+        try:
+            row = conn.execute("SELECT seq, epoch FROM ocs_node WHERE name = %s FOR UPDATE", (self.node,)).fetchone()
+            conn.rollback()
+        except psycopg.Error as e:
+            self._drop_writer()
+            raise StoreUnavailable(f"cannot read back the last commit ({' '.join(str(e).split())})") from None
+        if row[1] != self.epoch:
+            self._fenced("another node took this node's slots over while a commit's outcome was unknown")
+        log.warning("a commit whose outcome was unknown %s", "had been made" if row[0] >= self._unresolved
+                    else "had not been made: written again")
+        return row[0]
+
+    def _connection(self) -> psycopg.Connection:
+        if self._writer is None or self._writer.closed:
+            self._writer = connect(self.dsn)
+        return self._writer
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except psycopg.Error:
+                pass
+            self._writer = None
+
+    def _rollback(self, conn: psycopg.Connection) -> None:
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self._drop_writer()
+
+    # ------------------------------------------------------------ snapshots
+    def _capture(self) -> dict[int, SlotRecord]:
+        """Every slot held, as a SlotRecord of all it holds (on the loop)."""
+        n = self.n_subs
+        if len(self.slot_of_row) < n:
+            self.map_slots()
+        keys: dict[int, list[int]] = {}
+        for key, row in self.explicit.items():
+            keys.setdefault(row, []).append(key)
+        open_rows = np.array([i for i, m in enumerate(self.session_meta) if m is not None], np.int64)
+        snaps = {}
+        for slot in sorted(self.owned):
+            if slot == sponsor_slot(self.n_slots):
+                snaps[slot] = SlotRecord(self.slot_seq.get(slot, 0), time.time(), self.rules_version, b"", b"", [],
+                                         [], b"", sponsors=self.sponsors.tobytes(),
+                                         sponsor_ids=list(self.sponsor_ids))
+                continue
+            rows = np.flatnonzero(self.slot_of_row[:n] == slot)
+            api_rows = [r for r in rows.tolist() if r in self.profiles or r in self.retired]
+            directory = [DirectoryChange(row=r, bind=keys.get(r, []), unbind=[], retire=r in self.retired,
+                                         label=self.labels.get(r), profile=self.profiles.get(r)) for r in api_rows]
+            xs = open_rows[self.session_slot[open_rows] == slot] if len(open_rows) else open_rows
+            metas = [self.session_meta[x] for x in xs.tolist()]
+            snaps[slot] = SlotRecord(
+                self.slot_seq.get(slot, 0), time.time(), self.rules_version, rows.tobytes(),
+                _rows_bytes(self.subs, rows), [m[0] for m in metas], [m[1] for m in metas],
+                _rows_bytes(self.sessions, xs), directory=directory,
+                debits=[d for d in self.debits.values() if self.slot_of_row[d.sub] == slot],
+                expired=[e for e in self.expired.values() if self.slot_of_row[e.sub] == slot])
+        return snaps
+
+    def _write_snapshots(self, conn: psycopg.Connection, snaps: dict[int, SlotRecord]) -> None:
+        slots = sorted(snaps)
+        data = [_enc.encode(snaps[s]) for s in slots]
+        seqs = [snaps[s].seq for s in slots]
+        epochs = [self.owned.get(s, -1) for s in slots]
+        cur = conn.execute(
+            "INSERT INTO ocs_snapshot (slot, epoch, seq, data) SELECT v.slot, v.epoch, v.seq, v.data "
+            "FROM unnest(%s::integer[], %s::bigint[], %s::bigint[], %s::bytea[]) AS v(slot, epoch, seq, data) "
+            "JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %s "
+            "ON CONFLICT (slot) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, data = excluded.data",
+            (slots, epochs, seqs, data, self.node))
+        if cur.rowcount != len(slots):
+            conn.rollback()
+            self._fenced("a slot snapshotted is no longer this node's")
+        conn.execute("DELETE FROM ocs_journal j USING unnest(%s::integer[], %s::bigint[]) AS v(slot, seq) "
+                     "WHERE j.slot = v.slot AND j.seq <= v.seq", (slots, seqs))
+
+    def snapshot(self) -> None:
+        job = self.begin_snapshot()
+        if job is not None:
+            job()
+
+    def begin_snapshot(self):
+        """Capture every slot held now; the job writes them (fenced) and
+        drops the records they hold."""
+        if not self.owned or self.fenced is not None:
+            return None
+        snaps = self._capture()
+
+        def write() -> None:
+            try:
+                with connect(self.dsn) as conn:
+                    self._fence_snapshot(conn)
+                    self._write_snapshots(conn, snaps)
+                    conn.commit()
+            except psycopg.Error as e:
+                raise StoreUnavailable(f"the snapshot was not written ({' '.join(str(e).split())})") from None
+            self._written = 0
+        return write
+
+    def _fence_snapshot(self, conn: psycopg.Connection) -> None:
+        row = conn.execute("SELECT epoch FROM ocs_node WHERE name = %s FOR SHARE", (self.node,)).fetchone()
+        if row is None or row[0] != self.epoch:
+            conn.rollback()
+            self._fenced("another node took this node's slots over (its epoch moved on)")
+
+    @property
+    def snapshot_unfinished(self) -> bool:
+        return False
+
+    # ------------------------------------------------------------ the lease
+    def _lease_loop(self) -> None:
+        conn = None
+        while not self._stop.wait(self.lease_seconds / 4):
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(self.dsn, autocommit=True, timeout=self.lease_seconds)
+                sent = time.monotonic()
+                held = conn.execute("UPDATE ocs_node SET expires = now() + %s * interval '1 second' "
+                                    "WHERE name = %s AND epoch = %s RETURNING 1",
+                                    (self.lease_seconds, self.node, self.epoch)).fetchone()
+                if held is None:
+                    self.fenced = "fenced out of the cluster: another node took this node's slots over"
+                    log.critical("node %s %s", self.node, self.fenced)
+                    return
+                self._valid_until = sent + self.lease_seconds - MARGIN
+                if not self.owned:
+                    self._take(conn)
+            except (OSError, psycopg.Error) as e:
+                log.warning("node %s cannot renew its lease (%s)", self.node, " ".join(str(e).split()))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()

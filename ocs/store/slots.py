@@ -1,0 +1,126 @@
+"""Hash slots: how the cluster store divides the state, and the records it
+writes per slot (docs/cluster.md).
+
+Accounts are split into a fixed number of slots by the owner of the balance
+they draw on: a subscriber with the members of its pool and its payer (a
+family group, a shared pool) is one unit, so a pool lives in one slot. A
+session belongs to its subscriber's slot. The sponsors' accounts, shared
+by every slot, are a slot of their own (`sponsor_slot`).
+
+A batch's journal record (records.JournalRecord: new values of the rows it
+changed) is split into one `SlotRecord` per slot it touched, each naming
+its sessions by Session-Id (session rows are numbered by each node for
+itself), so a node taking a slot over replays that slot's records alone.
+What belongs to no slot (the answers for the duplicate cache, usage rows,
+the operation) stays in the node's own batch record.
+"""
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from ..engine.tables import SESSION, SUBSCRIBER
+from .records import Debit, DirectoryChange, ExpiredSession, JournalRecord
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def sponsor_slot(n_slots: int) -> int:
+    return n_slots
+
+
+def group_heads(subs: np.ndarray, n: int) -> np.ndarray:
+    """Each row's unit: the lowest row reachable through `pool` and `payer`
+    links either way (rows of one family, pool or payer group share it)."""
+    head = np.arange(n, dtype=np.int64)
+    if n == 0:
+        return head
+    pool = np.clip(subs["pool"][:n].astype(np.int64), 0, n - 1)
+    payer = np.clip(subs["payer"][:n].astype(np.int64), 0, n - 1)
+    while True:
+        new = np.minimum(head, np.minimum(head[pool], head[payer]))
+        np.minimum.at(new, pool, new)         # links are followed both ways
+        np.minimum.at(new, payer, new)
+        new = new[new]                        # pointer jumping
+        if np.array_equal(new, head):
+            return head
+        head = new
+
+
+def slot_of_heads(heads: np.ndarray, n_slots: int) -> np.ndarray:
+    """A unit's slot: a multiplicative hash of its head row (row numbers are
+    the same on every node: the directory is built alike everywhere)."""
+    h = (heads.astype(np.uint64) * _GOLDEN) >> np.uint64(40)
+    return (h % np.uint64(n_slots)).astype(np.int32)
+
+
+class SlotRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One batch's effects on one slot."""
+    seq: int                          # the slot's own record number
+    time: float
+    rules: str                        # the rules version the rows are indexed by
+    subscriber_rows: bytes            # int64 row numbers
+    subscribers: bytes                # their new SUBSCRIBER rows
+    session_ids: list[bytes]          # the sessions changed, by Session-Id
+    session_hosts: list[bytes]        # ... and the Origin-Host that opened each
+    sessions: bytes                   # their new SESSION rows (sub < 0: released)
+    directory: list[DirectoryChange] = []
+    debits: list[Debit] = []
+    expired: list[ExpiredSession] = []
+    sponsors: bytes | None = None     # the sponsors' slot: every SPONSOR row
+    sponsor_ids: list[str] | None = None
+
+
+_SUB_WIDTH = SUBSCRIBER.itemsize
+_SESS_WIDTH = SESSION.itemsize
+
+
+def _groups(slots: np.ndarray):
+    """(slot, positions) for each distinct slot, positions in order."""
+    if len(slots) == 0:
+        return
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    for part in np.split(order, cuts):
+        yield int(slots[part[0]]), part
+
+
+def split(rec: JournalRecord, slot_of_row: np.ndarray, session_slot: np.ndarray,
+          session_meta: list, n_slots: int) -> dict[int, dict]:
+    """The parts of `rec` per slot, as SlotRecord fields (without seq)."""
+    parts: dict[int, dict] = {}
+
+    def part(slot: int) -> dict:
+        p = parts.get(slot)
+        if p is None:
+            p = parts[slot] = {"time": rec.time, "rules": rec.rules, "subscriber_rows": b"", "subscribers": b"",
+                               "session_ids": [], "session_hosts": [], "sessions": b""}
+        return p
+
+    si = np.frombuffer(rec.subscriber_rows, np.int64)
+    if len(si):
+        data = np.frombuffer(rec.subscribers, np.uint8).reshape(-1, _SUB_WIDTH)
+        for slot, at in _groups(slot_of_row[si]):
+            p = part(slot)
+            p["subscriber_rows"] = si[at].tobytes()
+            p["subscribers"] = data[at].tobytes()
+    xi = np.frombuffer(rec.session_rows, np.int64)
+    if len(xi):
+        data = np.frombuffer(rec.sessions, np.uint8).reshape(-1, _SESS_WIDTH)
+        for slot, at in _groups(session_slot[xi]):
+            p = part(slot)
+            metas = [session_meta[r] for r in xi[at].tolist()]
+            p["session_ids"] = [m[0] for m in metas]
+            p["session_hosts"] = [m[1] for m in metas]
+            p["sessions"] = data[at].tobytes()
+    for change in rec.directory:
+        part(int(slot_of_row[change.row])).setdefault("directory", []).append(change)
+    for d in rec.debits:
+        part(int(slot_of_row[d.sub])).setdefault("debits", []).append(d)
+    for e in rec.expired:
+        part(int(slot_of_row[e.sub])).setdefault("expired", []).append(e)
+    if rec.sponsors is not None:
+        p = part(sponsor_slot(n_slots))
+        p["sponsors"], p["sponsor_ids"] = rec.sponsors, rec.sponsor_ids
+    return parts
