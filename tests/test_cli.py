@@ -67,10 +67,12 @@ def test_every_serve_flag_has_a_configuration_key():
 # every flag's value in a file, and another on the command line
 IN_FILE = {"listen": "127.0.0.1:0", "data": "file-data", "rules": "file-rules", "origin_host": "file.example",
            "origin_realm": "file-realm.example", "log_level": "DEBUG", "api": "127.0.0.1:0",
-           "metrics": "127.0.0.1:0", "fsync": True}
+           "metrics": "127.0.0.1:0", "fsync": True, "store": "host=file.example dbname=ocs", "node": "file-node",
+           "lease_seconds": 3.0}
 ON_FLAGS = {"listen": "127.0.0.2:3869", "data": "flag-data", "rules": "flag-rules", "origin_host": "flag.example",
             "origin_realm": "flag-realm.example", "log_level": "WARNING", "api": "127.0.0.2:8081",
-            "metrics": "127.0.0.2:9091", "fsync": False}
+            "metrics": "127.0.0.2:9091", "fsync": False, "store": "host=flag.example dbname=ocs", "node": "flag-node",
+            "lease_seconds": 2.5}
 
 
 def toml(values: dict) -> str:
@@ -90,7 +92,7 @@ def test_the_file_says_what_the_flags_say_and_a_flag_wins(tmp_path):
         if a.dest == "no_fsync":
             argv.append("--no-fsync")
         else:
-            argv += [a.option_strings[0], ON_FLAGS[a.dest]]
+            argv += [a.option_strings[0], str(ON_FLAGS[a.dest])]
     both = serve_config(parser().parse_args(argv))
     assert {k: getattr(both, k) for k in keys} == ON_FLAGS
 
