@@ -52,9 +52,8 @@ def cmd_cluster_status(args) -> int:
     try:
         with pg.connect(args.store, autocommit=True) as conn:
             consts = pg.cluster_constants(conn)
-            nodes = conn.execute("SELECT name, epoch, seq, expires > now(), "
-                                 "extract(epoch FROM expires - now()), diameter, api FROM ocs_node "
-                                 "ORDER BY name").fetchall()
+            nodes = conn.execute("SELECT name, epoch, seq, expires > now(), extract(epoch FROM expires - now()), "
+                                 "diameter, api FROM ocs_node JOIN ocs_lease ON node = name ORDER BY name").fetchall()
             slots = conn.execute("SELECT slot, node, epoch FROM ocs_slot ORDER BY slot").fetchall()
             rules = conn.execute("SELECT version FROM ocs_rules WHERE active").fetchone()
     except (OSError, ValueError) as e:

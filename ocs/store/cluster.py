@@ -98,10 +98,13 @@ class ClusterStore(MemoryStore):
                                        f"version reads {FORMAT}")
             self.n_slots = int(consts["slots"])
             sent = time.monotonic()
-            self.epoch, self.seq = conn.execute(
-                "INSERT INTO ocs_node (name, epoch, expires) VALUES (%s, 1, now() + %s * interval '1 second') "
-                "ON CONFLICT (name) DO UPDATE SET epoch = ocs_node.epoch + 1, expires = excluded.expires, "
-                "started = now() RETURNING epoch, seq", (self.node, self.lease_seconds)).fetchone()
+            with conn.transaction():
+                self.epoch, self.seq = conn.execute(
+                    "INSERT INTO ocs_node (name, epoch) VALUES (%s, 1) ON CONFLICT (name) DO UPDATE SET "
+                    "epoch = ocs_node.epoch + 1, started = now() RETURNING epoch, seq", (self.node,)).fetchone()
+                conn.execute("INSERT INTO ocs_lease (node, expires) VALUES (%s, now() + %s * interval '1 second') "
+                             "ON CONFLICT (node) DO UPDATE SET expires = excluded.expires",
+                             (self.node, self.lease_seconds))
             self._valid_until = sent + self.lease_seconds - MARGIN
             self._take(conn)
         finally:
@@ -120,9 +123,10 @@ class ClusterStore(MemoryStore):
         if self.fenced is None and self.owned:
             try:
                 with connect(self.dsn) as conn, conn.transaction():
-                    cur = conn.execute("UPDATE ocs_node SET expires = now() WHERE name = %s AND epoch = %s",
+                    cur = conn.execute("SELECT 1 FROM ocs_node WHERE name = %s AND epoch = %s FOR UPDATE",
                                        (self.node, self.epoch))
-                    if cur.rowcount == 1:
+                    if cur.fetchone() is not None:
+                        conn.execute("UPDATE ocs_lease SET expires = now() WHERE node = %s", (self.node,))
                         conn.execute("UPDATE ocs_slot SET node = NULL WHERE node = %s", (self.node,))
             except (OSError, psycopg.Error) as e:
                 log.warning("could not hand the slots back (%s): they return when the lease lapses", e)
@@ -158,11 +162,12 @@ class ClusterStore(MemoryStore):
         def attempt():
             with conn.transaction():
                 lapsed = [r[0] for r in conn.execute(
-                    "SELECT name FROM ocs_node WHERE name <> %s AND expires < now() AND name IN "
-                    "(SELECT node FROM ocs_slot WHERE node IS NOT NULL) ORDER BY name", (self.node,))]
+                    "SELECT node FROM ocs_lease WHERE node <> %s AND expires < now() AND node IN "
+                    "(SELECT node FROM ocs_slot WHERE node IS NOT NULL) ORDER BY node", (self.node,))]
+                # fencing waits for a batch the lapsed node has under way (its row's lock)
                 fenced = [r[0] for r in conn.execute(
-                    "UPDATE ocs_node SET epoch = epoch + 1 WHERE name = ANY(%s) AND expires < now() RETURNING name",
-                    (lapsed,))] if lapsed else []
+                    "UPDATE ocs_node SET epoch = epoch + 1 WHERE name = ANY(%s) AND name IN (SELECT node FROM "
+                    "ocs_lease WHERE expires < now()) RETURNING name", (lapsed,))] if lapsed else []
                 return conn.execute(
                     "UPDATE ocs_slot SET node = %s, epoch = epoch + 1 WHERE node IS NULL OR node = %s "
                     "OR node = ANY(%s) RETURNING slot, epoch", (self.node, self.node, fenced)).fetchall(), fenced
@@ -356,8 +361,9 @@ class ClusterStore(MemoryStore):
     def _fence(self, conn: psycopg.Connection, last: int) -> None:
         """Lock this node's row, if it is still this node's at its epoch and
         its lease holds; record the batch seq there."""
-        cur = conn.execute("UPDATE ocs_node SET seq = %s WHERE name = %s AND epoch = %s AND expires > now()",
-                           (last, self.node, self.epoch))
+        cur = conn.execute("UPDATE ocs_node SET seq = %s WHERE name = %s AND epoch = %s AND EXISTS "
+                           "(SELECT 1 FROM ocs_lease WHERE node = %s AND expires > now())",
+                           (last, self.node, self.epoch, self.node))
         if cur.rowcount == 1:
             return
         row = conn.execute("SELECT epoch FROM ocs_node WHERE name = %s", (self.node,)).fetchone()
@@ -438,6 +444,8 @@ class ClusterStore(MemoryStore):
         return snaps
 
     def _write_snapshots(self, conn: psycopg.Connection, snaps: dict[int, SlotRecord]) -> None:
+        """Slot snapshots, each only where the slot is still this node's at
+        its epoch, and the slot's records they replace dropped."""
         slots = sorted(snaps)
         data = [_enc.encode(snaps[s]) for s in slots]
         seqs = [snaps[s].seq for s in slots]
@@ -467,21 +475,23 @@ class ClusterStore(MemoryStore):
         snaps = self._capture()
 
         def write() -> None:
+            """A transaction per slot: the charging's writes go on meanwhile
+            (they lock the node's row, which this does not; a takeover of a
+            slot waits for its snapshot, whose slot row this locks)."""
             try:
                 with connect(self.dsn) as conn:
-                    self._fence_snapshot(conn)
-                    self._write_snapshots(conn, snaps)
-                    conn.commit()
+                    for slot in sorted(snaps):
+                        held = conn.execute("SELECT 1 FROM ocs_slot WHERE slot = %s AND node = %s AND epoch = %s "
+                                            "FOR SHARE", (slot, self.node, self.owned.get(slot, -1))).fetchone()
+                        if held is None:
+                            conn.rollback()
+                            self._fenced(f"slot {slot} is no longer this node's")
+                        self._write_snapshots(conn, {slot: snaps[slot]})
+                        conn.commit()
             except psycopg.Error as e:
                 raise StoreUnavailable(f"the snapshot was not written ({' '.join(str(e).split())})") from None
             self._written = 0
         return write
-
-    def _fence_snapshot(self, conn: psycopg.Connection) -> None:
-        row = conn.execute("SELECT epoch FROM ocs_node WHERE name = %s FOR SHARE", (self.node,)).fetchone()
-        if row is None or row[0] != self.epoch:
-            conn.rollback()
-            self._fenced("another node took this node's slots over (its epoch moved on)")
 
     @property
     def snapshot_unfinished(self) -> bool:
@@ -495,9 +505,9 @@ class ClusterStore(MemoryStore):
                 if conn is None or conn.closed:
                     conn = connect(self.dsn, autocommit=True, timeout=self.lease_seconds)
                 sent = time.monotonic()
-                held = conn.execute("UPDATE ocs_node SET expires = now() + %s * interval '1 second' "
-                                    "WHERE name = %s AND epoch = %s RETURNING 1",
-                                    (self.lease_seconds, self.node, self.epoch)).fetchone()
+                held = conn.execute("UPDATE ocs_lease SET expires = now() + %s * interval '1 second' "
+                                    "WHERE node = %s AND (SELECT epoch FROM ocs_node WHERE name = %s) = %s "
+                                    "RETURNING 1", (self.lease_seconds, self.node, self.node, self.epoch)).fetchone()
                 if held is None:
                     self.fenced = "fenced out of the cluster: another node took this node's slots over"
                     log.critical("node %s %s", self.node, self.fenced)

@@ -20,16 +20,21 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS ocs_cluster (
         name text PRIMARY KEY,
         value text NOT NULL)""",
-    # nodes: a node's lease is `expires` (the database's clock); `epoch` grows at each
-    # start of the node and whenever another node fences it out; `seq` is its last batch
+    # nodes: `epoch` grows at each start of the node and whenever another node fences it
+    # out; `seq` is its last batch. Every batch locks its node's row: a takeover waits
+    # for the batch under way, and the batches after it find the epoch moved on
     """CREATE TABLE IF NOT EXISTS ocs_node (
         name text PRIMARY KEY,
         epoch bigint NOT NULL,
         seq bigint NOT NULL DEFAULT 0,
-        expires timestamptz NOT NULL,
         diameter text NOT NULL DEFAULT '',
         api text NOT NULL DEFAULT '',
         started timestamptz NOT NULL DEFAULT now())""",
+    # a node's lease: until `expires` (the database's clock); renewed apart from ocs_node,
+    # so a long transaction holding the node's row never delays a renewal
+    """CREATE TABLE IF NOT EXISTS ocs_lease (
+        node text PRIMARY KEY,
+        expires timestamptz NOT NULL)""",
     # slots: the owner and the slot's epoch, which grows at every change of owner
     """CREATE TABLE IF NOT EXISTS ocs_slot (
         slot integer PRIMARY KEY,

@@ -8,10 +8,10 @@ _names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory):
+def pg():
     """A PostgreSQL 15 primary and its synchronous standby, for the session
     (each test takes a database of its own: `cluster_dsn`)."""
-    pair = PgPair(tmp_path_factory.mktemp("pg")).start()
+    pair = PgPair().start()
     yield pair
     pair.stop()
 

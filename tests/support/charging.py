@@ -22,17 +22,31 @@ from .rawclient import build_ccr, mscc_values
 
 
 class Charging:
-    def __init__(self, data: Path, rules_dir: Path):
+    def __init__(self, data: Path, rules_dir: Path, cluster: tuple[str, str] | None = None):
+        """`cluster`: (DSN, node name) of a cluster store node (the rules are
+        the cluster's, as `ocs serve --store` takes them); else the
+        embedded store in `data`."""
         self.data = Path(data)
         self.rules_dir = Path(rules_dir)
-        self.store = EmbeddedStore(self.data, fsync=False)
-        self.installer = Installer(self.store)
-        self.store.open(on_rules=self.installer.replay)
-        was = self.store.rules_version
-        self.rules = load_rules(self.rules_dir)
-        new = self.installer.install(self.rules, time.time())
-        if new or was != self.rules.version or self.store.snapshot_unfinished:
-            self.store.snapshot()           # as `ocs serve` does before serving
+        self.cluster = cluster
+        if cluster is not None:
+            from ocs.store.cluster import ClusterStore
+            self.store = ClusterStore(cluster[0], cluster[1], self.data, lease_seconds=2.0)
+            self.installer = Installer(self.store)
+            self.store.open()
+            self.rules = load_rules(self.rules_dir)
+            assert self.store.active_rules()[0] == self.rules.version, "not the cluster's rules"
+            self.installer.install(self.rules, time.time())
+            self.installer.adopt()
+        else:
+            self.store = EmbeddedStore(self.data, fsync=False)
+            self.installer = Installer(self.store)
+            self.store.open(on_rules=self.installer.replay)
+            was = self.store.rules_version
+            self.rules = load_rules(self.rules_dir)
+            new = self.installer.install(self.rules, time.time())
+            if new or was != self.rules.version or self.store.snapshot_unfinished:
+                self.store.snapshot()           # as `ocs serve` does before serving
         self.app = CreditControlApplication(self.store, self.rules,
                                             LocalIdentity(origin_host="ocs.test", origin_realm="localdomain"))
 
@@ -79,12 +93,17 @@ class Charging:
         return subscriber_view(self.store, self.rules, row, time.time())
 
     def crash(self) -> "Charging":
-        """Everything in memory is lost; recover from the data directory."""
-        self.store.close()
-        return Charging(self.data, self.rules_dir)
+        """Everything in memory is lost; recover from the data directory
+        (a cluster node: the same node starts again and takes its slots
+        back, without waiting for its lease: a new epoch fences the old)."""
+        if self.cluster is not None:
+            self.store._stop.set()          # the lease thread dies with the process
+        else:
+            self.store.close()
+        return Charging(self.data, self.rules_dir, self.cluster)
 
     def restart(self) -> "Charging":
         """A clean stop (a snapshot) and a start."""
         self.store.snapshot()
         self.store.close()
-        return Charging(self.data, self.rules_dir)
+        return Charging(self.data, self.rules_dir, self.cluster)

@@ -16,6 +16,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,8 +47,11 @@ class PgServer:
         self.prefix, self.uid, self.gid = _as_user()
 
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(self.prefix + [str(BIN / args[0]), *args[1:]], check=check, timeout=timeout,
-                              capture_output=True, text=True)
+        out = subprocess.run(self.prefix + [str(BIN / args[0]), *args[1:]], timeout=timeout,
+                             capture_output=True, text=True)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"{args[0]} exited with {out.returncode}: {out.stderr.strip()}")
+        return out
 
     def start(self) -> None:
         self.run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
@@ -74,11 +78,12 @@ class PgServer:
 
 
 class PgPair:
-    """A primary and its synchronous standby."""
+    """A primary and its synchronous standby, in a new directory under
+    `parent` (default: the system's temporary directory, which the postgres
+    user can reach; pytest's, under root's 0700 home for it, it cannot)."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, parent: Path | None = None):
+        self.root = Path(tempfile.mkdtemp(prefix="ocs-pg-", dir=parent))
         self.primary = PgServer(self.root / "primary", free_port(), self.root / "primary.log")
         self.standby = PgServer(self.root / "standby", free_port(), self.root / "standby.log")
         if self.primary.uid is not None:
@@ -145,3 +150,4 @@ wal_log_hints = on
         for server in (self.standby, self.primary):
             if (server.data / "postmaster.pid").exists():
                 server.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
