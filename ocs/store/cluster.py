@@ -33,6 +33,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import psycopg
+import zstandard
 
 from ..engine.tables import SPONSOR
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS
@@ -45,6 +46,24 @@ log = logging.getLogger("ocs.cluster")
 _enc = msgspec.msgpack.Encoder()
 _slot_dec = msgspec.msgpack.Decoder(SlotRecord)
 _batch_dec = msgspec.msgpack.Decoder(JournalRecord)
+# Records and snapshots are msgpack compressed by zstd (level 1): rows are mostly
+# zeros and small numbers, a batch's records shrink ~6x, and with them the WAL, the
+# standby's stream and PostgreSQL's work (docs/cluster.md, "Cost")
+_zc = threading.local()
+
+
+def _pack(obj) -> bytes:
+    c = getattr(_zc, "c", None)
+    if c is None:
+        c = _zc.c = zstandard.ZstdCompressor(level=1)
+    return c.compress(_enc.encode(obj))
+
+
+def _unpack(data: bytes, dec):
+    d = getattr(_zc, "d", None)
+    if d is None:
+        d = _zc.d = zstandard.ZstdDecompressor()
+    return dec.decode(d.decompress(data))
 
 MARGIN = 0.25          # of a lease, the part a node does not use (clock rates, scheduling)
 
@@ -184,8 +203,8 @@ class ClusterStore(MemoryStore):
 
     def _read_slot(self, conn: psycopg.Connection, slot: int, epoch: int) -> SlotData:
         row = conn.execute("SELECT seq, data FROM ocs_snapshot WHERE slot = %s", (slot,)).fetchone()
-        snap_seq, snap = (row[0], _slot_dec.decode(row[1])) if row else (0, None)
-        records = [_slot_dec.decode(r[0]) for r in conn.execute(
+        snap_seq, snap = (row[0], _unpack(row[1], _slot_dec)) if row else (0, None)
+        records = [_unpack(r[0], _slot_dec) for r in conn.execute(
             "SELECT rec FROM ocs_journal WHERE slot = %s AND seq > %s ORDER BY seq", (slot, snap_seq))]
         return SlotData(slot, epoch, snap, records)
 
@@ -216,7 +235,7 @@ class ClusterStore(MemoryStore):
         since = time.time() - self.dedup.seconds
         with connect(self.dsn, autocommit=True) as conn:
             for (rec,) in conn.execute("SELECT rec FROM ocs_batch WHERE t > %s ORDER BY t", (since,)):
-                r = _batch_dec.decode(rec)
+                r = _unpack(rec, _batch_dec)
                 if r.answers.keys:
                     self.remember_answers(r.answers.keys, r.answers.answers, r.time)
 
@@ -318,8 +337,8 @@ class ClusterStore(MemoryStore):
                 slots.append(slot)
                 seqs.append(part["seq"])
                 epochs.append(self.owned.get(slot, -1))
-                recs.append(_enc.encode(SlotRecord(**part)))
-        batches = [_enc.encode(msgspec.structs.replace(
+                recs.append(_pack(SlotRecord(**part)))
+        batches = [_pack(msgspec.structs.replace(
             rec, subscriber_rows=b"", subscribers=b"", session_rows=b"", sessions=b"", new_sessions=[],
             sponsors=None, sponsor_ids=None, directory=[], debits=[], expired=[])) for rec in records]
         try:
@@ -327,14 +346,14 @@ class ClusterStore(MemoryStore):
             if recs:
                 cur = conn.execute(
                     "INSERT INTO ocs_journal (slot, seq, epoch, rec) SELECT v.slot, v.seq, v.epoch, v.rec "
-                    "FROM unnest(%s::integer[], %s::bigint[], %s::bigint[], %s::bytea[]) AS v(slot, seq, epoch, rec) "
-                    "JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %s",
+                    "FROM unnest(%b::integer[], %b::bigint[], %b::bigint[], %b::bytea[]) AS v(slot, seq, epoch, rec) "
+                    "JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %b",
                     (slots, seqs, epochs, recs, self.node))
                 if cur.rowcount != len(recs):
                     conn.rollback()
                     self._fenced(f"{len(recs) - cur.rowcount} of the slots written are no longer this node's")
-            conn.execute("INSERT INTO ocs_batch (node, seq, t, rec) SELECT %s, * FROM unnest(%s::bigint[], "
-                         "%s::double precision[], %s::bytea[])",
+            conn.execute("INSERT INTO ocs_batch (node, seq, t, rec) SELECT %b, * FROM unnest(%b::bigint[], "
+                         "%b::double precision[], %b::bytea[])",
                          (self.node, [r.seq for r in records], [r.time for r in records], batches))
             for snap in snapshots:
                 self._write_snapshots(conn, snap)
@@ -447,13 +466,13 @@ class ClusterStore(MemoryStore):
         """Slot snapshots, each only where the slot is still this node's at
         its epoch, and the slot's records they replace dropped."""
         slots = sorted(snaps)
-        data = [_enc.encode(snaps[s]) for s in slots]
+        data = [_pack(snaps[s]) for s in slots]
         seqs = [snaps[s].seq for s in slots]
         epochs = [self.owned.get(s, -1) for s in slots]
         cur = conn.execute(
             "INSERT INTO ocs_snapshot (slot, epoch, seq, data) SELECT v.slot, v.epoch, v.seq, v.data "
-            "FROM unnest(%s::integer[], %s::bigint[], %s::bigint[], %s::bytea[]) AS v(slot, epoch, seq, data) "
-            "JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %s "
+            "FROM unnest(%b::integer[], %b::bigint[], %b::bigint[], %b::bytea[]) AS v(slot, epoch, seq, data) "
+            "JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %b "
             "ON CONFLICT (slot) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, data = excluded.data",
             (slots, epochs, seqs, data, self.node))
         if cur.rowcount != len(slots):
