@@ -29,6 +29,7 @@ from ..gy.operations import OperationError
 from ..metrics import Metrics
 from ..rules.compile import RuleSet
 from ..store.interface import Store
+from ..store.pg import Fenced
 from ..store.records import JournalRecord
 from .commit import Arrival, Commit, Operation
 from .peers import Peer
@@ -118,6 +119,8 @@ class ChargingLoop:
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
+                if self.store.fenced is not None:
+                    raise Fenced(self.store.fenced)     # the node stops; its held answers are never sent
                 if self._adopt is not None:
                     self._adopt()
                 if self.refusing is not None:
@@ -297,7 +300,7 @@ class ChargingLoop:
             records = [commit.record for commit in group if commit.record is not None]
             if records:
                 started = time.perf_counter()
-                await self._write_journal(records, threaded=bool(self._pending) or
+                await self._write_journal(records, threaded=not store.inline_writes or bool(self._pending) or
                                           sum(commit.requests for commit in group) > SMALL_GROUP)
                 self.metrics.journal_seconds.observe(time.perf_counter() - started)
                 self._durable_seq = records[-1].seq

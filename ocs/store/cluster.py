@@ -78,6 +78,7 @@ class SlotData(msgspec.Struct, frozen=True):
 
 
 class ClusterStore(MemoryStore):
+    inline_writes = False           # over the network: never on the charging loop
     def __init__(self, dsn: str, node: str, data_dir: str | Path, lease_seconds: float = 2.0,
                  dedup_entries: int = 500_000, dedup_seconds: float = DEFAULT_SECONDS,
                  dedup_bytes: int = DEFAULT_BYTES):
@@ -109,7 +110,7 @@ class ClusterStore(MemoryStore):
         if readonly:
             raise StoreFormatError("the cluster store is read through a node's API or `ocs cluster status`")
         self.dir.mkdir(parents=True, exist_ok=True)
-        conn = connect(self.dsn, autocommit=True)
+        conn = connect(self.dsn, autocommit=True, hold=self.lease_seconds)
         try:
             consts = cluster_constants(conn)
             if consts.get("format") != FORMAT:
@@ -141,7 +142,7 @@ class ClusterStore(MemoryStore):
             self._lease_thread.join(timeout=self.lease_seconds)
         if self.fenced is None and self.owned:
             try:
-                with connect(self.dsn) as conn, conn.transaction():
+                with connect(self.dsn, hold=self.lease_seconds) as conn, conn.transaction():
                     cur = conn.execute("SELECT 1 FROM ocs_node WHERE name = %s AND epoch = %s FOR UPDATE",
                                        (self.node, self.epoch))
                     if cur.fetchone() is not None:
@@ -414,7 +415,7 @@ class ClusterStore(MemoryStore):
 
     def _connection(self) -> psycopg.Connection:
         if self._writer is None or self._writer.closed:
-            self._writer = connect(self.dsn)
+            self._writer = connect(self.dsn, hold=self.lease_seconds)
         return self._writer
 
     def _drop_writer(self) -> None:
@@ -498,7 +499,7 @@ class ClusterStore(MemoryStore):
             (they lock the node's row, which this does not; a takeover of a
             slot waits for its snapshot, whose slot row this locks)."""
             try:
-                with connect(self.dsn) as conn:
+                with connect(self.dsn, hold=self.lease_seconds) as conn:
                     for slot in sorted(snaps):
                         held = conn.execute("SELECT 1 FROM ocs_slot WHERE slot = %s AND node = %s AND epoch = %s "
                                             "FOR SHARE", (slot, self.node, self.owned.get(slot, -1))).fetchone()
@@ -522,7 +523,7 @@ class ClusterStore(MemoryStore):
         while not self._stop.wait(self.lease_seconds / 4):
             try:
                 if conn is None or conn.closed:
-                    conn = connect(self.dsn, autocommit=True, timeout=self.lease_seconds)
+                    conn = connect(self.dsn, autocommit=True, timeout=self.lease_seconds, hold=self.lease_seconds)
                 sent = time.monotonic()
                 held = conn.execute("UPDATE ocs_lease SET expires = now() + %s * interval '1 second' "
                                     "WHERE node = %s AND (SELECT epoch FROM ocs_node WHERE name = %s) = %s "

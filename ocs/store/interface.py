@@ -85,6 +85,9 @@ class Store(Protocol):
         """On the loop, between batches: apply what the store took over
         (slots of a node that left); True if any."""
 
+    fenced: str | None            # why this process may never write again (another node fenced it out)
+    inline_writes: bool           # a write may be made on the charging loop when it is idle (a local fsync)
+
     # ---- changes the single writer makes between journal records
     def new_row(self, plan: int, balance: int, anchor: int) -> int: ...
 

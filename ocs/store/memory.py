@@ -381,6 +381,12 @@ class MemoryStore:
         batches); True if any. A store of one node never takes any."""
         return False
 
+    # why this process may never write again (the cluster store: another node fenced it out)
+    fenced: str | None = None
+    # a write is a local append and fsync, quick enough to make on the charging loop when
+    # it is idle; the cluster store's goes over the network and may wait without end
+    inline_writes: bool = True
+
     def keep_expired(self, sessions: list[ExpiredSession]) -> None:
         """Sessions supervision released (their record holds them too)."""
         for e in sessions:

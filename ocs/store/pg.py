@@ -85,11 +85,31 @@ class Fenced(Exception):
     node stops, and starts again as a new member."""
 
 
-def connect(dsn: str, *, autocommit: bool = False, timeout: float = 5.0) -> psycopg.Connection:
+def connect(dsn: str, *, autocommit: bool = False, timeout: float = 5.0,
+            hold: float | None = None) -> psycopg.Connection:
+    """A connection whose loss is noticed: TCP keepalives after a second
+    idle (a host gone without a word leaves no reset), unless the DSN sets
+    its own. `hold`: seconds a transaction of this session may sit idle
+    holding its locks (a node cut off in the middle of one would otherwise
+    keep its row locked, and every takeover waiting) and may wait for a
+    lock. No statement timeout: a commit waiting for the synchronous standby
+    is never cancelled (it would commit locally, unreplicated)."""
+    keep = {k: v for k, v in (("keepalives", 1), ("keepalives_idle", 1), ("keepalives_interval", 1),
+                              ("keepalives_count", 3)) if k not in dsn}
     try:
-        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
+        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=max(1, int(timeout)), **keep)
     except psycopg.Error as e:
         raise StoreUnavailable(f"cannot connect to the cluster store ({_one_line(e)})") from None
+    if hold is not None:
+        ms = max(1, int(hold * 1000))
+        try:
+            conn.execute(f"SET idle_in_transaction_session_timeout = {ms}")
+            conn.execute(f"SET lock_timeout = {ms}")
+            if not autocommit:
+                conn.commit()
+        except psycopg.Error as e:
+            conn.close()
+            raise StoreUnavailable(f"cannot set up a session on the cluster store ({_one_line(e)})") from None
     return conn
 
 

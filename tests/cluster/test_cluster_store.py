@@ -6,8 +6,6 @@ on another node; a fenced node writes nothing; a COMMIT whose answer was
 lost is read back, never written twice."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import psycopg
@@ -17,20 +15,15 @@ from hypothesis import strategies as st
 
 from ocs.store.pg import Fenced, StoreUnavailable
 from tests.support.charging import Charging
+from tests.support.cluster import init
 from tests.support.gy import GB, MB
 from tests.support.proxy import CuttingProxy
 from tests.support.rawclient import build_ccr, mscc_values
-from tests.support.server import DEMO_RULES, ROOT
+from tests.support.server import DEMO_RULES
 
 OK = 2001
 MSISDNS = ["8613800000001", "8613800000002", "8613800000004", "8613800000006", "8613800000011",
            "8613800000012", "8613800000014", "8613800000021", "8613800000022", "8613900000007", "8613900054321"]
-
-
-def init(dsn: str, rules=DEMO_RULES) -> None:
-    out = subprocess.run([sys.executable, "-m", "ocs.cli", "cluster", "init", "--store", dsn, "--rules", str(rules)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 0, out.stderr
 
 
 def sql(dsn: str, query: str, args=()):

@@ -18,6 +18,8 @@ class CuttingProxy:
         self.port = self.listener.getsockname()[1]
         self.cut_after_commit = False
         self.cuts = 0
+        self.open = threading.Event()         # clear: a partition, nothing passes either way (held, not refused)
+        self.open.set()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -38,6 +40,7 @@ class CuttingProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                self.open.wait()            # a partition: what was sent waits, as packets dropped and resent
                 if not upstream and state["cut"]:
                     break               # the server's answer to the COMMIT never arrives
                 if upstream and self.cut_after_commit and b"COMMIT" in data:
@@ -54,6 +57,12 @@ class CuttingProxy:
                 except OSError:
                     pass
                 s.close()
+
+    def partition(self) -> None:
+        self.open.clear()
+
+    def heal(self) -> None:
+        self.open.set()
 
     def close(self) -> None:
         self._closed = True
