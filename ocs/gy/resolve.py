@@ -13,7 +13,7 @@ from itertools import repeat
 import numpy as np
 
 from ..diameter import constants as c
-from ..diameter import fastccr
+from ..diameter import fastwalk
 from ..diameter.errors import ProtocolError
 from ..diameter.message import error_answer, parse_header, printable
 from ..diameter.peer import LocalIdentity
@@ -220,7 +220,7 @@ class Resolver:
     def _check_mscc_count(self, frame: bytes) -> None:
         """5009 with the first MSCC beyond `max_mscc`, before anything is
         decoded: a request of 10,000 MSCCs costs microseconds, not the loop."""
-        count, start, end = fastccr.count_top_level(frame, c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, self.max_mscc)
+        count, start, end = fastwalk.count_top_level(frame, c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL, self.max_mscc)
         if count > self.max_mscc:
             raise ProtocolError(c.AVP_OCCURS_TOO_MANY_TIMES, f"{count} Multiple-Services-Credit-Control AVPs: "
                                 f"at most {self.max_mscc} are served in one request", frame[start:end])
