@@ -22,7 +22,7 @@ import sys, time
 from numba.core.registry import CPUDispatcher
 from ocs.feeds import usage_lines
 from ocs.kernels import warm_up
-from ocs.diameter import fastcca, fastccr, message
+from ocs.diameter import fastcca, fastccr, fastwalk, message
 from ocs.engine import kernel
 from ocs.store import dedup
 from ocs.feeds.usage import UsageLog
@@ -31,7 +31,7 @@ from tests.support.rawclient import build_ccr
 
 def signatures():
     return {f"{m.__name__}.{name}": len(f.signatures)
-            for m in (fastccr, fastcca, message, kernel, dedup, usage_lines)
+            for m in (fastccr, fastwalk, fastcca, message, kernel, dedup, usage_lines)
             for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
 
 data = sys.argv[1]

@@ -213,7 +213,7 @@ _NAMES = {c.AVP_ORIGIN_HOST: "Origin-Host", c.AVP_ORIGIN_REALM: "Origin-Realm",
 
 def identity_ok(data: bytes) -> bool:
     """A DiameterIdentity (RFC 6733 4.3.1, an FQDN): not empty, letters,
-    digits, '-', '.', '_' only (fastccr._identity_ok is its compiled twin)."""
+    digits, '-', '.', '_' only (fastwalk._identity_ok is its compiled twin)."""
     return _IDENTITY.fullmatch(data) is not None
 
 

@@ -6,22 +6,20 @@ legal but rare shapes (more than 4 Subscription-Ids, more than one
 Service-Identifier in an MSCC, more MSCCs than the batch has room for) - is
 flagged `fallback`, and the caller decodes that frame with the full path,
 which produces the exact answer. Differential tests (hypothesis) hold the
-two paths equal. The AVP dictionary is python-diameter's, compiled into a
-sorted table of (vendor, code) -> kind.
+two paths equal. Each frame first passes the checks of the AVP walk
+(`fastwalk.py`); this module reads the CCR's fields.
 """
 from __future__ import annotations
 
 import numpy as np
-from diameter.message.avp import avp as _pd_avp
-from diameter.message.avp.dictionary import AVP_DICTIONARY, AVP_VENDOR_DICTIONARY
 from numba import njit
 
 from ..subscriber import DIGITS_SHIFT, E164, IMSI, KIND_SHIFT, MAX_DIGITS
 from . import constants as c
 from .avp import MAX_NESTING
+from .fastwalk import DICT_DENSE, DICT_KEYS, DICT_KINDS, _avp_header, _identity_ok, _is, _u32, _u64, _valid
 from .message import Frames
 
-KIND_UNKNOWN, KIND_GROUPED, KIND_FIXED4, KIND_FIXED8, KIND_ADDRESS, KIND_OTHER = range(6)
 MAX_SUB_IDS = 4
 
 FRAME = np.dtype([
@@ -43,132 +41,6 @@ FRAME = np.dtype([
 AVP_CALLED_STATION_ID = 30
 AVP_SERVICE_INFORMATION, AVP_PS_INFORMATION = 873, 874      # 3GPP TS 32.299
 AVP_3GPP_RAT_TYPE, AVP_3GPP_SGSN_MCC_MNC = 21, 18           # 3GPP TS 29.061, vendor 10415
-
-
-def _kind_of(typ) -> int:
-    if typ is _pd_avp.AvpGrouped:
-        return KIND_GROUPED
-    if typ in (_pd_avp.AvpUnsigned32, _pd_avp.AvpInteger32, _pd_avp.AvpFloat32, _pd_avp.AvpTime):
-        return KIND_FIXED4
-    if typ in (_pd_avp.AvpUnsigned64, _pd_avp.AvpInteger64, _pd_avp.AvpFloat64):
-        return KIND_FIXED8
-    if typ is _pd_avp.AvpAddress:
-        return KIND_ADDRESS
-    return KIND_OTHER
-
-
-def _dictionary_table() -> tuple[np.ndarray, np.ndarray]:
-    entries = {}
-    for code, info in AVP_DICTIONARY.items():
-        entries[code] = _kind_of(info["type"])
-    for vendor, table in AVP_VENDOR_DICTIONARY.items():
-        for code, info in table.items():
-            entries[(vendor << 32) | code] = _kind_of(info["type"])
-    keys = np.array(sorted(entries), dtype=np.int64)
-    kinds = np.array([entries[k] for k in keys], dtype=np.int8)
-    return keys, kinds
-
-
-DICT_KEYS, DICT_KINDS = _dictionary_table()
-# The IETF and 3GPP AVPs, where nearly every AVP of a CCR is, by direct
-# index: a binary search over the whole dictionary per AVP was a third of
-# the decoding time. Row 0 vendor 0, row 1 vendor 10415; 0 is KIND_UNKNOWN.
-_DENSE_CODES = 8192
-DICT_DENSE = np.zeros((2, _DENSE_CODES), np.int8)
-for _key, _k in zip(DICT_KEYS.tolist(), DICT_KINDS.tolist()):
-    _vendor, _code = _key >> 32, _key & 0xFFFFFFFF
-    if _code < _DENSE_CODES and _vendor in (0, c.VENDOR_3GPP):
-        DICT_DENSE[0 if _vendor == 0 else 1, _code] = _k
-
-
-@njit(cache=True)
-def _u32(buf, pos):
-    return (np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16) | (np.int64(buf[pos + 2]) << 8) | np.int64(buf[pos + 3])
-
-
-@njit(cache=True)
-def _u64(buf, pos):
-    return (_u32(buf, pos) << 32) | _u32(buf, pos + 4)
-
-
-@njit(cache=True)
-def _avp_header(buf, pos):
-    """(code, length, header size) of the AVP at pos, already validated."""
-    fl = _u32(buf, pos + 4)
-    return _u32(buf, pos), fl & 0xFFFFFF, 12 if (fl >> 24) & 0x80 else 8
-
-
-@njit(cache=True)
-def _kind_searched(keys, kinds, vendor, code):
-    key = (vendor << 32) | code
-    i = np.searchsorted(keys, key)
-    if i < keys.shape[0] and keys[i] == key:
-        return kinds[i]
-    return KIND_UNKNOWN
-
-
-@njit(cache=True)
-def _valid(buf, start, end, keys, kinds, dense, ends, nexts):
-    """True if buf[start:end] passes every check of avp.walk and has no
-    V-bit AVP with Vendor-Id 0 (which the extraction would miss). Iterative, with
-    an explicit stack of the enclosing groups' ends (numba's on-disk cache
-    does not handle recursive functions)."""
-    # ends: where each open group's data ends; nexts: where its parent goes
-    # on, past padding (both of MAX_NESTING + 2, the caller's scratch)
-    depth = 0
-    ends[0] = end
-    pos = start
-    while True:
-        while depth > 0 and pos >= ends[depth]:
-            pos = nexts[depth]
-            depth -= 1
-        if pos >= ends[depth]:
-            return True
-        limit = ends[depth]
-        if limit - pos < 8:
-            return False
-        code = _u32(buf, pos)
-        fl = _u32(buf, pos + 4)
-        flags = fl >> 24
-        length = fl & 0xFFFFFF
-        hdr = 12 if flags & 0x80 else 8
-        if length < hdr or pos + length > limit or flags & 0x1F:
-            return False
-        vendor = _u32(buf, pos + 8) if hdr == 12 else 0
-        if hdr == 12 and vendor == 0:
-            # V-bit with Vendor-Id 0 (RFC 6733 4.1.1 forbids it): the full path
-            # reads it as the IETF AVP; the extraction below skips V-bit AVPs.
-            return False
-        # the dense table inline: a call per AVP, passing three arrays, cost
-        # more than the rest of the walk
-        if code < _DENSE_CODES and vendor == 0:
-            k = dense[0, code]
-        elif code < _DENSE_CODES and vendor == c.VENDOR_3GPP:
-            k = dense[1, code]
-        else:
-            k = _kind_searched(keys, kinds, vendor, code)
-        n = length - hdr
-        if k == KIND_UNKNOWN:
-            if flags & 0x40:
-                return False
-        elif k == KIND_GROUPED:
-            if depth + 1 > MAX_NESTING:
-                return False
-            depth += 1
-            ends[depth] = pos + length
-            nexts[depth] = pos + ((length + 3) & ~3)
-            pos += hdr
-            continue
-        elif k == KIND_FIXED4:
-            if n != 4:
-                return False
-        elif k == KIND_FIXED8:
-            if n != 8:
-                return False
-        elif k == KIND_ADDRESS:
-            if n != 6 and n != 18:
-                return False
-        pos += (length + 3) & ~3
 
 
 @njit(cache=True)
@@ -318,37 +190,6 @@ _REQUIRED = 8
 
 
 @njit(cache=True)
-def _identity_ok(buf, off, n):
-    """A DiameterIdentity (RFC 6733 4.3.1: an FQDN): not empty, letters,
-    digits, '-', '.', '_' only. As avp.diameter_identity_ok."""
-    if n <= 0 or n > 255:
-        return False
-    for i in range(off, off + n):
-        b = buf[i]
-        if not ((b >= 97 and b <= 122) or (b >= 65 and b <= 90) or (b >= 48 and b <= 57)
-                or b == 45 or b == 46 or b == 95):
-            return False
-    return True
-
-
-@njit(cache=True)
-def _is(buf, off, n, ours):
-    """Whether buf[off:off+n] names `ours` (lower case), ignoring case as
-    DNS names are compared; an empty `ours` matches anything."""
-    if ours.shape[0] == 0:
-        return True
-    if n != ours.shape[0]:
-        return False
-    for i in range(n):
-        b = buf[off + i]
-        if b >= 65 and b <= 90:
-            b += 32
-        if b != ours[i]:
-            return False
-    return True
-
-
-@njit(cache=True)
 def _group_fields(buf, start, end, m):
     """Fill one MSCC row from an MSCC's children (or the CCR's top level for
     top-level units). Returns False for shapes the full path must handle."""
@@ -397,18 +238,17 @@ def _clear(m):
     m["service_id"] = -1
 
 
-@njit(cache=True)
-def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, ends, nexts, realm, host, max_mscc):
-    """Decode one CCR frame; returns the next free MSCC row, or -1 to fall
-    back. `counts`, `ends`, `nexts`: scratch, allocated once a batch."""
+@njit(cache=True, inline='always')
+def _begin(buf, start, end, f, mpos, keys, kinds, dense, ends, nexts):
+    """The frame's header and the AVP walk's checks (fastwalk._valid); the
+    fields a CCR may lack set to their absent values. False: fall back."""
     if (end - start) % 4 or buf[start] != 1 or not _valid(buf, start + 20, end, keys, kinds, dense, ends, nexts):
-        return -1
+        return False
     f["flags"] = buf[start + 4]
     if f["flags"] & 0x2F:
-        return -1
+        return False
     f["hbh"] = _u32(buf, start + 12)
     f["e2e"] = _u32(buf, start + 16)
-    counts[:] = 0
     f["n_sub"] = 0
     f["mscc_start"] = mpos
     f["mscc_count"] = 0
@@ -417,6 +257,87 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
     f["apn"] = 0
     f["rat"] = -1
     f["plmn"] = -1
+    return True
+
+
+@njit(cache=True, inline='always')
+def _subscription_id(buf, start, end, f):
+    """A Subscription-Id's children (buf[start:end]): its type and the
+    subscriber key of its data, as the next of the frame's (at most
+    MAX_SUB_IDS). False for what the full decoder must answer or take."""
+    if f["n_sub"] == MAX_SUB_IDS:
+        return False
+    n_type = 0
+    n_data = 0
+    stype = 0
+    doff = 0
+    dlen = 0
+    p = start
+    while p < end:
+        cc = _u32(buf, p)
+        ll = _u32(buf, p + 4)
+        l2 = ll & 0xFFFFFF
+        if not (ll >> 24) & 0x80:
+            if cc == c.AVP_SUBSCRIPTION_ID_TYPE:
+                n_type += 1
+                stype = _u32(buf, p + 8)
+            elif cc == c.AVP_SUBSCRIPTION_ID_DATA:
+                n_data += 1
+                doff = p + 8
+                dlen = l2 - 8
+        p += (l2 + 3) & ~3
+    if n_type != 1 or n_data != 1 or stype > 4 or dlen <= 0:
+        return False
+    f["sub_type"][f["n_sub"]] = stype
+    kind = E164 if stype == c.END_USER_E164 else (IMSI if stype == c.END_USER_IMSI else -1)
+    f["sub_key"][f["n_sub"]] = _digits_key(buf, doff, dlen, kind) if kind >= 0 else -1
+    f["n_sub"] += 1
+    return True
+
+
+@njit(cache=True, inline='always')
+def _finish(buf, start, end, f, msccs, mpos, counts, top_apn, msi_zero, has_top_units):
+    """After the last AVP: what the full decoder would refuse falls back;
+    the APN from the top level if PS-Information had none; top-level units
+    become one MSCC row. The next free MSCC row, or -1 to fall back."""
+    for k in range(_ONCE.shape[0]):
+        if counts[k] > 1 or (k < _REQUIRED and counts[k] == 0):
+            return -1
+    if f["sid_len"] == 0 or not _identity_ok(buf, f["host_off"], f["host_len"]):
+        return -1     # the full decoder answers 5004 with the AVP
+    if f["type"] < 1 or f["type"] > 4:
+        return -1
+    if f["type"] == 4 and f["action"] < 0:
+        return -1     # an event without Requested-Action: 5005 from the full decoder
+    if msi_zero and f["mscc_count"] > 0:
+        return -1     # MULTIPLE_SERVICES_NOT_SUPPORTED with MSCCs: 5007 from the full decoder
+    if f["apn"] == 0:
+        f["apn"] = top_apn
+    f["top_level"] = 1 if f["mscc_count"] == 0 else 0
+    if f["mscc_count"] == 0 and has_top_units:
+        if mpos >= msccs.shape[0]:
+            return -1
+        m = msccs[mpos]
+        _clear(m)
+        ok, n_rg, n_rsu = _group_fields(buf, start + 20, end, m)
+        if not ok:
+            return -1
+        m["rg"] = -1
+        m["service_id"] = f["top_service_id"]
+        mpos += 1
+        f["mscc_count"] = 1
+    return mpos
+
+
+@njit(cache=True)
+def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, ends, nexts, realm, host, max_mscc):
+    """Decode one CCR frame; returns the next free MSCC row, or -1 to fall
+    back. `counts`, `ends`, `nexts`: scratch, allocated once a batch. One
+    loop over the top-level AVPs; its steps before and after it and the
+    Subscription-Id group are inlined helpers (inline='always': as fast)."""
+    if not _begin(buf, start, end, f, mpos, keys, kinds, dense, ends, nexts):
+        return -1
+    counts[:] = 0
     top_apn = 0
     seen_si = False
     msi_zero = False
@@ -473,33 +394,8 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
             elif code == c.AVP_PROXY_INFO:
                 return -1     # a relay's Proxy-Info must be echoed: the full path does that
             elif code == c.AVP_SUBSCRIPTION_ID:
-                if f["n_sub"] == MAX_SUB_IDS:
+                if not _subscription_id(buf, d, pos + length, f):
                     return -1
-                n_type = 0
-                n_data = 0
-                stype = 0
-                doff = 0
-                dlen = 0
-                p = d
-                while p < pos + length:
-                    cc = _u32(buf, p)
-                    ll = _u32(buf, p + 4)
-                    l2 = ll & 0xFFFFFF
-                    if not (ll >> 24) & 0x80:
-                        if cc == c.AVP_SUBSCRIPTION_ID_TYPE:
-                            n_type += 1
-                            stype = _u32(buf, p + 8)
-                        elif cc == c.AVP_SUBSCRIPTION_ID_DATA:
-                            n_data += 1
-                            doff = p + 8
-                            dlen = l2 - 8
-                    p += (l2 + 3) & ~3
-                if n_type != 1 or n_data != 1 or stype > 4 or dlen <= 0:
-                    return -1
-                f["sub_type"][f["n_sub"]] = stype
-                kind = E164 if stype == c.END_USER_E164 else (IMSI if stype == c.END_USER_IMSI else -1)
-                f["sub_key"][f["n_sub"]] = _digits_key(buf, doff, dlen, kind) if kind >= 0 else -1
-                f["n_sub"] += 1
             elif code == c.AVP_MULTIPLE_SERVICES_CREDIT_CONTROL:
                 if mpos >= msccs.shape[0] or f["mscc_count"] >= max_mscc:
                     return -1
@@ -511,33 +407,7 @@ def _decode_one(buf, start, end, f, msccs, mpos, keys, kinds, dense, counts, end
                 mpos += 1
                 f["mscc_count"] += 1
         pos += (length + 3) & ~3
-    for k in range(_ONCE.shape[0]):
-        if counts[k] > 1 or (k < _REQUIRED and counts[k] == 0):
-            return -1
-    if f["sid_len"] == 0 or not _identity_ok(buf, f["host_off"], f["host_len"]):
-        return -1     # the full decoder answers 5004 with the AVP
-    if f["type"] < 1 or f["type"] > 4:
-        return -1
-    if f["type"] == 4 and f["action"] < 0:
-        return -1     # an event without Requested-Action: 5005 from the full decoder
-    if msi_zero and f["mscc_count"] > 0:
-        return -1     # MULTIPLE_SERVICES_NOT_SUPPORTED with MSCCs: 5007 from the full decoder
-    if f["apn"] == 0:
-        f["apn"] = top_apn
-    f["top_level"] = 1 if f["mscc_count"] == 0 else 0
-    if f["mscc_count"] == 0 and has_top_units:
-        if mpos >= msccs.shape[0]:
-            return -1
-        m = msccs[mpos]
-        _clear(m)
-        ok, n_rg, n_rsu = _group_fields(buf, start + 20, end, m)
-        if not ok:
-            return -1
-        m["rg"] = -1
-        m["service_id"] = f["top_service_id"]
-        mpos += 1
-        f["mscc_count"] = 1
-    return mpos
+    return _finish(buf, start, end, f, msccs, mpos, counts, top_apn, msi_zero, has_top_units)
 
 
 @njit(cache=True)
@@ -584,36 +454,6 @@ def decode_batch(frames: Frames | list[bytes], mscc_dtype: np.dtype, per_frame: 
     used = _decode_all(buf, frames.starts, frames.ends, out, msccs, DICT_KEYS, DICT_KINDS, DICT_DENSE, realm, host,
                        max_mscc)
     return buf, out, msccs, used
-
-
-def count_top_level(frame: bytes, code: int, n: int) -> tuple[int, int, int]:
-    """How many top-level base AVPs `code` a message has, and where the
-    (n+1)-th lies (start, end; -1 if there are no more than n): a compiled
-    look that does not decode them, so a message of 10,000 MSCCs is
-    refused in microseconds."""
-    buf = np.frombuffer(frame, np.uint8)
-    return _count_top_level(buf, code, n)
-
-
-@njit(cache=True)
-def _count_top_level(buf, code, n):
-    count = 0
-    start = -1
-    end = -1
-    pos = 20
-    while buf.shape[0] - pos >= 8:
-        fl = _u32(buf, pos + 4)
-        length = fl & 0xFFFFFF
-        hdr = 12 if (fl >> 24) & 0x80 else 8
-        if length < hdr or pos + length > buf.shape[0]:
-            break
-        if hdr == 8 and _u32(buf, pos) == code:
-            if count == n:
-                start = pos
-                end = pos + length + ((-length) & 3)
-            count += 1
-        pos += (length + 3) & ~3
-    return count, start, end
 
 
 def duplicate_keys(buf: np.ndarray, frames: np.ndarray) -> tuple[list[bytes], np.ndarray, np.ndarray]:

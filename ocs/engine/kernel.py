@@ -73,6 +73,12 @@ def _touch(T, subs, row, now, dirty, nd):
 
 @njit(cache=_CACHE, _nrt=False)
 def _charge(reqs, msccs, subs, sessions, spons, T, now, dirty_subs, dirty_sess, events, counts, hc, hv, out, sp):
+    """The one loop the whole batch goes through, in one numba call: each
+    request in order (it sees the rows the ones before it changed), each of
+    its MSCCs released, debited, granted. One function because the per-MSCC
+    steps are already inlined helpers (grant.py, account.py): what is left
+    is their order and the state they share (the slot, the rating time, the
+    holds hc/hv, the scratch out/sp), which reads best in one place."""
     nds = 0
     ndx = 0
     ne = 0

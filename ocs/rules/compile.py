@@ -244,10 +244,39 @@ class _Zones:
 
 
 def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleSet:
+    """The RuleSet of the decoded files, step by step in the order their
+    errors are reported: packs, plans, groups, subscribers, sponsors."""
     zones = _Zones()
-    packs: list[S.Pack] = []
     pack_index: dict[str, int] = {}
     pc = PlanCompiler(errors, zones, pack_index)
+    packs = _packs(decoded, errors, pc, pack_index)
+    plans, plan_index = _plans(decoded, errors, pc)
+    membership, groups = _groups(decoded, errors)
+    seeds = _Seeds(errors, pc, zones, plan_index, membership)
+    for path, rf in decoded:
+        for i, s in enumerate(rf.subscriber):
+            seeds.add_subscriber(path, f"$.subscriber[{i}]", s)
+        for i, r in enumerate(rf.subscriber_range):
+            seeds.add_range(path, f"$.subscriber_range[{i}]", r)
+    seeds.check_groups()
+    seeds.check_ranges()
+    zone_table = np.zeros(max(len(zones.infos), 1), TB.ZONE)
+    rs = RuleSet("", plans, plan_index, packs, pack_index, pc.tables(zone_table), pc.bucket_names, pc.filters,
+                 seeds.subscribers, seeds.ranges, groups, zones.infos)
+    rs.attributes = pc.attributes
+    pc.quota.finish()
+    rs.quota = pc.quota
+    rs.sponsors = _sponsors(decoded, errors, pc, rs, plan_index)
+    rs.elig_keys = list(pc.elig_keys)
+    rs.tables = pc.tables(np.zeros(max(len(zones.infos), 1), TB.ZONE))    # sponsors may add zones
+    rs.zones = zones.infos
+    return rs
+
+
+def _packs(decoded: list[tuple[Path, S.RuleFile]], errors: list[str], pc: PlanCompiler,
+           pack_index: dict[str, int]) -> list[S.Pack]:
+    """Every file's packs, each id once (into `pack_index`, which `pc` reads)."""
+    packs: list[S.Pack] = []
     for path, rf in decoded:
         for i, p in enumerate(rf.pack):
             if p.id in pack_index:
@@ -256,6 +285,12 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
             pack_index[p.id] = len(packs)
             packs.append(p)
             pc.add_pack(path, f"$.pack[{i}]", p)
+    return packs
+
+
+def _plans(decoded: list[tuple[Path, S.RuleFile]], errors: list[str],
+           pc: PlanCompiler) -> tuple[list[S.Plan], dict[str, int]]:
+    """Every file's plans without an error, each id once, and their index by id."""
     plans: list[S.Plan] = []
     plan_index: dict[str, int] = {}
     for path, rf in decoded:
@@ -267,26 +302,13 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
             if pc.add_plan(path, key, p):
                 plan_index[p.id] = len(plans)
                 plans.append(p)
+    return plans, plan_index
 
-    subscribers: list[SubscriberSeed] = []
-    ranges: list[RangeSeed] = []
-    seen_keys: dict[int, str] = {}
-    by_msisdn: dict[str, tuple[Path, str, S.Subscriber]] = {}
 
-    def plan_of(path, key, pid):
-        if pid not in plan_index:
-            errors.append(where(path, f"{key}.plan", f"no plan {pid!r} is defined"))
-            return -1
-        return plan_index[pid]
-
-    def money_of(path, key, text):
-        try:
-            return parse_money(text)
-        except ValueError as e:
-            errors.append(where(path, f"{key}.balance", str(e)))
-            return 0
-
-    # shared groups: who draws from whose pool, who pays
+def _groups(decoded: list[tuple[Path, S.RuleFile]],
+            errors: list[str]) -> tuple[dict[str, tuple[str, str, int]], list[S.Group]]:
+    """Shared groups: who draws from whose pool, who pays. Each member's
+    (owner, billing, sub-cap) by MSISDN, and the groups."""
     membership: dict[str, tuple[str, str, int]] = {}   # msisdn -> (owner, billing, sub-cap)
     groups: list[S.Group] = []
     for path, rf in decoded:
@@ -308,71 +330,104 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
                 if m not in g.members:
                     errors.append(where(path, f"{key}.sub_caps", f"{m} is not a member of the group"))
             groups.append(g)
+    return membership, groups
 
-    for path, rf in decoded:
-        for i, s in enumerate(rf.subscriber):
-            key = f"$.subscriber[{i}]"
-            plan, balance = plan_of(path, key, s.plan), money_of(path, key, s.balance)
-            ids = [(E164, s.msisdn, "msisdn"), (IMSI, s.imsi, "imsi")]
-            ids = [(t, d, n) for t, d, n in ids if d is not None]
-            if not ids:
-                errors.append(where(path, key, "a subscriber needs an msisdn or an imsi"))
-                continue
-            for t, digits, name in ids:
-                k = subscriber_key(t, digits)
-                if k in seen_keys:
-                    errors.append(where(path, f"{key}.{name}", f"{digits} is already defined at {seen_keys[k]}"))
-                seen_keys[k] = f"{path.name} {key}"
-            zone = -1
-            if s.timezone is not None:
-                try:
-                    zone = zones.index(s.timezone)
-                except ValueError as e:
-                    errors.append(where(path, f"{key}.timezone", str(e)))
-            anchor = None
-            if s.since is not None:
-                try:
-                    anchor = local_day(date.fromisoformat(s.since))
-                except ValueError:
-                    errors.append(where(path, f"{key}.since", f"{s.since!r} is not a date YYYY-MM-DD"))
-            pool = payer = None
-            cap = -1
-            if s.msisdn is not None and s.msisdn in membership:
-                owner, billing, cap = membership[s.msisdn]
-                pool = subscriber_key(E164, owner)
-                payer = pool if billing == "owner" else None
-            if s.msisdn is not None:
-                by_msisdn[s.msisdn] = (path, key, s)
-            keys = [subscriber_key(t, d) for t, d, _ in ids]
-            attrs = tuple(pc.attribute(a, getattr(s, a)) if getattr(s, a) is not None else 0
-                          for a in ATTRIBUTES)
-            subscribers.append(SubscriberSeed(keys[0], ids[0][1], plan, balance, tuple(keys[1:]), zone, anchor,
-                                              pool, payer, cap, attrs, f"{path.name} {key}"))
-        for i, r in enumerate(rf.subscriber_range):
-            key = f"$.subscriber_range[{i}]"
-            plan, balance = plan_of(path, key, r.plan), money_of(path, key, r.balance)
-            if len(r.first) != len(r.last) or int(r.first) > int(r.last):
-                errors.append(where(path, key, "first and last need the same number of digits and first <= last"))
-                continue
-            ranges.append(RangeSeed(E164 if r.type == "e164" else IMSI, int(r.first), int(r.last), len(r.first), plan,
-                                    balance, f"{path.name} {key} ({r.first}-{r.last})"))
-    for m, (owner, _, _) in membership.items():
-        if m not in by_msisdn:
-            errors.append(f"group of {owner}: member {m} is not a subscriber in the rules")
-        elif owner in by_msisdn and by_msisdn[m][2].plan != by_msisdn[owner][2].plan:
-            path, key, _ = by_msisdn[m]
-            errors.append(where(path, f"{key}.plan", f"a member of {owner}'s group must be on the owner's plan "
-                                                     f"{by_msisdn[owner][2].plan!r}"))
-    ordered = sorted(ranges, key=lambda r: (r.id_type, r.digits, r.first))
-    for a, b in zip(ordered, ordered[1:]):
-        if (a.id_type, a.digits) == (b.id_type, b.digits) and b.first <= a.last:
-            errors.append(f"subscriber ranges {a.first}..{a.last} and {b.first}..{b.last} overlap")
-    zone_table = np.zeros(max(len(zones.infos), 1), TB.ZONE)
-    rs = RuleSet("", plans, plan_index, packs, pack_index, pc.tables(zone_table), pc.bucket_names, pc.filters,
-                 subscribers, ranges, groups, zones.infos)
-    rs.attributes = pc.attributes
-    pc.quota.finish()
-    rs.quota = pc.quota
+
+class _Seeds:
+    """The subscribers and subscriber ranges the rules declare, as seeds
+    for the store; their errors go into `errors`."""
+
+    def __init__(self, errors: list[str], pc: PlanCompiler, zones: _Zones, plan_index: dict[str, int],
+                 membership: dict[str, tuple[str, str, int]]):
+        self.errors, self.pc, self.zones = errors, pc, zones
+        self.plan_index, self.membership = plan_index, membership
+        self.subscribers: list[SubscriberSeed] = []
+        self.ranges: list[RangeSeed] = []
+        self.seen_keys: dict[int, str] = {}
+        self.by_msisdn: dict[str, tuple[Path, str, S.Subscriber]] = {}
+
+    def plan_of(self, path, key, pid):
+        if pid not in self.plan_index:
+            self.errors.append(where(path, f"{key}.plan", f"no plan {pid!r} is defined"))
+            return -1
+        return self.plan_index[pid]
+
+    def money_of(self, path, key, text):
+        try:
+            return parse_money(text)
+        except ValueError as e:
+            self.errors.append(where(path, f"{key}.balance", str(e)))
+            return 0
+
+    def add_subscriber(self, path: Path, key: str, s: S.Subscriber) -> None:
+        errors = self.errors
+        plan, balance = self.plan_of(path, key, s.plan), self.money_of(path, key, s.balance)
+        ids = [(E164, s.msisdn, "msisdn"), (IMSI, s.imsi, "imsi")]
+        ids = [(t, d, n) for t, d, n in ids if d is not None]
+        if not ids:
+            errors.append(where(path, key, "a subscriber needs an msisdn or an imsi"))
+            return
+        for t, digits, name in ids:
+            k = subscriber_key(t, digits)
+            if k in self.seen_keys:
+                errors.append(where(path, f"{key}.{name}", f"{digits} is already defined at {self.seen_keys[k]}"))
+            self.seen_keys[k] = f"{path.name} {key}"
+        zone = -1
+        if s.timezone is not None:
+            try:
+                zone = self.zones.index(s.timezone)
+            except ValueError as e:
+                errors.append(where(path, f"{key}.timezone", str(e)))
+        anchor = None
+        if s.since is not None:
+            try:
+                anchor = local_day(date.fromisoformat(s.since))
+            except ValueError:
+                errors.append(where(path, f"{key}.since", f"{s.since!r} is not a date YYYY-MM-DD"))
+        pool = payer = None
+        cap = -1
+        if s.msisdn is not None and s.msisdn in self.membership:
+            owner, billing, cap = self.membership[s.msisdn]
+            pool = subscriber_key(E164, owner)
+            payer = pool if billing == "owner" else None
+        if s.msisdn is not None:
+            self.by_msisdn[s.msisdn] = (path, key, s)
+        keys = [subscriber_key(t, d) for t, d, _ in ids]
+        attrs = tuple(self.pc.attribute(a, getattr(s, a)) if getattr(s, a) is not None else 0
+                      for a in ATTRIBUTES)
+        self.subscribers.append(SubscriberSeed(keys[0], ids[0][1], plan, balance, tuple(keys[1:]), zone, anchor,
+                                               pool, payer, cap, attrs, f"{path.name} {key}"))
+
+    def add_range(self, path: Path, key: str, r: S.SubscriberRange) -> None:
+        plan, balance = self.plan_of(path, key, r.plan), self.money_of(path, key, r.balance)
+        if len(r.first) != len(r.last) or int(r.first) > int(r.last):
+            self.errors.append(where(path, key, "first and last need the same number of digits and first <= last"))
+            return
+        self.ranges.append(RangeSeed(E164 if r.type == "e164" else IMSI, int(r.first), int(r.last), len(r.first),
+                                     plan, balance, f"{path.name} {key} ({r.first}-{r.last})"))
+
+    def check_groups(self) -> None:
+        """Every member a subscriber of the rules, on its owner's plan."""
+        errors, by_msisdn = self.errors, self.by_msisdn
+        for m, (owner, _, _) in self.membership.items():
+            if m not in by_msisdn:
+                errors.append(f"group of {owner}: member {m} is not a subscriber in the rules")
+            elif owner in by_msisdn and by_msisdn[m][2].plan != by_msisdn[owner][2].plan:
+                path, key, _ = by_msisdn[m]
+                errors.append(where(path, f"{key}.plan", f"a member of {owner}'s group must be on the owner's plan "
+                                                         f"{by_msisdn[owner][2].plan!r}"))
+
+    def check_ranges(self) -> None:
+        """No two ranges of the same kind and length overlap."""
+        ordered = sorted(self.ranges, key=lambda r: (r.id_type, r.digits, r.first))
+        for a, b in zip(ordered, ordered[1:]):
+            if (a.id_type, a.digits) == (b.id_type, b.digits) and b.first <= a.last:
+                self.errors.append(f"subscriber ranges {a.first}..{a.last} and {b.first}..{b.last} overlap")
+
+
+def _sponsors(decoded: list[tuple[Path, S.RuleFile]], errors: list[str], pc: PlanCompiler, rs: RuleSet,
+              plan_index: dict[str, int]) -> list[S.Sponsor]:
+    """Every file's sponsor contracts, each id once (into `rs.sponsor_index`)."""
     sponsors: list[S.Sponsor] = []
     for path, rf in decoded:
         for i, sp in enumerate(rf.sponsor):
@@ -382,8 +437,4 @@ def _compile(decoded: list[tuple[Path, S.RuleFile]], errors: list[str]) -> RuleS
             pc.add_sponsor(path, f"$.sponsor[{i}]", sp, plan_index)
             rs.sponsor_index[sp.id] = len(sponsors)
             sponsors.append(sp)
-    rs.sponsors = sponsors
-    rs.elig_keys = list(pc.elig_keys)
-    rs.tables = pc.tables(np.zeros(max(len(zones.infos), 1), TB.ZONE))    # sponsors may add zones
-    rs.zones = zones.infos
-    return rs
+    return sponsors

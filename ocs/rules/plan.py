@@ -172,8 +172,34 @@ class PlanCompiler:
 
     # ------------------------------------------------------------ plans
     def add_plan(self, path: Path, key: str, p: S.Plan) -> bool:
+        """A plan as a PLAN row, step by step in the order its errors are
+        reported; its buckets, order, rates and thresholds go into the
+        shared tables either way, its row only if it has no error."""
         n_err = len(self.errors)
         row = np.zeros(1, TB.PLAN)[0]
+        self._plan_period(path, key, p, row)
+        names, edges = self._plan_buckets(path, key, p, row)
+        self._plan_order(path, key, p, row, names, int(row["bucket_count"]))
+        self._plan_money(path, key, p, row)
+        self._plan_rates(path, key, p, row, edges)
+        self._plan_thresholds(path, key, p, row, names)
+        self._plan_grants(path, key, p, row)
+        self.quota.add_plan(len(self.rows), p, lambda k, msg: self._err(path, k, msg), key)
+        row["edge_start"], row["edge_count"] = len(self.edges), len(edges)
+        self.edges.extend(sorted(e % 86400 for e in edges))
+        row["all_rgs"] = 1 if p.rating_groups is None else 0
+        row["rg_start"], row["rg_count"] = len(self.rated), len(p.rating_groups or ())
+        row["deny_start"], row["deny_count"] = len(self.denied), len(p.denied_rating_groups)
+        self.rated.extend(p.rating_groups or ())
+        self.denied.extend(p.denied_rating_groups)
+        if len(self.errors) > n_err:
+            return False
+        self.rows.append(row)
+        self.bucket_names.append(names)
+        return True
+
+    def _plan_period(self, path: Path, key: str, p: S.Plan, row) -> None:
+        """Its timezone, period and reset, billing and fees."""
         try:
             row["zone"] = self.zones.index(p.timezone)
         except ValueError as e:
@@ -195,7 +221,9 @@ class PlanCompiler:
         self._money(path, f"{key}.monthly_fee", p.monthly_fee)
         self._money(path, f"{key}.line_fee", p.line_fee)
 
-        # buckets
+    def _plan_buckets(self, path: Path, key: str, p: S.Plan, row) -> tuple[list[str], set[int]]:
+        """Its buckets (the bundle first): their names, and the time-of-day
+        band edges of theirs and the packs' (the rates add theirs)."""
         buckets = list(p.bucket)
         bundle = self._volume(path, f"{key}.bundle", p.bundle)
         if bundle > 0:
@@ -215,8 +243,11 @@ class PlanCompiler:
             if brow["hour_from"] >= 0:
                 edges.update((int(brow["hour_from"]), int(brow["hour_to"])))
             self.buckets.append(brow)
+        return names, edges
 
-        # consumption order
+    def _plan_order(self, path: Path, key: str, p: S.Plan, row, names: list[str], n_buckets: int) -> None:
+        """The order its buckets and packs are drawn from; buckets it leaves
+        out come last (`n_buckets`: those kept, at most PLAN_BUCKETS)."""
         order = list(p.order) if p.order is not None else ["packs"] + names
         entries = []
         for i, name in enumerate(order):
@@ -230,11 +261,13 @@ class PlanCompiler:
                 self._err(path, f"{key}.order[{i}]", f"{name!r} is neither a bucket of this plan, a pack, nor 'packs'")
         if len(set(entries)) != len(entries):
             self._err(path, f"{key}.order", "each bucket, pack or 'packs' may appear once")
-        entries += [i for i in range(len(buckets)) if i not in entries]
+        entries += [i for i in range(n_buckets) if i not in entries]
         row["order_start"], row["order_count"] = len(self.order), len(entries)
         self.order.extend(entries)
 
-        # money
+    def _plan_money(self, path: Path, key: str, p: S.Plan, row) -> None:
+        """Its tariff (overage or ladder), what follows the bundle, caps,
+        ceiling and throttle profile."""
         if p.overage is not None and p.ladder is not None:
             self._err(path, key, "a plan has either an overage or a ladder, not both")
         row["tariff"] = -1
@@ -267,7 +300,9 @@ class PlanCompiler:
                 self.filters.append(p.throttle_filter)
             row["filter"] = self.filters.index(p.throttle_filter)
 
-        # rates
+    def _plan_rates(self, path: Path, key: str, p: S.Plan, row, edges: set[int]) -> None:
+        """Its home networks and rates, each with its conditions; their
+        bands of hours go into `edges`."""
         from ..diameter.fastccr import apn_key, plmn_key
         row["home_start"], row["home_count"] = self._cond([plmn_key(h) for h in p.home_networks])
         row["rate_start"], row["rate_count"] = len(self.rates), len(p.rate)
@@ -297,7 +332,9 @@ class PlanCompiler:
                                int(r.buckets), int(r.deny), -1 if r.roaming is None else int(r.roaming),
                                [c[0] for c in conds], [c[1] for c in conds]))
 
-        # thresholds
+    def _plan_thresholds(self, path: Path, key: str, p: S.Plan, row, names: list[str]) -> None:
+        """Its thresholds (at most THRESHOLDS): a bucket's percent, money
+        spent, or an event."""
         if len(p.threshold) > TB.THRESHOLDS:
             self._err(path, f"{key}.threshold", f"at most {TB.THRESHOLDS} thresholds per plan")
         row["thr_start"], row["thr_count"] = len(self.thresholds), min(len(p.threshold), TB.THRESHOLDS)
@@ -322,6 +359,8 @@ class PlanCompiler:
             else:
                 self.thresholds.append((_ON[t.on], 0, 0))
 
+    def _plan_grants(self, path: Path, key: str, p: S.Plan, row) -> None:
+        """Its trial pack, default and largest grant, and Validity-Time."""
         row["trial"] = -1
         if p.trial_pack is not None:
             if p.trial_pack not in self.pack_index:
@@ -333,19 +372,6 @@ class PlanCompiler:
         if row["default_grant"] <= 0 or row["max_grant"] < row["default_grant"]:
             self._err(path, f"{key}.default_grant", "needs 0 < default_grant <= max_grant")
         row["validity"] = p.validity_time
-        self.quota.add_plan(len(self.rows), p, lambda k, msg: self._err(path, k, msg), key)
-        row["edge_start"], row["edge_count"] = len(self.edges), len(edges)
-        self.edges.extend(sorted(e % 86400 for e in edges))
-        row["all_rgs"] = 1 if p.rating_groups is None else 0
-        row["rg_start"], row["rg_count"] = len(self.rated), len(p.rating_groups or ())
-        row["deny_start"], row["deny_count"] = len(self.denied), len(p.denied_rating_groups)
-        self.rated.extend(p.rating_groups or ())
-        self.denied.extend(p.denied_rating_groups)
-        if len(self.errors) > n_err:
-            return False
-        self.rows.append(row)
-        self.bucket_names.append(names)
-        return True
 
     def add_sponsor(self, path: Path, key: str, sp: S.Sponsor, plan_index: dict[str, int]) -> None:
         """A sponsor contract as a CONTRACT row (after the plans)."""

@@ -9,7 +9,7 @@ the journal and the snapshot hold it:
 - `Profile`: what the operator set for a subscriber provisioned through
   the API (ocs.store.profiles), in the snapshot and in a directory change;
 - `ExpiredSession`: a session released by supervision (Tcc, RFC 4006 7)
-  whose late usage is still debited within the grace (ocs.gy.app); an
+  whose late usage is still debited within the grace (ocs.gy.resolve); an
   expiry record's `expired` lists them.
 
 On disk a journal record is a msgpack map whose keys are the short names
