@@ -158,7 +158,8 @@ def _serve(cfg, log, started, store, installer, rules, was, usage) -> int:
             "RETRY_AND_TERMINATE": c.CCFH_RETRY_AND_TERMINATE}[cfg.failure_handling]
     policy = PeerPolicy(cfg.peers)
     app = CreditControlApplication(store, rules, identity, ccfh, refund_hosts=policy.refund_hosts,
-                                   session_failover=cfg.session_failover, max_mscc=cfg.max_mscc)
+                                   session_failover=cfg.session_failover if cfg.session_failover is not None else bool(cfg.store),
+                                   max_mscc=cfg.max_mscc)
     server = Server(cfg, app, store, identity, policy, installer, notifier, usage)
     history = InstallHistory(cfg.data)
     if was != rules.version:
@@ -288,10 +289,7 @@ def cmd_api_openapi(args) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ocs", description="Online charging system: a Diameter Gy server")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _serve_parser(sub) -> None:
     s = sub.add_parser("serve", help="run the Diameter Gy server",
                        description="Run the Diameter Gy server (and the operator API with --api). Every flag "
                                    "has a key in the configuration file (docs/configuration.md); a flag given "
@@ -312,6 +310,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--lease-seconds", dest="lease_seconds", type=float,
                    help="a cluster node's lease on its slots (default 2)")
     s.set_defaults(func=cmd_serve)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocs", description="Online charging system: a Diameter Gy server")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _serve_parser(sub)
 
     from .clustercmd import add_parsers
     add_parsers(sub)

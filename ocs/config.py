@@ -50,7 +50,8 @@ class Config(Base, kw_only=True):
     peer_buffer_kb: Annotated[int, Meta(ge=64)] = 16384      # KiB held for one peer (requests, answers) before
                                                               # it stops being read; closed after Tw unread
     buffer_mb: Annotated[int, Meta(ge=1)] = 512              # MiB held for all peers together
-    session_failover: bool = False       # CCAs say CC-Session-Failover FAILOVER_SUPPORTED (another server has the state)
+    session_failover: bool | None = None  # CCAs say CC-Session-Failover FAILOVER_SUPPORTED (another server has the
+                                          # state); None: yes on the cluster store, no on the embedded one
     fsync: bool = True
     log_level: str = "INFO"
     api: str | None = None               # HOST:PORT of the operator HTTP API; None: no API
@@ -64,6 +65,8 @@ class Config(Base, kw_only=True):
     store: str | None = None             # a libpq DSN: the cluster store (docs/cluster.md); None: embedded
     node: str | None = None              # this node's name in the cluster (default: origin_host)
     lease_seconds: Annotated[float, Meta(ge=0.5)] = 2.0      # a node's lease on its slots (cluster store)
+    advertise: str | None = None         # HOST:PORT the other nodes reach this one's Diameter at (default: listen,
+                                         # its host if a wildcard: host_ip_addresses[0])
 
 
 def load_config(path: str | Path | None) -> Config:

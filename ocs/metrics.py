@@ -16,7 +16,7 @@ from itertools import accumulate
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .engine.notices import R_CAP, R_CEILING, R_CREDIT, R_THROTTLED
 from .engine.tables import NO_RG, SLOT_FREE
@@ -129,6 +129,30 @@ def _add_many(tally: dict, keys: np.ndarray) -> None:
         tally[v] = tally.get(v, 0) + n
 
 
+class StoreStats:
+    """What the store reports of itself (`Store.stats()`: the cluster
+    store's slots held, lease renewals, takeovers, ...), read when scraped;
+    a name ending in _total is a counter."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self):
+        for name, (doc, value) in sorted(self.store.stats().items()):
+            if name.endswith("_total"):
+                yield CounterMetricFamily(f"ocs_{name[:-6]}", doc, value=value)
+            else:
+                yield GaugeMetricFamily(f"ocs_{name}", doc, value=value)
+
+
+class _Counted:
+    def __init__(self, name: str, doc: str, read):
+        self.name, self.doc, self.read = name, doc, read
+
+    def collect(self):
+        yield CounterMetricFamily(self.name, self.doc, value=self.read())
+
+
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
@@ -163,6 +187,14 @@ class Metrics:
                                    "written (the usage writer is behind or its disk refuses)", registry=r)
         self.dedup_bytes = Gauge("ocs_duplicate_cache_bytes", "Octets of keys and answers in the duplicate cache "
                                  "(bounded by dedup_mb)", registry=r)
+
+    def watch_store(self, store) -> None:
+        self.registry.register(StoreStats(store))
+
+    def watch_relay(self, relay) -> None:
+        """ocs_relayed_requests: requests relayed to the node of the cluster holding their state."""
+        self.registry.register(_Counted("ocs_relayed_requests", "Requests relayed to the cluster node holding "
+                                        "their state (docs/cluster.md)", lambda: relay.relayed))
 
     def count(self, types: np.ndarray, results: list[int]) -> None:
         """Tally one batch of CCRs (request types and top-level Result-Codes)."""

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ..gy.operations import OperationError
+from .forward import forward
 from .route import ErrorBody, HttpError, Request, Route, Text
 from .scrape import lifespan
 
@@ -53,7 +54,11 @@ class OperatorApi:
             # without a valid token is answered 401 before its body is read
             route, found = self._route(scope)
             body = await _read_body(receive)
-            status, payload = await self._dispatch(scope, route, found, body)
+            holder = self.server.store.api_target
+            if route.token and holder is not None:     # a cluster node standing by: the holder answers
+                status, payload = await forward(holder, scope, body)
+            else:
+                status, payload = await self._dispatch(scope, route, found, body)
         except HttpError as e:
             status, payload = e.status, ErrorBody(error=e.message, errors=msgspec.UNSET if e.errors is None else e.errors)
             if status == 401:

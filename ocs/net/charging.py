@@ -23,6 +23,7 @@ from ..config import Config
 from ..diameter import constants as c
 from ..diameter.errors import ProtocolError
 from ..diameter.message import Frames, error_answer
+from ..diameter.peer import LocalIdentity
 from ..feeds.notify import Notifier, describe
 from ..gy.app import CreditControlApplication
 from ..gy.operations import OperationError
@@ -30,6 +31,7 @@ from ..metrics import Metrics
 from ..rules.compile import RuleSet
 from ..store.interface import Store
 from ..store.pg import Fenced
+from .relay import Relay
 from ..store.records import JournalRecord
 from .commit import Arrival, Commit, Operation
 from .peers import Peer
@@ -42,11 +44,12 @@ USAGE_BACKLOG = 200_000     # journal records whose usage records may wait for t
 class ChargingLoop:
     def __init__(self, cfg: Config, app: CreditControlApplication, store: Store, metrics: Metrics, reauthorizer,
                  install: Callable[[RuleSet], Commit | None], notifier: Notifier | None = None, usage=None,
-                 adopt: Callable[[], bool] | None = None):
+                 adopt: Callable[[], bool] | None = None, relay: Relay | None = None):
         self.cfg, self.app, self.store, self.metrics = cfg, app, store, metrics
         self.reauthorizer = reauthorizer
         self._install = install               # a new rules version, between two batches (Server._install)
         self._adopt = adopt                   # state the store took over, between two batches (Installer.adopt)
+        self.relay = relay or Relay(LocalIdentity())     # requests for state another node holds (cluster store)
         self.notifier = notifier
         self.usage = usage                    # ocs.feeds.usage.UsageLog: usage records after each durable group
         self._ops: list[Operation] = []       # operations waiting for the loop
@@ -96,7 +99,14 @@ class ChargingLoop:
 
     def received(self, peer: Peer, frames: Frames, now: float) -> None:
         """A peer's read: its requests wait for the charging loop's next turn
-        (or, while nothing can be charged here, get 3004 at once)."""
+        (or, while nothing can be charged here, get 3004 at once; or, where
+        another node of the cluster holds the state, go there: net/relay.py)."""
+        target = self.store.relay_target
+        if target is not None and self.journal_failing is None:
+            kept = self.relay.forward(peer, frames, target)
+            if kept:       # relayed once already: not again
+                self._refuse_busy([Arrival(peer, Frames.of(kept), now)], counted=False)
+            return
         if self.refusing is not None:
             self._refuse_busy([Arrival(peer, frames, now)], counted=False)   # here: the loop may be waiting
             return

@@ -34,6 +34,7 @@ from .charging import ChargingLoop
 from .commit import Commit
 from .peers import Peers
 from .reauth import Reauthorizer
+from .relay import Relay
 
 log = logging.getLogger("ocs.net")
 
@@ -49,14 +50,32 @@ class Server:
         self.notifier = notifier
         self.usage = usage
         self.metrics = Metrics()
+        self.metrics.watch_store(store)
         self.watch = RulesWatch(cfg.rules, app.rules.version)
         self.policy = policy
         self.reauthorizer = Reauthorizer(self)   # sends the RARs (ocs/net/reauth.py)
         self.loop = ChargingLoop(cfg, app, store, self.metrics, self.reauthorizer, self._install, notifier, usage,
-                                 adopt=self.installer.adopt)
+                                 adopt=self.installer.adopt, relay=Relay(identity))
+        self.metrics.watch_relay(self.loop.relay)
         timers = PeerTimers(cer_timeout=cfg.cer_timeout, tw=cfg.tw, dpa_timeout=cfg.dpa_timeout)
         self.peers = Peers(cfg, identity, policy, timers, self.loop.received, self.reauthorizer)
         self.listening: list[tuple[str, int]] = []
+
+    def _advertised(self, host: str) -> str:
+        """HOST:PORT other nodes of a cluster reach this one at (Diameter)."""
+        if self.cfg.advertise:
+            return self.cfg.advertise
+        port = self.listening[0][1]
+        if host in ("", "0.0.0.0", "*", "::"):
+            host = self.cfg.host_ip_addresses[0]
+        return f"{host}:{port}"
+
+    def _advertised_api(self, url: str | None) -> str | None:
+        if url is None:
+            return None
+        for wildcard in ("//0.0.0.0:", "//[::]:"):
+            url = url.replace(wildcard, f"//{self.cfg.host_ip_addresses[0]}:")
+        return url
 
     # ------------------------------------------------------------ lifecycle
     async def run(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -66,11 +85,14 @@ class Server:
             log.warning("no peers configured: accepting any peer that connects from a loopback address")
         async with trio.open_nursery() as system:
             system.start_soon(self.loop.run)
+            system.start_soon(self.loop.relay.run)
             system.start_soon(self._housekeeping)
             system.start_soon(self._rules_reload)
             system.start_soon(self.reauthorizer.run)
+            api = None
             if self.cfg.api:
-                await system.start(self._serve_api)
+                api = (await system.start(self._serve_api))[0]
+            self.store.advertise(self._advertised(host), self._advertised_api(api))
             if self.cfg.metrics:
                 from ..api.scrape import MetricsEndpoint
                 await system.start(self._serve_http, MetricsEndpoint(self), self.cfg.metrics, "metrics")

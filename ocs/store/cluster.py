@@ -35,12 +35,11 @@ import numpy as np
 import psycopg
 import zstandard
 
-from ..engine.tables import SPONSOR
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS
-from .memory import FORMAT, MemoryStore, StoreFormatError, _put_rows, _rows_bytes
+from .memory import FORMAT, MemoryStore, StoreFormatError
 from .pg import Fenced, StoreUnavailable, cluster_constants, connect, retrying
-from .records import DirectoryChange, JournalRecord
-from .slots import SlotRecord, group_heads, slot_of_heads, split, sponsor_slot
+from .records import JournalRecord
+from .slots import SlotRecord, apply_slot, capture, group_heads, slot_of_heads, split
 
 log = logging.getLogger("ocs.cluster")
 _enc = msgspec.msgpack.Encoder()
@@ -101,6 +100,10 @@ class ClusterStore(MemoryStore):
         self._lock = threading.Lock()                    # _taken, owned between the lease thread and the loop
         self._stop = threading.Event()
         self._lease_thread: threading.Thread | None = None
+        self._holder: tuple[str, int] | None = None        # the node holding the slots, while this one holds none
+        self._holder_api: str | None = None                # ... its operator API
+        self.counts = {"renewals": 0, "renewal_failures": 0, "slots_taken": 0, "takeovers": 0, "commits": 0,
+                       "commits_unknown": 0, "commits_refused": 0}
 
     # ------------------------------------------------------------ life
     def open(self, readonly: bool = False, on_rules=None) -> None:
@@ -166,6 +169,54 @@ class ClusterStore(MemoryStore):
             return "the lease on the cluster store lapsed (PostgreSQL unreachable?)"
         return None
 
+    @property
+    def relay_target(self) -> tuple[str, int] | None:
+        """While this node holds no slots (and may charge: not fenced, its
+        lease holds), the Diameter address of the node that holds them."""
+        if self.owned or self.fenced is not None or time.monotonic() > self._valid_until:
+            return None
+        return self._holder
+
+    @property
+    def api_target(self) -> str | None:
+        """Like `relay_target`: the holder's operator API (http://HOST:PORT)."""
+        return self._holder_api if self.relay_target is not None else None
+
+    def advertise(self, address: str, api: str | None = None) -> None:
+        with connect(self.dsn, autocommit=True, hold=self.lease_seconds) as conn:
+            conn.execute("UPDATE ocs_node SET diameter = %s, api = %s WHERE name = %s AND epoch = %s",
+                         (address, api or "", self.node, self.epoch))
+
+    def _find_holder(self, conn: psycopg.Connection) -> None:
+        row = conn.execute("SELECT n.diameter, n.api FROM ocs_slot s JOIN ocs_node n ON n.name = s.node JOIN ocs_lease "
+                           "l ON l.node = s.node WHERE l.expires > now() AND s.node <> %s AND n.diameter <> '' "
+                           "LIMIT 1", (self.node,)).fetchone()
+        holder = api = None
+        if row is not None:
+            host, _, port = row[0].rpartition(":")
+            holder = (host.strip("[]"), int(port))
+            api = row[1] or None
+        self._holder, self._holder_api = holder, api
+
+    def stats(self) -> dict[str, tuple[str, float]]:
+        c = self.counts
+        return {
+            "cluster_slots_held": ("Hash slots this node holds", len(self.owned)),
+            "cluster_node_epoch": ("This node's epoch in the cluster store", self.epoch),
+            "cluster_serving": ("1 while this node charges its slots (it holds some, its lease holds, not fenced)",
+                                0 if self.unavailable else 1),
+            "cluster_lease_renewals_total": ("Lease renewals made", c["renewals"]),
+            "cluster_lease_failures_total": ("Lease renewals that failed (PostgreSQL unreachable)",
+                                             c["renewal_failures"]),
+            "cluster_slots_taken_total": ("Slots this node took (free, its own, or a lapsed node's)", c["slots_taken"]),
+            "cluster_takeovers_total": ("Lapsed nodes this node fenced and took slots from", c["takeovers"]),
+            "cluster_commits_total": ("Batch transactions committed", c["commits"]),
+            "cluster_commits_unknown_total": ("Commits whose outcome was unknown, resolved by reading back",
+                                              c["commits_unknown"]),
+            "cluster_commits_refused_total": ("Batch transactions PostgreSQL refused or that failed (retried)",
+                                              c["commits_refused"]),
+        }
+
     def active_rules(self) -> tuple[str, dict[str, bytes]]:
         """The rules version in force in the cluster, and its files."""
         with connect(self.dsn, autocommit=True) as conn:
@@ -194,7 +245,9 @@ class ClusterStore(MemoryStore):
         taken, fenced = retrying(attempt)
         if not taken:
             return
+        self.counts["slots_taken"] += len(taken)
         if fenced:
+            self.counts["takeovers"] += len(fenced)
             log.warning("node %s took over the slots of %s (their lease lapsed)", self.node, ", ".join(fenced))
         data = [self._read_slot(conn, slot, epoch) for slot, epoch in sorted(taken)]
         with self._lock:
@@ -241,33 +294,7 @@ class ClusterStore(MemoryStore):
                     self.remember_answers(r.answers.keys, r.answers.answers, r.time)
 
     def _apply_slot(self, rec: SlotRecord) -> None:
-        if rec.rules != self.rules_version and rec.rules:
-            raise StoreFormatError(f"a slot record of rules version {rec.rules}, and this node installed "
-                                   f"{self.rules_version}: start every node on the cluster's rules")
-        for change in rec.directory:
-            self._apply_directory(change)
-        if len(self.slot_of_row) < self.n_subs:
-            self.map_slots()
-        si = np.frombuffer(rec.subscriber_rows, np.int64)
-        _put_rows(self.subs, si, rec.subscribers)
-        if rec.session_ids:
-            rows = []
-            for sid, host in zip(rec.session_ids, rec.session_hosts):
-                row = self.session_index.get(sid)
-                if row is None:
-                    row = self.open_session(sid, host)
-                    self.expired.pop(sid, None)
-                rows.append(row)
-            xi = np.array(rows, np.int64)
-            _put_rows(self.sessions, xi, rec.sessions)
-            self.session_slot[xi] = self.slot_of_row[np.maximum(self.sessions["sub"][xi], 0)]
-            for row in xi[self.sessions[xi]["sub"] < 0].tolist():
-                self.release_session_row(row)
-        if rec.sponsors is not None:
-            self.sponsors = np.frombuffer(rec.sponsors, SPONSOR).copy()
-            self.sponsor_ids = list(rec.sponsor_ids or ())
-        self.keep_debits(rec.debits)
-        self.keep_expired(rec.expired)
+        apply_slot(self, rec)
 
     def map_slots(self) -> None:
         """Each row's slot, from the groups the rules and the directory make."""
@@ -291,10 +318,10 @@ class ClusterStore(MemoryStore):
         return row
 
     # ------------------------------------------------------------ records
-    def record(self, rules_version, now, dirty_subs, dirty_sess, new_sessions, answers, usage, **extra):
-        """The batch's journal record, and (here, on the loop, while the
-        session rows still name their sessions) its parts per slot."""
-        rec = super().record(rules_version, now, dirty_subs, dirty_sess, new_sessions, answers, usage, **extra)
+    def record(self, *args, **kwargs) -> JournalRecord:
+        """The batch's journal record (MemoryStore.record), and (here, on the
+        loop, while the session rows still name their sessions) its parts per slot."""
+        rec = super().record(*args, **kwargs)
         parts = split(rec, self.slot_of_row, self.session_slot, self.session_meta, self.n_slots)
         for slot, part in parts.items():
             seq = self.slot_seq.get(slot, 0) + 1
@@ -360,16 +387,19 @@ class ClusterStore(MemoryStore):
                 self._write_snapshots(conn, snap)
         except psycopg.Error as e:
             self._rollback(conn)
+            self.counts["commits_refused"] += 1
             raise StoreUnavailable(f"the cluster store refused the batch ({' '.join(str(e).split())})") from None
         try:
             conn.commit()
         except psycopg.Error as e:
             # COMMIT was sent and no answer came: it may have committed
             self._unresolved = last
+            self.counts["commits_unknown"] += 1
             self._drop_writer()
             raise StoreUnavailable(f"the outcome of a commit is unknown ({' '.join(str(e).split())}); it is "
                                    f"read back before anything else is written") from None
         self._written += sum(map(len, recs)) + sum(map(len, batches))
+        self.counts["commits"] += 1
         self._written_ok(records)
         return len(records)
 
@@ -434,34 +464,7 @@ class ClusterStore(MemoryStore):
 
     # ------------------------------------------------------------ snapshots
     def _capture(self) -> dict[int, SlotRecord]:
-        """Every slot held, as a SlotRecord of all it holds (on the loop)."""
-        n = self.n_subs
-        if len(self.slot_of_row) < n:
-            self.map_slots()
-        keys: dict[int, list[int]] = {}
-        for key, row in self.explicit.items():
-            keys.setdefault(row, []).append(key)
-        open_rows = np.array([i for i, m in enumerate(self.session_meta) if m is not None], np.int64)
-        snaps = {}
-        for slot in sorted(self.owned):
-            if slot == sponsor_slot(self.n_slots):
-                snaps[slot] = SlotRecord(self.slot_seq.get(slot, 0), time.time(), self.rules_version, b"", b"", [],
-                                         [], b"", sponsors=self.sponsors.tobytes(),
-                                         sponsor_ids=list(self.sponsor_ids))
-                continue
-            rows = np.flatnonzero(self.slot_of_row[:n] == slot)
-            api_rows = [r for r in rows.tolist() if r in self.profiles or r in self.retired]
-            directory = [DirectoryChange(row=r, bind=keys.get(r, []), unbind=[], retire=r in self.retired,
-                                         label=self.labels.get(r), profile=self.profiles.get(r)) for r in api_rows]
-            xs = open_rows[self.session_slot[open_rows] == slot] if len(open_rows) else open_rows
-            metas = [self.session_meta[x] for x in xs.tolist()]
-            snaps[slot] = SlotRecord(
-                self.slot_seq.get(slot, 0), time.time(), self.rules_version, rows.tobytes(),
-                _rows_bytes(self.subs, rows), [m[0] for m in metas], [m[1] for m in metas],
-                _rows_bytes(self.sessions, xs), directory=directory,
-                debits=[d for d in self.debits.values() if self.slot_of_row[d.sub] == slot],
-                expired=[e for e in self.expired.values() if self.slot_of_row[e.sub] == slot])
-        return snaps
+        return capture(self)
 
     def _write_snapshots(self, conn: psycopg.Connection, snaps: dict[int, SlotRecord]) -> None:
         """Slot snapshots, each only where the slot is still this node's at
@@ -533,9 +536,13 @@ class ClusterStore(MemoryStore):
                     log.critical("node %s %s", self.node, self.fenced)
                     return
                 self._valid_until = sent + self.lease_seconds - MARGIN
+                self.counts["renewals"] += 1
                 if not self.owned:
                     self._take(conn)
+                if not self.owned:
+                    self._find_holder(conn)
             except (OSError, psycopg.Error) as e:
+                self.counts["renewal_failures"] += 1
                 log.warning("node %s cannot renew its lease (%s)", self.node, " ".join(str(e).split()))
                 if conn is not None:
                     conn.close()

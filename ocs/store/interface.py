@@ -86,6 +86,16 @@ class Store(Protocol):
         (slots of a node that left); True if any."""
 
     fenced: str | None            # why this process may never write again (another node fenced it out)
+
+    relay_target: tuple[str, int] | None   # HOST, PORT of the node requests go to instead (cluster store)
+
+    api_target: str | None                 # http://HOST:PORT of the API operator requests go to instead
+
+    def advertise(self, address: str, api: str | None = None) -> None:
+        """The HOST:PORT this node serves Diameter at, and its API, for the others."""
+
+    def stats(self) -> dict[str, tuple[str, float]]:
+        """Figures for /metrics: name -> (help, value); a name ending in _total counts."""
     inline_writes: bool           # a write may be made on the charging loop when it is idle (a local fsync)
 
     # ---- changes the single writer makes between journal records

@@ -381,6 +381,19 @@ class MemoryStore:
         batches); True if any. A store of one node never takes any."""
         return False
 
+    # where requests go instead of being charged here (the cluster store: the node holding the state)
+    relay_target: tuple[str, int] | None = None
+
+    api_target: str | None = None         # ... and the operator API requests go to instead (http://HOST:PORT)
+
+    def advertise(self, address: str, api: str | None = None) -> None:
+        """HOST:PORT this node serves Diameter at (and its API's URL), for the
+        others of a cluster."""
+
+    def stats(self) -> dict[str, tuple[str, float]]:
+        """Figures the store keeps of itself for /metrics: name -> (help, value)."""
+        return {}
+
     # why this process may never write again (the cluster store: another node fenced it out)
     fenced: str | None = None
     # a write is a local append and fsync, quick enough to make on the charging loop when

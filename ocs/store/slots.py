@@ -16,10 +16,13 @@ the operation) stays in the node's own batch record.
 """
 from __future__ import annotations
 
+import time
+
 import msgspec
 import numpy as np
 
-from ..engine.tables import SESSION, SUBSCRIBER
+from ..engine.tables import SESSION, SPONSOR, SUBSCRIBER
+from .memory import StoreFormatError, _put_rows, _rows_bytes
 from .records import Debit, DirectoryChange, ExpiredSession, JournalRecord
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -124,3 +127,66 @@ def split(rec: JournalRecord, slot_of_row: np.ndarray, session_slot: np.ndarray,
         p = part(sponsor_slot(n_slots))
         p["sponsors"], p["sponsor_ids"] = rec.sponsors, rec.sponsor_ids
     return parts
+
+
+def apply_slot(store, rec: SlotRecord) -> None:
+    """A slot's record (or snapshot) into the state of `store` (a ClusterStore)."""
+    if rec.rules != store.rules_version and rec.rules:
+        raise StoreFormatError(f"a slot record of rules version {rec.rules}, and this node installed "
+                               f"{store.rules_version}: start every node on the cluster's rules")
+    for change in rec.directory:
+        store._apply_directory(change)
+    if len(store.slot_of_row) < store.n_subs:
+        store.map_slots()
+    si = np.frombuffer(rec.subscriber_rows, np.int64)
+    _put_rows(store.subs, si, rec.subscribers)
+    if rec.session_ids:
+        rows = []
+        for sid, host in zip(rec.session_ids, rec.session_hosts):
+            row = store.session_index.get(sid)
+            if row is None:
+                row = store.open_session(sid, host)
+                store.expired.pop(sid, None)
+            rows.append(row)
+        xi = np.array(rows, np.int64)
+        _put_rows(store.sessions, xi, rec.sessions)
+        store.session_slot[xi] = store.slot_of_row[np.maximum(store.sessions["sub"][xi], 0)]
+        for row in xi[store.sessions[xi]["sub"] < 0].tolist():
+            store.release_session_row(row)
+    if rec.sponsors is not None:
+        store.sponsors = np.frombuffer(rec.sponsors, SPONSOR).copy()
+        store.sponsor_ids = list(rec.sponsor_ids or ())
+    store.keep_debits(rec.debits)
+    store.keep_expired(rec.expired)
+
+
+def capture(store) -> dict[int, SlotRecord]:
+    """Every slot `store` (a ClusterStore) holds, as a SlotRecord of all it
+    holds: a snapshot (on the loop, between batches)."""
+    n = store.n_subs
+    if len(store.slot_of_row) < n:
+        store.map_slots()
+    keys: dict[int, list[int]] = {}
+    for key, row in store.explicit.items():
+        keys.setdefault(row, []).append(key)
+    open_rows = np.array([i for i, m in enumerate(store.session_meta) if m is not None], np.int64)
+    snaps = {}
+    for slot in sorted(store.owned):
+        if slot == sponsor_slot(store.n_slots):
+            snaps[slot] = SlotRecord(store.slot_seq.get(slot, 0), time.time(), store.rules_version, b"", b"", [],
+                                     [], b"", sponsors=store.sponsors.tobytes(),
+                                     sponsor_ids=list(store.sponsor_ids))
+            continue
+        rows = np.flatnonzero(store.slot_of_row[:n] == slot)
+        api_rows = [r for r in rows.tolist() if r in store.profiles or r in store.retired]
+        directory = [DirectoryChange(row=r, bind=keys.get(r, []), unbind=[], retire=r in store.retired,
+                                     label=store.labels.get(r), profile=store.profiles.get(r)) for r in api_rows]
+        xs = open_rows[store.session_slot[open_rows] == slot] if len(open_rows) else open_rows
+        metas = [store.session_meta[x] for x in xs.tolist()]
+        snaps[slot] = SlotRecord(
+            store.slot_seq.get(slot, 0), time.time(), store.rules_version, rows.tobytes(),
+            _rows_bytes(store.subs, rows), [m[0] for m in metas], [m[1] for m in metas],
+            _rows_bytes(store.sessions, xs), directory=directory,
+            debits=[d for d in store.debits.values() if store.slot_of_row[d.sub] == slot],
+            expired=[e for e in store.expired.values() if store.slot_of_row[e.sub] == slot])
+    return snaps

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import trio
 
-from tests.support.cluster import OK, TOO_BUSY, Gateway, init, node, owner, totals
+from tests.support.cluster import OK, TOO_BUSY, UNABLE_TO_DELIVER, Gateway, init, node, owner, totals
 from tests.support.gy import MB
 from tests.support.pg import PgPair
 from tests.support.proxy import CuttingProxy
@@ -145,24 +145,39 @@ def test_a_node_cut_off_from_postgresql_stops_and_writes_nothing_stale(pg, clust
         proxy.close()
 
 
-def test_gateways_get_3004_from_a_node_standing_by(cluster_dsn, tmp_path):
-    """A node holding no slots charges nothing: 3004 DIAMETER_TOO_BUSY, the
-    answer that sends a gateway to another server (RFC 6733 7.1.3)."""
+def test_a_node_standing_by_relays_and_takes_over(cluster_dsn, tmp_path):
+    """A node holding no slots relays to the holder; when the holder dies it
+    answers with a protocol error (3002, the E bit: the gateway goes to
+    another peer) until the holder's lease lapses, then charges itself."""
     init(cluster_dsn)
     a = node(cluster_dsn, "a", tmp_path).start()
     b = node(cluster_dsn, "b", tmp_path).start()
     try:
         async def main():
             async with trio.open_nursery() as n:
-                for proc, want in ((b, TOO_BUSY), (a, OK)):
-                    c = GyConnection(origin_host="pgw.test.example")
-                    await c.connect(proc.port, n)
-                    ans = await c.request(build_ccr("pgw.test.example", f"s;{proc.port}", 1, 0, "8613900080001",
-                                                    [{"rg": 1, "rsu": MB}]))
-                    assert ans.result_code == want
-                    assert ans.header.is_error == (want == TOO_BUSY)
+                c = GyConnection(origin_host="pgw.test.example")
+                await c.connect(b.port, n)
+
+                async def ccr(k):
+                    return await c.request(build_ccr("pgw.test.example", f"s;{k}", 1, 0, "8613900080001",
+                                                     [{"rg": 1, "rsu": MB}]))
+                assert (await ccr(0)).result_code == OK             # relayed to a
+                a.kill()
+                killed = time.monotonic()
+                codes = []
+                with trio.fail_after(20):
+                    while True:
+                        ans = await ccr(len(codes) + 1)
+                        codes.append(ans.result_code)
+                        if ans.result_code == OK:
+                            break
+                        assert ans.header.is_error and ans.result_code in (UNABLE_TO_DELIVER, TOO_BUSY), codes
+                        await trio.sleep(0.1)
+                took = time.monotonic() - killed
+                assert took < 5, took
                 n.cancel_scope.cancel()
         trio.run(main)
+        assert owner(cluster_dsn) == "b"
     finally:
         a.kill()
         b.kill()

@@ -15,7 +15,7 @@ from .gy import MB, TOKEN, api_call
 from .rawclient import GyConnection, build_ccr
 from .server import DEMO_RULES, ROOT, OcsProcess
 
-OK, TOO_BUSY = 2001, 3004
+OK, UNABLE_TO_DELIVER, TOO_BUSY = 2001, 3002, 3004
 
 
 def init(dsn: str, rules=DEMO_RULES) -> None:
@@ -50,9 +50,10 @@ def owner(dsn: str) -> str | None:
 
 class Gateway:
     """A PGW with a connection to every node: it sends each session's next
-    CCR-U when the last is answered, and a request that gets no answer (the
-    node died) or 3004 (that node holds no slots) goes again, the same
-    End-to-End-Identifier with the T flag, to the next node."""
+    CCR-U when the last is answered, and a request that gets no answer within
+    Tx (the node died or cannot write) or a protocol error that says "try
+    another" (3004, 3002) goes again, the same End-to-End-Identifier with the
+    T flag, to the next node."""
 
     def __init__(self, name: str, ports: dict[str, int], tx: float = 3.0):
         self.name, self.ports = name, ports
@@ -88,7 +89,7 @@ class Gateway:
                 self.answered += 1
                 self.last_ok[node] = time.monotonic()
                 return
-            assert a is None or a.result_code == TOO_BUSY, f"{node}: result {a.result_code}"
+            assert a is None or a.result_code in (TOO_BUSY, UNABLE_TO_DELIVER), f"{node}: result {a.result_code}"
             at += 1
             again = True
             self.retransmitted += 1
