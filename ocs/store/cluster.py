@@ -33,50 +33,19 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import psycopg
-import zstandard
 
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS
 from .memory import FORMAT, MemoryStore, StoreFormatError
-from .pg import Fenced, StoreUnavailable, cluster_constants, connect, retrying
+from .pg import Fenced, StoreUnavailable, cluster_constants, connect
 from .records import JournalRecord
-from .slots import SlotRecord, apply_slot, capture, group_heads, slot_of_heads, split
+from .membership import MARGIN, Membership
+from .slots import (BATCH_DECODER, SlotData, SlotRecord, apply_slot, capture, group_heads, pack, slot_of_heads,
+                    split, unpack)
 
 log = logging.getLogger("ocs.cluster")
-_enc = msgspec.msgpack.Encoder()
-_slot_dec = msgspec.msgpack.Decoder(SlotRecord)
-_batch_dec = msgspec.msgpack.Decoder(JournalRecord)
-# Records and snapshots are msgpack compressed by zstd (level 1): rows are mostly
-# zeros and small numbers, a batch's records shrink ~6x, and with them the WAL, the
-# standby's stream and PostgreSQL's work (docs/cluster.md, "Cost")
-_zc = threading.local()
 
 
-def _pack(obj) -> bytes:
-    c = getattr(_zc, "c", None)
-    if c is None:
-        c = _zc.c = zstandard.ZstdCompressor(level=1)
-    return c.compress(_enc.encode(obj))
-
-
-def _unpack(data: bytes, dec):
-    d = getattr(_zc, "d", None)
-    if d is None:
-        d = _zc.d = zstandard.ZstdDecompressor()
-    return dec.decode(d.decompress(data))
-
-MARGIN = 0.25          # of a lease, the part a node does not use (clock rates, scheduling)
-
-
-class SlotData(msgspec.Struct, frozen=True):
-    """What a node reads to take a slot: its snapshot (a SlotRecord of every
-    row it holds, or None) and its records after it, in order."""
-    slot: int
-    epoch: int
-    snapshot: SlotRecord | None
-    records: list[SlotRecord]
-
-
-class ClusterStore(MemoryStore):
+class ClusterStore(Membership, MemoryStore):
     inline_writes = False           # over the network: never on the charging loop
     def __init__(self, dsn: str, node: str, data_dir: str | Path, lease_seconds: float = 2.0,
                  dedup_entries: int = 500_000, dedup_seconds: float = DEFAULT_SECONDS,
@@ -158,65 +127,6 @@ class ClusterStore(MemoryStore):
             self._writer.close()
             self._writer = None
 
-    @property
-    def unavailable(self) -> str | None:
-        """Why this node charges nothing now (None: it charges its slots)."""
-        if self.fenced is not None:
-            return self.fenced
-        if not self.owned:
-            return "this node holds no slots (standing by)"
-        if time.monotonic() > self._valid_until:
-            return "the lease on the cluster store lapsed (PostgreSQL unreachable?)"
-        return None
-
-    @property
-    def relay_target(self) -> tuple[str, int] | None:
-        """While this node holds no slots (and may charge: not fenced, its
-        lease holds), the Diameter address of the node that holds them."""
-        if self.owned or self.fenced is not None or time.monotonic() > self._valid_until:
-            return None
-        return self._holder
-
-    @property
-    def api_target(self) -> str | None:
-        """Like `relay_target`: the holder's operator API (http://HOST:PORT)."""
-        return self._holder_api if self.relay_target is not None else None
-
-    def advertise(self, address: str, api: str | None = None) -> None:
-        with connect(self.dsn, autocommit=True, hold=self.lease_seconds) as conn:
-            conn.execute("UPDATE ocs_node SET diameter = %s, api = %s WHERE name = %s AND epoch = %s",
-                         (address, api or "", self.node, self.epoch))
-
-    def _find_holder(self, conn: psycopg.Connection) -> None:
-        row = conn.execute("SELECT n.diameter, n.api FROM ocs_slot s JOIN ocs_node n ON n.name = s.node JOIN ocs_lease "
-                           "l ON l.node = s.node WHERE l.expires > now() AND s.node <> %s AND n.diameter <> '' "
-                           "LIMIT 1", (self.node,)).fetchone()
-        holder = api = None
-        if row is not None:
-            host, _, port = row[0].rpartition(":")
-            holder = (host.strip("[]"), int(port))
-            api = row[1] or None
-        self._holder, self._holder_api = holder, api
-
-    def stats(self) -> dict[str, tuple[str, float]]:
-        c = self.counts
-        return {
-            "cluster_slots_held": ("Hash slots this node holds", len(self.owned)),
-            "cluster_node_epoch": ("This node's epoch in the cluster store", self.epoch),
-            "cluster_serving": ("1 while this node charges its slots (it holds some, its lease holds, not fenced)",
-                                0 if self.unavailable else 1),
-            "cluster_lease_renewals_total": ("Lease renewals made", c["renewals"]),
-            "cluster_lease_failures_total": ("Lease renewals that failed (PostgreSQL unreachable)",
-                                             c["renewal_failures"]),
-            "cluster_slots_taken_total": ("Slots this node took (free, its own, or a lapsed node's)", c["slots_taken"]),
-            "cluster_takeovers_total": ("Lapsed nodes this node fenced and took slots from", c["takeovers"]),
-            "cluster_commits_total": ("Batch transactions committed", c["commits"]),
-            "cluster_commits_unknown_total": ("Commits whose outcome was unknown, resolved by reading back",
-                                              c["commits_unknown"]),
-            "cluster_commits_refused_total": ("Batch transactions PostgreSQL refused or that failed (retried)",
-                                              c["commits_refused"]),
-        }
-
     def active_rules(self) -> tuple[str, dict[str, bytes]]:
         """The rules version in force in the cluster, and its files."""
         with connect(self.dsn, autocommit=True) as conn:
@@ -224,43 +134,6 @@ class ClusterStore(MemoryStore):
         if row is None:
             raise StoreFormatError("the cluster store has no rules: run `ocs cluster init --store DSN --rules DIR`")
         return row[0], msgspec.msgpack.decode(row[1])
-
-    # ------------------------------------------------------------ taking slots
-    def _take(self, conn: psycopg.Connection) -> None:
-        """Take every slot nobody holds: free ones, this node's own (an
-        earlier process of it), and those of nodes whose lease lapsed,
-        fencing those nodes first. Reads what was taken for `adopt`."""
-        def attempt():
-            with conn.transaction():
-                lapsed = [r[0] for r in conn.execute(
-                    "SELECT node FROM ocs_lease WHERE node <> %s AND expires < now() AND node IN "
-                    "(SELECT node FROM ocs_slot WHERE node IS NOT NULL) ORDER BY node", (self.node,))]
-                # fencing waits for a batch the lapsed node has under way (its row's lock)
-                fenced = [r[0] for r in conn.execute(
-                    "UPDATE ocs_node SET epoch = epoch + 1 WHERE name = ANY(%s) AND name IN (SELECT node FROM "
-                    "ocs_lease WHERE expires < now()) RETURNING name", (lapsed,))] if lapsed else []
-                return conn.execute(
-                    "UPDATE ocs_slot SET node = %s, epoch = epoch + 1 WHERE node IS NULL OR node = %s "
-                    "OR node = ANY(%s) RETURNING slot, epoch", (self.node, self.node, fenced)).fetchall(), fenced
-        taken, fenced = retrying(attempt)
-        if not taken:
-            return
-        self.counts["slots_taken"] += len(taken)
-        if fenced:
-            self.counts["takeovers"] += len(fenced)
-            log.warning("node %s took over the slots of %s (their lease lapsed)", self.node, ", ".join(fenced))
-        data = [self._read_slot(conn, slot, epoch) for slot, epoch in sorted(taken)]
-        with self._lock:
-            self._taken.extend(data)
-            for d in data:
-                self.owned[d.slot] = d.epoch
-
-    def _read_slot(self, conn: psycopg.Connection, slot: int, epoch: int) -> SlotData:
-        row = conn.execute("SELECT seq, data FROM ocs_snapshot WHERE slot = %s", (slot,)).fetchone()
-        snap_seq, snap = (row[0], _unpack(row[1], _slot_dec)) if row else (0, None)
-        records = [_unpack(r[0], _slot_dec) for r in conn.execute(
-            "SELECT rec FROM ocs_journal WHERE slot = %s AND seq > %s ORDER BY seq", (slot, snap_seq))]
-        return SlotData(slot, epoch, snap, records)
 
     def adopt(self) -> bool:
         """On the loop: apply the slots taken since the last call (their
@@ -289,7 +162,7 @@ class ClusterStore(MemoryStore):
         since = time.time() - self.dedup.seconds
         with connect(self.dsn, autocommit=True) as conn:
             for (rec,) in conn.execute("SELECT rec FROM ocs_batch WHERE t > %s ORDER BY t", (since,)):
-                r = _unpack(rec, _batch_dec)
+                r = unpack(rec, BATCH_DECODER)
                 if r.answers.keys:
                     self.remember_answers(r.answers.keys, r.answers.answers, r.time)
 
@@ -365,8 +238,8 @@ class ClusterStore(MemoryStore):
                 slots.append(slot)
                 seqs.append(part["seq"])
                 epochs.append(self.owned.get(slot, -1))
-                recs.append(_pack(SlotRecord(**part)))
-        batches = [_pack(msgspec.structs.replace(
+                recs.append(pack(SlotRecord(**part)))
+        batches = [pack(msgspec.structs.replace(
             rec, subscriber_rows=b"", subscribers=b"", session_rows=b"", sessions=b"", new_sessions=[],
             sponsors=None, sponsor_ids=None, directory=[], debits=[], expired=[])) for rec in records]
         try:
@@ -470,7 +343,7 @@ class ClusterStore(MemoryStore):
         """Slot snapshots, each only where the slot is still this node's at
         its epoch, and the slot's records they replace dropped."""
         slots = sorted(snaps)
-        data = [_pack(snaps[s]) for s in slots]
+        data = [pack(snaps[s]) for s in slots]
         seqs = [snaps[s].seq for s in slots]
         epochs = [self.owned.get(s, -1) for s in slots]
         cur = conn.execute(
@@ -519,33 +392,3 @@ class ClusterStore(MemoryStore):
     @property
     def snapshot_unfinished(self) -> bool:
         return False
-
-    # ------------------------------------------------------------ the lease
-    def _lease_loop(self) -> None:
-        conn = None
-        while not self._stop.wait(self.lease_seconds / 4):
-            try:
-                if conn is None or conn.closed:
-                    conn = connect(self.dsn, autocommit=True, timeout=self.lease_seconds, hold=self.lease_seconds)
-                sent = time.monotonic()
-                held = conn.execute("UPDATE ocs_lease SET expires = now() + %s * interval '1 second' "
-                                    "WHERE node = %s AND (SELECT epoch FROM ocs_node WHERE name = %s) = %s "
-                                    "RETURNING 1", (self.lease_seconds, self.node, self.node, self.epoch)).fetchone()
-                if held is None:
-                    self.fenced = "fenced out of the cluster: another node took this node's slots over"
-                    log.critical("node %s %s", self.node, self.fenced)
-                    return
-                self._valid_until = sent + self.lease_seconds - MARGIN
-                self.counts["renewals"] += 1
-                if not self.owned:
-                    self._take(conn)
-                if not self.owned:
-                    self._find_holder(conn)
-            except (OSError, psycopg.Error) as e:
-                self.counts["renewal_failures"] += 1
-                log.warning("node %s cannot renew its lease (%s)", self.node, " ".join(str(e).split()))
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
