@@ -85,9 +85,20 @@ def open_cluster(cfg, log):
     installer = Installer(cluster)
     cluster.open()
     version, files = cluster.active_rules()
-    rules = _kept(cfg.data, version, files)
-    installer.install(rules, time.time())
-    installer.adopt()
+    found = cluster.data_rules_version()
+    if found is not None and found != version:
+        # the rows were written under another version: they come back under it, and are
+        # carried over to the version in force as a restart with new rules does
+        installer.install(_kept(cfg.data, found, cluster.rules_files(found)), time.time())
+        installer.adopt()
+        rules = _kept(cfg.data, version, files)
+        installer.install(rules, time.time())
+        cluster.snapshot()          # every slot under the version in force
+        log.info("cluster store: rows carried over from rules version %s to %s", found, version)
+    else:
+        rules = _kept(cfg.data, version, files)
+        installer.install(rules, time.time())
+        installer.adopt()
     cfg.rules = str(version_dir(cfg.data, version))
     log.info("cluster store: node %s, %s", cluster.node, cluster.unavailable or f"{len(cluster.owned)} slots held")
     return cluster, installer, rules

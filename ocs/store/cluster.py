@@ -37,6 +37,7 @@ import psycopg
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS
 from .memory import FORMAT, MemoryStore, StoreFormatError
 from .pg import Fenced, StoreUnavailable, cluster_constants, connect
+from ..rules.versions import version_dir
 from .records import JournalRecord
 from .membership import MARGIN, Membership
 from .slots import (BATCH_DECODER, SlotData, SlotRecord, apply_slot, capture, group_heads, pack, slot_of_heads,
@@ -143,6 +144,14 @@ class ClusterStore(Membership, MemoryStore):
             taken, self._taken = self._taken, []
         if not taken:
             return False
+        found = self.data_rules_version(taken)
+        if found and found != self.rules_version:
+            # the holder put another rules version in force: this process installs it
+            # at its start, before the rows (clustercmd.open_cluster); it stops for that
+            self.fenced = (f"the slots taken over are under rules version {found}, this node runs "
+                           f"{self.rules_version}: it starts again to install it")
+            log.warning("node %s: %s", self.node, self.fenced)
+            return False
         self.map_slots()
         for d in taken:
             last = 0
@@ -157,6 +166,26 @@ class ClusterStore(Membership, MemoryStore):
         self.free_sessions = [i for i in range(len(self.session_meta) - 1, -1, -1) if self.session_meta[i] is None]
         log.info("node %s serves %d slots", self.node, len(self.owned))
         return True
+
+    def data_rules_version(self, taken: list[SlotData] | None = None) -> str | None:
+        """The rules version the state taken (not applied yet) was written
+        under; None if it holds nothing. Every slot changes version in one
+        transaction (`rules_record`), so they agree."""
+        if taken is None:
+            with self._lock:
+                taken = list(self._taken)
+        last = {(d.records[-1] if d.records else d.snapshot).rules for d in taken if d.records or d.snapshot}
+        last.discard("")
+        if len(last) > 1:
+            raise StoreFormatError(f"the slots hold rows of several rules versions ({', '.join(sorted(last))})")
+        return last.pop() if last else None
+
+    def rules_files(self, version: str) -> dict[str, bytes]:
+        with connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT files FROM ocs_rules WHERE version = %s", (version,)).fetchone()
+        if row is None:
+            raise StoreFormatError(f"rules version {version} is not in the cluster store")
+        return msgspec.msgpack.decode(row[0])
 
     def _recent_answers(self) -> None:
         since = time.time() - self.dedup.seconds
@@ -207,7 +236,9 @@ class ClusterStore(Membership, MemoryStore):
         """A rules install: every slot held gets a snapshot under the new
         version, in the same transaction as the record."""
         rec = super().rules_record(version, now)
-        self._parts[rec.seq] = {"snapshots": self._capture()}
+        kept = version_dir(self.dir, version)
+        files = {f.name: f.read_bytes() for f in sorted(kept.glob("*.toml"))} if kept.is_dir() else None
+        self._parts[rec.seq] = {"snapshots": self._capture(), "rules": (version, files)}
         return rec
 
     @property
@@ -231,7 +262,7 @@ class ClusterStore(Membership, MemoryStore):
         for rec in records:
             parts = self._parts[rec.seq]
             if "snapshots" in parts:
-                snapshots.append(parts["snapshots"])
+                snapshots.append((parts["snapshots"], parts["rules"]))
                 continue
             for slot in sorted(parts):
                 part = parts[slot]
@@ -256,8 +287,12 @@ class ClusterStore(Membership, MemoryStore):
             conn.execute("INSERT INTO ocs_batch (node, seq, t, rec) SELECT %b, * FROM unnest(%b::bigint[], "
                          "%b::double precision[], %b::bytea[])",
                          (self.node, [r.seq for r in records], [r.time for r in records], batches))
-            for snap in snapshots:
+            for snap, (version, files) in snapshots:
                 self._write_snapshots(conn, snap)
+                if files is not None:       # the version in force for the cluster from now on
+                    conn.execute("INSERT INTO ocs_rules (version, files) VALUES (%s, %s) ON CONFLICT (version) "
+                                 "DO NOTHING", (version, msgspec.msgpack.encode(files)))
+                    conn.execute("UPDATE ocs_rules SET active = (version = %s)", (version,))
         except psycopg.Error as e:
             self._rollback(conn)
             self.counts["commits_refused"] += 1

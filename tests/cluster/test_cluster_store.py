@@ -6,6 +6,7 @@ on another node; a fenced node writes nothing; a COMMIT whose answer was
 lost is read back, never written twice."""
 from __future__ import annotations
 
+import shutil
 import time
 
 import psycopg
@@ -155,6 +156,42 @@ def test_a_commit_whose_answer_is_lost_is_read_back_not_written_twice(cluster_ds
     finally:
         a.store._stop.set()
         proxy.close()
+
+
+def test_a_new_rules_version_is_carried_over_at_the_next_start(cluster_dsn, tmp_path):
+    """`ocs cluster init --rules NEW` puts a version in force; a node starting
+    finds the rows written under the old one, brings them back under it and
+    carries them over (as a restart with new rules does): balances kept, the
+    new price charged from then on."""
+    init(cluster_dsn)
+    a = Charging(tmp_path / "a", DEMO_RULES, cluster=(cluster_dsn, "a"))
+    now = time.time()
+    session(a, "s-cm", "8613800000002", now, (1 * GB, 1 * GB), (1 * GB, 1 * GB))   # the bundle; 1,048,576 KB at 0.0003
+    assert a.view("8613800000002")["balance"] == "685.4272"
+    a.store.close()
+    new = tmp_path / "rules-new"
+    shutil.copytree(DEMO_RULES, new)
+    plans = new / "plans.toml"
+    text = plans.read_text()
+    assert 'overage = { price = "0.0003", per = "1 KB" }' in text
+    plans.write_text(text.replace('overage = { price = "0.0003", per = "1 KB" }',
+                                  'overage = { price = "0.0006", per = "1 KB" }', 1))
+    init(cluster_dsn, new)
+    b = Charging(tmp_path / "b", new, cluster=(cluster_dsn, "b"))
+    try:
+        assert b.store.rules_version == b.rules.version != a.rules.version
+        assert b.view("8613800000002")["balance"] == "685.4272"
+        # the session a opened goes on at b: 100 MB out of the bundle at the new price,
+        # 102,400 KB x 0.0006 = 61.44
+        g = mscc_values(b.batch(build_ccr("pgw.test", "s-cm", 2, 3, None, [{"rg": 1, "rsu": 0, "used": 100 * MB}]),
+                                now=now + 10)[0])
+        assert g[1]["result"] == OK
+        assert b.view("8613800000002")["balance"] == "623.9872"
+        # every slot was snapshotted under the new version: a third node needs no carrying over
+        with psycopg.connect(cluster_dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM ocs_snapshot").fetchone()[0] == b.store.n_slots + 1
+    finally:
+        b.store._stop.set()
 
 
 # ---------------------------------------------------------------- differential

@@ -29,15 +29,12 @@ class Charging:
         self.data = Path(data)
         self.rules_dir = Path(rules_dir)
         self.cluster = cluster
-        if cluster is not None:
-            from ocs.store.cluster import ClusterStore
-            self.store = ClusterStore(cluster[0], cluster[1], self.data, lease_seconds=2.0)
-            self.installer = Installer(self.store)
-            self.store.open()
-            self.rules = load_rules(self.rules_dir)
-            assert self.store.active_rules()[0] == self.rules.version, "not the cluster's rules"
-            self.installer.install(self.rules, time.time())
-            self.installer.adopt()
+        if cluster is not None:         # joined as `ocs serve --store` joins
+            import logging
+            from ocs.clustercmd import open_cluster
+            from ocs.config import Config
+            cfg = Config(store=cluster[0], node=cluster[1], data=str(self.data), lease_seconds=2.0)
+            self.store, self.installer, self.rules = open_cluster(cfg, logging.getLogger("tests"))
         else:
             self.store = EmbeddedStore(self.data, fsync=False)
             self.installer = Installer(self.store)
