@@ -39,7 +39,7 @@ from .memory import FORMAT, MemoryStore, StoreFormatError
 from .pg import Fenced, StoreUnavailable, cluster_constants, connect
 from ..rules.versions import version_dir
 from .records import JournalRecord
-from .membership import MARGIN, Membership
+from .membership import Membership, margin
 from .slots import (BATCH_DECODER, SlotData, SlotRecord, apply_slot, capture, group_heads, pack, slot_of_heads,
                     split, unpack)
 
@@ -98,7 +98,7 @@ class ClusterStore(Membership, MemoryStore):
                 conn.execute("INSERT INTO ocs_lease (node, expires) VALUES (%s, now() + %s * interval '1 second') "
                              "ON CONFLICT (node) DO UPDATE SET expires = excluded.expires",
                              (self.node, self.lease_seconds))
-            self._valid_until = sent + self.lease_seconds - MARGIN
+            self._valid_until = sent + self.lease_seconds - margin(self.lease_seconds)
             self._take(conn)
         finally:
             conn.close()
@@ -276,14 +276,8 @@ class ClusterStore(Membership, MemoryStore):
         try:
             self._fence(conn, last)
             if recs:
-                cur = conn.execute(
-                    "INSERT INTO ocs_journal (slot, seq, epoch, rec) SELECT v.slot, v.seq, v.epoch, v.rec "
-                    "FROM unnest(%b::integer[], %b::bigint[], %b::bigint[], %b::bytea[]) AS v(slot, seq, epoch, rec) "
-                    "JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %b",
-                    (slots, seqs, epochs, recs, self.node))
-                if cur.rowcount != len(recs):
-                    conn.rollback()
-                    self._fenced(f"{len(recs) - cur.rowcount} of the slots written are no longer this node's")
+                self._insert_held(conn, "ocs_journal (slot, seq, epoch, rec)", "", slots, seqs, epochs, recs,
+                                  "written")
             conn.execute("INSERT INTO ocs_batch (node, seq, t, rec) SELECT %b, * FROM unnest(%b::bigint[], "
                          "%b::double precision[], %b::bytea[])",
                          (self.node, [r.seq for r in records], [r.time for r in records], batches))
@@ -310,6 +304,19 @@ class ClusterStore(Membership, MemoryStore):
         self.counts["commits"] += 1
         self._written_ok(records)
         return len(records)
+
+    def _insert_held(self, conn: psycopg.Connection, into: str, conflict: str, slots: list[int], seqs: list[int],
+                     epochs: list[int], data: list[bytes], what: str) -> None:
+        """A row per slot, each inserted only where the slot is still this
+        node's at the epoch it holds; fewer rows than slots: fenced."""
+        cur = conn.execute(
+            f"INSERT INTO {into} SELECT v.slot, v.seq, v.epoch, v.data "
+            "FROM unnest(%b::integer[], %b::bigint[], %b::bigint[], %b::bytea[]) AS v(slot, seq, epoch, data) "
+            f"JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %b {conflict}",
+            (slots, seqs, epochs, data, self.node))
+        if cur.rowcount != len(slots):
+            conn.rollback()
+            self._fenced(f"{len(slots) - cur.rowcount} of the slots {what} are no longer this node's")
 
     def _written_ok(self, records) -> None:
         self._unresolved = None
@@ -381,15 +388,9 @@ class ClusterStore(Membership, MemoryStore):
         data = [pack(snaps[s]) for s in slots]
         seqs = [snaps[s].seq for s in slots]
         epochs = [self.owned.get(s, -1) for s in slots]
-        cur = conn.execute(
-            "INSERT INTO ocs_snapshot (slot, epoch, seq, data) SELECT v.slot, v.epoch, v.seq, v.data "
-            "FROM unnest(%b::integer[], %b::bigint[], %b::bigint[], %b::bytea[]) AS v(slot, epoch, seq, data) "
-            "JOIN ocs_slot s ON s.slot = v.slot AND s.epoch = v.epoch AND s.node = %b "
-            "ON CONFLICT (slot) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, data = excluded.data",
-            (slots, epochs, seqs, data, self.node))
-        if cur.rowcount != len(slots):
-            conn.rollback()
-            self._fenced("a slot snapshotted is no longer this node's")
+        self._insert_held(conn, "ocs_snapshot (slot, seq, epoch, data)", "ON CONFLICT (slot) DO UPDATE SET epoch = "
+                          "excluded.epoch, seq = excluded.seq, data = excluded.data", slots, seqs, epochs, data,
+                          "snapshotted")
         conn.execute("DELETE FROM ocs_journal j USING unnest(%s::integer[], %s::bigint[]) AS v(slot, seq) "
                      "WHERE j.slot = v.slot AND j.seq <= v.seq", (slots, seqs))
 

@@ -15,7 +15,10 @@ from .slots import SlotData, unpack
 
 log = logging.getLogger("ocs.cluster")
 
-MARGIN = 0.25          # of a lease, the part a node does not use (clock rates, scheduling)
+def margin(lease_seconds: float) -> float:
+    """Of a lease, the part a node does not use: a fifth, at least a quarter
+    second (clock rates, scheduling, a pause of the process)."""
+    return max(0.25, lease_seconds / 5)
 
 
 class Membership:
@@ -128,7 +131,7 @@ class Membership:
                     self.fenced = "fenced out of the cluster: another node took this node's slots over"
                     log.critical("node %s %s", self.node, self.fenced)
                     return
-                self._valid_until = sent + self.lease_seconds - MARGIN
+                self._valid_until = sent + self.lease_seconds - margin(self.lease_seconds)
                 self.counts["renewals"] += 1
                 if not self.owned:
                     self._take(conn)
