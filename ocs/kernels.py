@@ -8,13 +8,22 @@ with the types the hot path passes. `make install` runs them all once
 (`ocs compile`, a line per group); `ocs serve` runs them again, which
 with a warm cache takes about a second, and says so first when the cache
 is cold (a changed source, another CPU, another numba).
+
+numba checks only the source file of the function it caches: a kernel that
+inlines a helper or a constant from another module would be loaded from
+the cache unchanged after that module changed (an upgrade, an edit). So a
+digest of every module with kernels and of the modules they import is kept
+beside the cache; when it differs, the cache of every kernel is dropped
+first (`drop_stale_cache`) and they compile again.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from .diameter import warm as codec
@@ -62,7 +71,49 @@ def _cached(dispatcher) -> bool:
 
 def cold_groups() -> list[Group]:
     """The groups with a kernel that numba's cache cannot supply."""
+    drop_stale_cache()
     return [g for g in GROUPS if not all(_cached(k) for k in g.kernels)]
+
+
+_NUMBA = re.compile(r"^\s*(import numba|from numba)", re.M)
+_IMPORT = re.compile(r"^\s*from (\.+)([\w.]*) import \(?([\w, \n]+)", re.M)
+
+
+def kernel_sources() -> list[Path]:
+    """The modules with numba kernels, and the modules of ocs they import."""
+    root = Path(__file__).resolve().parent
+    with_kernels = [p for p in root.rglob("*.py") if _NUMBA.search(p.read_text(errors="replace"))]
+    found = set(with_kernels)
+    for p in with_kernels:
+        for dots, module, names in _IMPORT.findall(p.read_text(errors="replace")):
+            base = p.parent
+            for _ in range(len(dots) - 1):
+                base = base.parent
+            target = base.joinpath(*module.split(".")) if module else base
+            candidates = [target.with_suffix(".py"), target / "__init__.py"]
+            if not module:         # from . import a, b: modules of the package
+                candidates += [base / f"{n.strip()}.py" for n in names.split(",") if n.strip()]
+            found.update(c for c in candidates if c.is_file() and root in c.parents)
+    return sorted(found)
+
+
+def drop_stale_cache() -> bool:
+    """Drop numba's cache of every kernel when a module with kernels, or one
+    they import, changed since it was filled. True if it was dropped."""
+    digest = hashlib.sha256()
+    for p in kernel_sources():
+        digest.update(p.name.encode() + b"\0" + p.read_bytes())
+    want = digest.hexdigest()
+    where = cache_dir()
+    if not os.path.isdir(where):
+        return False
+    stamp = Path(where) / "ocs-kernel-sources.sha256"
+    if stamp.exists() and stamp.read_text().strip() == want:
+        return False
+    for f in Path(where).rglob("*.nb[ic]"):
+        f.unlink(missing_ok=True)
+    stamp.write_text(want + "\n")
+    return True
 
 
 def cache_dir() -> str:
@@ -75,6 +126,7 @@ def cache_dir() -> str:
 def warm_up(rules: RuleSet, report: Callable[[str, float, bool], None] | None = None) -> float:
     """Compile or load every group; `report(name, seconds, compiled)` after
     each. Returns the seconds taken."""
+    drop_stale_cache()
     started = time.monotonic()
     for g in GROUPS:
         misses = [_misses(k) for k in g.kernels]

@@ -34,6 +34,7 @@ from ..diameter.peer import LocalIdentity
 log = logging.getLogger("ocs.net")
 
 _HEADER = 20
+RETRY = 0.5            # seconds a node that could not be reached is not tried again
 
 
 def _avps(frame: bytes):
@@ -166,6 +167,7 @@ class Relay:
         self.links: dict[tuple[str, int], Link] = {}
         self.relayed = 0                  # requests forwarded (a metric)
         self._nursery: trio.Nursery | None = None
+        self._down: dict[tuple[str, int], float] = {}     # target -> until when it is not tried again
 
     async def run(self) -> None:
         async with trio.open_nursery() as n:
@@ -180,6 +182,15 @@ class Relay:
             return list(frames)
         link = self.links.get(target)
         if link is None or link.closed:
+            if trio.current_time() < self._down.get(target, -1.0):
+                # it failed a moment ago: 3002 at once, without a connection attempt (or a log line) each
+                for frame in frames:
+                    if relayed_before(frame):
+                        kept.append(frame)
+                    else:
+                        self.refuse(peer, frame, c.UNABLE_TO_DELIVER, "the node holding this session's state "
+                                    "cannot be reached")
+                return kept
             link = self.links[target] = Link(self, target)
             self._nursery.start_soon(link.run)
         for frame in frames:
@@ -190,8 +201,10 @@ class Relay:
         return kept
 
     def gone(self, link: Link) -> None:
+        """A connection ended: not tried again for RETRY seconds."""
         if self.links.get(link.target) is link:
             del self.links[link.target]
+        self._down[link.target] = trio.current_time() + RETRY
 
     def refuse(self, peer, frame: bytes, code: int, why: str) -> None:
         peer.deliver([error_answer(frame, ProtocolError(code, why), self.identity.origin_avps)], 0)
