@@ -108,11 +108,14 @@ def drop_stale_cache() -> bool:
     if not os.path.isdir(where):
         return False
     stamp = Path(where) / "ocs-kernel-sources.sha256"
-    if stamp.exists() and stamp.read_text().strip() == want:
+    try:
+        if stamp.exists() and stamp.read_text().strip() == want:
+            return False
+        for f in Path(where).rglob("*.nb[ic]"):
+            f.unlink(missing_ok=True)
+        stamp.write_text(want + "\n")
+    except OSError:         # a cache numba cannot write to either: it compiles in memory
         return False
-    for f in Path(where).rglob("*.nb[ic]"):
-        f.unlink(missing_ok=True)
-    stamp.write_text(want + "\n")
     return True
 
 
