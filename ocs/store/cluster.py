@@ -68,6 +68,8 @@ class ClusterStore(Membership, MemoryStore):
         self._written = 0                                # record bytes since the last snapshot
         self._writer: psycopg.Connection | None = None
         self._lock = threading.Lock()                    # _taken, owned between the lease thread and the loop
+        self._take_lock = threading.Lock()               # one taking of slots at a time (open, the lease thread)
+        self._renewed = 0.0                              # time.monotonic() of the last renewal sent
         self._stop = threading.Event()
         self._lease_thread: threading.Thread | None = None
         self._holder: tuple[str, int] | None = None        # the node holding the slots, while this one holds none
@@ -99,11 +101,13 @@ class ClusterStore(Membership, MemoryStore):
                              "ON CONFLICT (node) DO UPDATE SET expires = excluded.expires",
                              (self.node, self.lease_seconds))
             self._valid_until = sent + self.lease_seconds - margin(self.lease_seconds)
+            self._renewed = sent
+            # the lease is renewed from now on, while this process takes slots and installs its rules
+            self._lease_thread = threading.Thread(target=self._lease_loop, name=f"lease {self.node}", daemon=True)
+            self._lease_thread.start()
             self._take(conn)
         finally:
             conn.close()
-        self._lease_thread = threading.Thread(target=self._lease_loop, name=f"lease {self.node}", daemon=True)
-        self._lease_thread.start()
         log.info("node %s joined the cluster (epoch %d, %d slots): holds %d of them", self.node, self.epoch,
                  self.n_slots, len(self.owned))
 

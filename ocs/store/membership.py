@@ -84,7 +84,14 @@ class Membership:
     def _take(self, conn: psycopg.Connection) -> None:
         """Take every slot nobody holds: free ones, this node's own (an
         earlier process of it), and those of nodes whose lease lapsed,
-        fencing those nodes first. Reads what was taken for `adopt`."""
+        fencing those nodes first. Reads what was taken for `adopt`,
+        renewing the lease meanwhile (reading many slots takes a while).
+        Once: a node holding slots, or slots not applied yet, takes none."""
+        with self._take_lock:
+            if not self.owned and not self._taken:
+                self._take_free(conn)
+
+    def _take_free(self, conn: psycopg.Connection) -> None:
         def attempt():
             with conn.transaction():
                 lapsed = [r[0] for r in conn.execute(
@@ -104,7 +111,11 @@ class Membership:
         if fenced:
             self.counts["takeovers"] += len(fenced)
             log.warning("node %s took over the slots of %s (their lease lapsed)", self.node, ", ".join(fenced))
-        data = [self._read_slot(conn, slot, epoch) for slot, epoch in sorted(taken)]
+        data = []
+        for slot, epoch in sorted(taken):
+            if time.monotonic() - self._renewed > self.lease_seconds / 4 and not self._renew(conn):
+                return
+            data.append(self._read_slot(conn, slot, epoch))
         with self._lock:
             self._taken.extend(data)
             for d in data:
@@ -117,22 +128,30 @@ class Membership:
             "SELECT rec FROM ocs_journal WHERE slot = %s AND seq > %s ORDER BY seq", (slot, snap_seq))]
         return SlotData(slot, epoch, snap, records)
 
+    def _renew(self, conn: psycopg.Connection) -> bool:
+        """Extend the lease, if the node is still this process's (its
+        epoch); False once fenced."""
+        sent = time.monotonic()
+        held = conn.execute("UPDATE ocs_lease SET expires = now() + %s * interval '1 second' "
+                            "WHERE node = %s AND (SELECT epoch FROM ocs_node WHERE name = %s) = %s "
+                            "RETURNING 1", (self.lease_seconds, self.node, self.node, self.epoch)).fetchone()
+        if held is None:
+            self.fenced = "fenced out of the cluster: another node took this node's slots over"
+            log.critical("node %s %s", self.node, self.fenced)
+            return False
+        self._valid_until = sent + self.lease_seconds - margin(self.lease_seconds)
+        self._renewed = sent
+        self.counts["renewals"] += 1
+        return True
+
     def _lease_loop(self) -> None:
         conn = None
         while not self._stop.wait(self.lease_seconds / 4):
             try:
                 if conn is None or conn.closed:
                     conn = connect(self.dsn, autocommit=True, timeout=self.lease_seconds, hold=self.lease_seconds)
-                sent = time.monotonic()
-                held = conn.execute("UPDATE ocs_lease SET expires = now() + %s * interval '1 second' "
-                                    "WHERE node = %s AND (SELECT epoch FROM ocs_node WHERE name = %s) = %s "
-                                    "RETURNING 1", (self.lease_seconds, self.node, self.node, self.epoch)).fetchone()
-                if held is None:
-                    self.fenced = "fenced out of the cluster: another node took this node's slots over"
-                    log.critical("node %s %s", self.node, self.fenced)
+                if not self._renew(conn):
                     return
-                self._valid_until = sent + self.lease_seconds - margin(self.lease_seconds)
-                self.counts["renewals"] += 1
                 if not self.owned:
                     self._take(conn)
                 if not self.owned:
