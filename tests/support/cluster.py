@@ -27,7 +27,7 @@ def init(dsn: str, rules=DEMO_RULES) -> None:
 def node(dsn: str, name: str, data, lease: float = 2.0) -> OcsProcess:
     """`ocs serve --store DSN --node NAME` with the API, not started."""
     return OcsProcess(data / name, extra=["--store", dsn, "--node", name, "--lease-seconds", str(lease),
-                                          "--api", "127.0.0.1:0"],
+                                          "--api", "127.0.0.1:0", "--origin-host", f"{name}.ocs.test"],
                       env={"OCS_API_TOKENS": TOKEN}, log=data / f"{name}.log")
 
 
@@ -62,7 +62,7 @@ class Gateway:
         self.used: dict[str, int] = {}           # MSISDN -> octets reported in answered requests
         self.answered = 0
         self.retransmitted = 0
-        self.last_ok: dict[str, float] = {}      # node -> when it last answered 2001
+        self.last_ok: dict[str, float] = {}      # node (the Origin-Host of the answer) -> when it last answered 2001
 
     async def conn(self, node: str, nursery) -> GyConnection | None:
         c = self.conns.get(node)
@@ -87,7 +87,7 @@ class Gateway:
                     a = await c.request(req, retransmit=again)
             if a is not None and a.result_code == OK:
                 self.answered += 1
-                self.last_ok[node] = time.monotonic()
+                self.last_ok[a.origin_host.decode().removesuffix(".ocs.test")] = time.monotonic()
                 return
             assert a is None or a.result_code in (TOO_BUSY, UNABLE_TO_DELIVER), f"{node}: result {a.result_code}"
             at += 1
