@@ -142,7 +142,7 @@ def _serve(cfg, log, started, store, installer, rules, was, usage) -> int:
     from .gy.app import CreditControlApplication
     from .net.server import Server
     from .rules.history import InstallHistory
-    from .store.pg import Fenced
+    from .store.errors import Fenced
 
     _compile_kernels(rules, log)
     try:

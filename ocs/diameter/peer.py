@@ -128,6 +128,11 @@ class LocalIdentity:
     def __post_init__(self):
         self.origin_avps = (A.utf8(c.AVP_ORIGIN_HOST, self.origin_host)
                             + A.utf8(c.AVP_ORIGIN_REALM, self.origin_realm))
+        # what a CER or CEA says of us beside the identity and the applications (RFC 6733 5.3)
+        self.capability_avps = b"".join(
+            [A.address(c.AVP_HOST_IP_ADDRESS, ip) for ip in self.host_ip_addresses]
+            + [A.u32(c.AVP_VENDOR_ID, self.vendor_id), A.utf8(c.AVP_PRODUCT_NAME, self.product_name, mandatory=False),
+               A.u32(c.AVP_ORIGIN_STATE_ID, self.origin_state_id), A.u32(c.AVP_SUPPORTED_VENDOR_ID, c.VENDOR_3GPP)])
 
 
 MAX_BEFORE_CER = 64 << 10     # octets a connection may send before its CER is through (a CER is small)
@@ -435,13 +440,7 @@ class PeerConnection:
         log.info("peer %s (realm %s) open", host, realm)
 
     def _capabilities(self) -> bytes:
-        ident = self.identity
-        parts = [A.address(c.AVP_HOST_IP_ADDRESS, ip) for ip in ident.host_ip_addresses]
-        parts += [A.u32(c.AVP_VENDOR_ID, ident.vendor_id),
-                  A.utf8(c.AVP_PRODUCT_NAME, ident.product_name, mandatory=False),
-                  A.u32(c.AVP_ORIGIN_STATE_ID, ident.origin_state_id),
-                  A.u32(c.AVP_SUPPORTED_VENDOR_ID, c.VENDOR_3GPP)]
-        return b"".join(parts)
+        return self.identity.capability_avps
 
     def _on_dwr(self, h: Header, frame: bytes) -> None:
         self._base_avps(frame, h, _DWR_RULES)

@@ -29,12 +29,12 @@ from ..gy.app import CreditControlApplication
 from ..gy.operations import OperationError
 from ..metrics import Metrics
 from ..rules.compile import RuleSet
+from ..store.errors import Fenced
 from ..store.interface import Store
-from ..store.pg import Fenced
-from .relay import Relay
 from ..store.records import JournalRecord
 from .commit import Arrival, Commit, Operation
 from .peers import Peer
+from .relay import Relay
 
 log = logging.getLogger("ocs.net")
 SMALL_GROUP = 128   # requests; a smaller group with nothing else waiting is written inline
@@ -105,7 +105,8 @@ class ChargingLoop:
         if target is not None and self.journal_failing is None:
             kept = self.relay.forward(peer, frames, target)
             if kept:       # relayed once already: not again
-                self._refuse_busy([Arrival(peer, Frames.of(kept), now)], counted=False)
+                self._refuse_busy([Arrival(peer, Frames.of(kept), now)], counted=False,
+                                  why="relayed here by another node, and this node does not hold the state")
             return
         if self.refusing is not None:
             self._refuse_busy([Arrival(peer, frames, now)], counted=False)   # here: the loop may be waiting
@@ -213,11 +214,11 @@ class ChargingLoop:
             op.fail(OperationError(503, f"nothing can be charged here now ({self.refusing}); "
                                         f"nothing was changed: try again later"))
 
-    def _refuse_busy(self, batch: list, counted: bool = True) -> None:
+    def _refuse_busy(self, batch: list, counted: bool = True, why: str | None = None) -> None:
         """While the journal cannot be written nothing is charged: each
         request gets 3004 DIAMETER_TOO_BUSY (RFC 6733 7.1.3: the gateway may
         go to another server), which needs no write."""
-        err = ProtocolError(c.TOO_BUSY, f"nothing can be charged here now ({self.refusing})")
+        err = ProtocolError(c.TOO_BUSY, f"nothing can be charged here now ({why or self.refusing})")
         origin = self.app.identity.origin_avps
         for a in batch:
             answers = [error_answer(f, err, origin) for f in a.frames]

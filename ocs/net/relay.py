@@ -27,6 +27,7 @@ import trio
 
 from ..diameter import avp as A
 from ..diameter import constants as c
+from ..diameter import fastwalk
 from ..diameter.errors import ProtocolError
 from ..diameter.message import error_answer, parse_header
 from ..diameter.peer import LocalIdentity
@@ -37,21 +38,9 @@ _HEADER = 20
 RETRY = 0.5            # seconds a node that could not be reached is not tried again
 
 
-def _avps(frame: bytes):
-    """(code, start, end) of each top-level AVP of a frame."""
-    pos, end = _HEADER, len(frame)
-    while pos + 8 <= end:
-        code = int.from_bytes(frame[pos:pos + 4], "big")
-        length = int.from_bytes(frame[pos + 5:pos + 8], "big")
-        if length < 8:
-            return
-        yield code, pos
-        pos += (length + 3) & ~3
-
-
 def relayed_before(frame: bytes) -> bool:
     """The request carries a Route-Record: an agent relayed it already."""
-    return any(code == c.AVP_ROUTE_RECORD for code, _ in _avps(frame))
+    return fastwalk.count_top_level(frame, c.AVP_ROUTE_RECORD, 0)[0] > 0
 
 
 def with_route(frame: bytes, hbh: int, came_from: str) -> bytes:
@@ -211,12 +200,7 @@ class Relay:
 
     def cer(self, hbh: int) -> bytes:
         ident = self.identity
-        body = b"".join([ident.origin_avps]
-                        + [A.address(c.AVP_HOST_IP_ADDRESS, ip) for ip in ident.host_ip_addresses]
-                        + [A.u32(c.AVP_VENDOR_ID, ident.vendor_id),
-                           A.utf8(c.AVP_PRODUCT_NAME, ident.product_name, mandatory=False),
-                           A.u32(c.AVP_ORIGIN_STATE_ID, ident.origin_state_id),
-                           A.u32(c.AVP_AUTH_APPLICATION_ID, c.APP_CREDIT_CONTROL)])
+        body = ident.origin_avps + ident.capability_avps + A.u32(c.AVP_AUTH_APPLICATION_ID, c.APP_CREDIT_CONTROL)
         return A.header(c.FLAG_REQUEST, c.CMD_CAPABILITIES_EXCHANGE, c.APP_COMMON, hbh, hbh, len(body)) + body
 
 
@@ -235,7 +219,8 @@ async def _read_frame(stream, buf: bytearray) -> tuple[bytes, bytearray]:
 
 
 def _result(frame: bytes) -> int | None:
-    for code, pos in _avps(frame):
-        if code == c.AVP_RESULT_CODE:
-            return int.from_bytes(frame[pos + 8:pos + 12], "big")
-    return None
+    try:
+        avps = A.walk(frame, _HEADER, len(frame))
+    except ProtocolError:
+        return None
+    return next((a.u32 for a in avps if a.code == c.AVP_RESULT_CODE), None)

@@ -36,7 +36,8 @@ import psycopg
 
 from .dedup import DEFAULT_BYTES, DEFAULT_SECONDS
 from .memory import FORMAT, MemoryStore, StoreFormatError
-from .pg import Fenced, StoreUnavailable, cluster_constants, connect
+from .errors import Fenced, StoreUnavailable
+from .pg import cluster_constants, connect
 from ..rules.versions import version_dir
 from .records import JournalRecord
 from .membership import Membership, margin

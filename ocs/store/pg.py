@@ -13,6 +13,8 @@ from typing import Callable, TypeVar
 
 import psycopg
 
+from .errors import StoreUnavailable
+
 SCHEMA_VERSION = "1"
 
 SCHEMA = [
@@ -71,18 +73,6 @@ SCHEMA = [
 RETRY_CODES = {"40001", "40P01"}     # serialization failure, deadlock detected
 
 T = TypeVar("T")
-
-
-class StoreUnavailable(OSError):
-    """PostgreSQL cannot be reached or refused the write; nothing of it was
-    acknowledged (OSError: the charging loop holds the answers and answers
-    new requests 3004 until it can write again)."""
-
-
-class Fenced(Exception):
-    """Another node took this node's slots over (its epoch moved on): this
-    process must not write again. Not an OSError: nothing retries it; the
-    node stops, and starts again as a new member."""
 
 
 def connect(dsn: str, *, autocommit: bool = False, timeout: float = 5.0,

@@ -204,6 +204,7 @@ def capture(store) -> dict[int, SlotRecord]:
     for key, row in store.explicit.items():
         keys.setdefault(row, []).append(key)
     open_rows = np.array([i for i, m in enumerate(store.session_meta) if m is not None], np.int64)
+    api_all = sorted(set(store.profiles) | store.retired)     # the rows the API provisioned or retired: few
     snaps = {}
     for slot in sorted(store.owned):
         if slot == sponsor_slot(store.n_slots):
@@ -212,7 +213,7 @@ def capture(store) -> dict[int, SlotRecord]:
                                      sponsor_ids=list(store.sponsor_ids))
             continue
         rows = np.flatnonzero(store.slot_of_row[:n] == slot)
-        api_rows = [r for r in rows.tolist() if r in store.profiles or r in store.retired]
+        api_rows = [r for r in api_all if store.slot_of_row[r] == slot]
         directory = [DirectoryChange(row=r, bind=keys.get(r, []), unbind=[], retire=r in store.retired,
                                      label=store.labels.get(r), profile=store.profiles.get(r)) for r in api_rows]
         xs = open_rows[store.session_slot[open_rows] == slot] if len(open_rows) else open_rows

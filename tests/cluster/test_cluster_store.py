@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocs.store.pg import Fenced, StoreUnavailable
+from ocs.store.errors import Fenced, StoreUnavailable
 from tests.support.charging import Charging
 from tests.support.cluster import init
 from tests.support.gy import GB, MB

@@ -93,7 +93,8 @@ def test_kill_the_node_holding_the_slots_again_and_again(nodes, cluster_dsn, rec
         want.update(g.used)
     # every answered report is counted once: none lost in a kill, none counted again after it
     assert trio.run(totals, active.api, subscribers) == want
-    assert all(t < 10 for t in takeovers), takeovers
+    if not REPORT:     # make test bounds the takeover; make bench reports it (docs/cluster-takeover.md)
+        assert all(t < 10 for t in takeovers), takeovers
 
 
 def report(takeovers: list[float], gateways) -> None:
